@@ -1,0 +1,223 @@
+"""The ``fslm`` command line.
+
+Errors caused by input (:class:`~fslm_core.errors.FslmError`) print one line
+on stderr and exit 1, without a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+from pydantic import ValidationError
+
+from .declarations import Stack, load_stack
+from .errors import FslmError, InputError, format_validation_error
+from .logs import configure_logging
+from .plugins import DISABLE_ENV, get_registry
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+DEFAULT_DECOMPOSITION = "fslm-paper"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--log-json", is_flag=True, help="Log lines as JSON (for machines).")
+@click.option("--log-level", default="WARNING", show_default=True, help="DEBUG, INFO, WARNING or ERROR.")
+@click.version_option(package_name="fslm-core")
+def cli(log_json: bool, log_level: str) -> None:
+    """Fine-tuned stacks of small language models."""
+    configure_logging(json=log_json, level=log_level)
+
+
+# Stacks --------------------------------------------------------------------
+
+
+def resolve_stack(stack_path: str | None, decomposition: str | None, model: str | None, model_path: str | None) -> Stack:
+    """The stack a command works on: a stack file, or a decomposition built for a model."""
+    if stack_path and decomposition:
+        raise click.UsageError("give either --stack or --decomposition, not both")
+    if stack_path:
+        if model or model_path:
+            raise click.UsageError("--model and --model-path apply to --decomposition; a stack file names its models")
+        return load_stack(stack_path)
+    recipe = get_registry().decomposition(decomposition or DEFAULT_DECOMPOSITION, field="--decomposition")
+    return recipe.build(model or DEFAULT_MODEL, model_path=model_path)
+
+
+def stack_options(command):
+    options = [
+        click.option("--stack", "stack_path", type=click.Path(), help="Stack file (.yaml) or stack folder."),
+        click.option(
+            "--decomposition",
+            help=f"Registered decomposition to build a stack from (default: {DEFAULT_DECOMPOSITION}).",
+        ),
+        click.option("--model", help=f"Model id for --decomposition (default: {DEFAULT_MODEL}); see `fslm plugins`."),
+        click.option("--model-path", type=click.Path(), help="Local folder with the model's weights (offline use)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def read_prompts(prompts: tuple[str, ...], input_file: str | None) -> list[str]:
+    collected = list(prompts)
+    if input_file:
+        path = Path(input_file)
+        if not path.is_file():
+            raise InputError(f"--input: file not found: {path}")
+        collected += [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not collected:
+        raise InputError("no prompts given: pass a prompt or --input FILE with one prompt per line")
+    return collected
+
+
+def count_lines(path: Path) -> int:
+    if not path.exists():
+        return 0
+    with path.open(encoding="utf-8") as handle:
+        return sum(1 for line in handle if line.strip())
+
+
+@cli.command()
+@click.argument("prompts", nargs=-1)
+@stack_options
+@click.option("--input", "input_file", type=click.Path(), help="Text file with one prompt per line.")
+@click.option("--output", "output_file", type=click.Path(), help="Append one JSON trace per line to this file.")
+@click.option("--resume", is_flag=True, help="With --output: skip prompts whose traces the file already holds.")
+@click.option("--json", "as_json", is_flag=True, help="Print traces as JSON lines instead of text.")
+@click.option("--answers-only", is_flag=True, help="Print only the final answers.")
+@click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1))
+@click.option("--chunk-size", default=256, show_default=True, type=click.IntRange(min=1),
+              help="Prompts per engine run; --output is written after each chunk.")
+@click.option("--seed", default=0, show_default=True, type=int)
+def run(prompts, stack_path, decomposition, model, model_path, input_file, output_file, resume, as_json,
+        answers_only, batch_size, chunk_size, seed):
+    """Run a stack on PROMPTS and print each answer with its per-stage trace."""
+    stack = resolve_stack(stack_path, decomposition, model, model_path)
+    collected = read_prompts(prompts, input_file)
+    output = Path(output_file) if output_file else None
+    done = count_lines(output) if output and resume else 0
+    if output and output.exists() and not resume and output.stat().st_size > 0:
+        raise InputError(f"--output: {output} already holds traces; pass --resume to continue it or choose another file")
+    if done >= len(collected):
+        click.echo(f"all {len(collected)} prompts already have traces in {output}", err=True)
+        return
+    show_progress = len(collected) - done > 1 and sys.stderr.isatty()
+    for start in range(done, len(collected), chunk_size):
+        traces = stack.run(collected[start : start + chunk_size], batch_size=batch_size, seed=seed, progress=show_progress)
+        if output:
+            append_jsonl(output, [trace.to_json() for trace in traces])
+        for trace in traces:
+            if as_json:
+                click.echo(trace.to_json())
+            elif answers_only:
+                click.echo(trace.answer)
+            else:
+                click.echo(trace.render() + "\n")
+
+
+def append_jsonl(path: Path, lines: list[str]) -> None:
+    """Append lines and make them durable before the next chunk starts."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write("".join(line + "\n" for line in lines))
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+@cli.command("new-stack")
+@click.argument("destination", type=click.Path())
+@stack_options
+def new_stack(destination, stack_path, decomposition, model, model_path):
+    """Write a stack file (DESTINATION.yaml) or folder built from a decomposition, to edit by hand."""
+    stack = resolve_stack(stack_path, decomposition, model, model_path)
+    click.echo(stack.save(destination))
+
+
+# Plugins -------------------------------------------------------------------
+
+
+def plugin_listing() -> dict:
+    registry = get_registry()
+    listing: dict = {}
+    for kind in registry.kinds:
+        rows = []
+        for name in registry.names(kind):
+            provider = registry.provider(kind, name)
+            row = {"name": name, "plugin": provider.plugin, "distribution": provider.distribution,
+                   "version": provider.version}
+            item = registry.kinds[kind].items[name]
+            if kind == "models":
+                memory = item.memory_estimate_bytes
+                row.update(
+                    backend=item.backend,
+                    source=item.source,
+                    installed=item.source is not None,
+                    dtype=item.dtype,
+                    context_length=item.context_length,
+                    memory_estimate_gb=round(memory / 1e9, 2) if memory else None,
+                    lora_target_modules=list(item.lora_target_modules or []),
+                    description=item.description,
+                )
+            else:
+                row["description"] = getattr(item, "description", "") or ""
+            rows.append(row)
+        listing[kind] = rows
+    listing["broken"] = [vars(broken) for broken in registry.broken]
+    return listing
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def plugins(as_json: bool) -> None:
+    """List what the installed plugins provide, and who provides it."""
+    listing = plugin_listing()
+    if as_json:
+        click.echo(json.dumps(listing, indent=2))
+        return
+    for kind, rows in listing.items():
+        if kind == "broken":
+            continue
+        click.echo(f"{kind}:")
+        if not rows:
+            click.echo("  (none)")
+        for row in rows:
+            provider = f"{row['plugin']} ({row['distribution']} {row['version']})"
+            extra = ""
+            if kind == "models":
+                memory = f"~{row['memory_estimate_gb']} GB" if row["memory_estimate_gb"] else "size unknown"
+                installed = "" if row["installed"] else ", weights not installed"
+                extra = f"  [{row['backend']}, {row['dtype']}, {memory}{installed}]"
+            click.echo(f"  {row['name']:<32} {provider}{extra}")
+    for broken in listing["broken"]:
+        click.echo(
+            f"broken plugin {broken['name']} ({broken['distribution']}): {broken['error']} "
+            f"[during {broken['stage']}; disable with {DISABLE_ENV}={broken['name']}]"
+        )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI, turning input errors into one line and exit code 1."""
+    try:
+        cli.main(args=argv, prog_name="fslm", standalone_mode=False)
+    except click.exceptions.Exit as done:
+        sys.exit(done.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(error.exit_code)
+    except FslmError as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(error.exit_code)
+    except ValidationError as error:
+        click.echo(f"error: {format_validation_error(error)}", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

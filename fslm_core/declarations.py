@@ -1,0 +1,270 @@
+"""Declarations: what a user writes to describe a stack.
+
+A :class:`Stack` is a named list of :class:`Stage` s. It validates on its own
+(names, references between stages, template fields, paths); whether the model
+ids, formats and router it names are installed is checked when it runs, since
+that depends on the plugins of the machine running it.
+
+A stack saves as a YAML file, or as a folder holding ``stack.yaml`` and, by
+convention, one PEFT adapter folder per stage under ``adapters/``. Paths inside
+the folder are written relative to it, so the folder can be moved or shared.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import string
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from .errors import InputError, StackFileError, format_validation_error
+
+if TYPE_CHECKING:
+    from .messages import Trace
+
+STACK_FILE_NAME = "stack.yaml"
+STACK_FORMAT_VERSION = 1
+PROMPT_FIELD = "prompt"
+_NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
+
+
+class GenerationSettings(BaseModel):
+    """How a stage generates. Greedy by default, so runs repeat exactly."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_new_tokens: int = Field(default=128, gt=0, le=8192)
+    temperature: float = Field(default=0.0, ge=0.0, description="0 means greedy decoding.")
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    repetition_penalty: float = Field(default=1.0, gt=0.0)
+    stop: tuple[str, ...] = Field(default=(), description="Generation ends at the first of these strings.")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+def _resolve_path(value: Path | None, info: ValidationInfo) -> Path | None:
+    """Relative paths resolve against the stack file's folder when loading, else the cwd."""
+    if value is None:
+        return None
+    base = (info.context or {}).get("base_dir")
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        path = Path(base or os.getcwd()) / path
+    return path.resolve()
+
+
+class Stage(BaseModel):
+    """One small LM doing one sub-step, handing natural language to the next."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=_NAME_PATTERN, description="Unique within the stack; other stages read it by this name.")
+    model: str = Field(min_length=1, description="A registered model id (see `fslm plugins`) or `hf:<path-or-id>`.")
+    model_path: Path | None = Field(default=None, description="Local folder overriding where the model's weights are read.")
+    adapter: Path | None = Field(default=None, description="PEFT LoRA adapter folder; None runs the plain base model.")
+    instruction: str = Field(min_length=1, description="What this stage must do (the system / instruction text).")
+    template: str | None = Field(
+        default=None,
+        description="Layout of the stage's input with {prompt} and {<stage name>} fields; "
+        "None lists the prompt and each read message under a heading.",
+    )
+    reads: tuple[str, ...] = Field(default=(), description="Names of earlier stages whose messages this stage sees.")
+    format: str = Field(default="text", description="Registered message format of this stage's output.")
+    generation: GenerationSettings = Field(default_factory=GenerationSettings)
+
+    _resolve_paths = field_validator("adapter", "model_path")(_resolve_path)
+
+    @field_validator("adapter")
+    @classmethod
+    def _adapter_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not (value / "adapter_config.json").is_file():
+            if not value.exists():
+                raise ValueError(f"adapter folder does not exist: {value}")
+            raise ValueError(f"not a PEFT adapter folder (no adapter_config.json): {value}")
+        return value
+
+    @field_validator("template")
+    @classmethod
+    def _template_parses(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                template_fields(value)
+            except ValueError as error:
+                raise ValueError(f"template does not parse: {error}") from None
+        return value
+
+    def input_fields(self) -> list[str]:
+        """Names the stage's template fills: the prompt and the messages it reads."""
+        return [PROMPT_FIELD, *self.reads]
+
+
+def template_fields(template: str) -> set[str]:
+    """Field names used by a ``str.format`` template (``{prompt}``, ``{recall}``...)."""
+    return {name for _, name, _, _ in string.Formatter().parse(template) if name}
+
+
+class Stack(BaseModel):
+    """A named chain of stages; the last stage writes the answer."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1)
+    description: str = ""
+    stages: tuple[Stage, ...] = Field(min_length=1)
+    router: str = Field(default="sequential", description="Registered router that schedules the stages.")
+    fslm_format: int = Field(default=STACK_FORMAT_VERSION, description="Version of the stack file layout.")
+
+    @model_validator(mode="after")
+    def _check_references(self) -> Stack:
+        seen: set[str] = set()
+        for index, stage in enumerate(self.stages):
+            where = f"stages.{index}"
+            if stage.name in seen:
+                raise ValueError(f"{where}.name: duplicate stage name {stage.name!r}")
+            if stage.name == PROMPT_FIELD:
+                raise ValueError(f"{where}.name: {PROMPT_FIELD!r} is reserved for the user's prompt")
+            for read in stage.reads:
+                if read not in seen:
+                    raise ValueError(
+                        f"{where}.reads: {read!r} is not an earlier stage (earlier: {sorted(seen) or 'none'})"
+                    )
+            if stage.template is not None:
+                unknown = template_fields(stage.template) - set(stage.input_fields())
+                if unknown:
+                    raise ValueError(
+                        f"{where}.template: fields {sorted(unknown)} are neither 'prompt' nor in reads {list(stage.reads)}"
+                    )
+            seen.add(stage.name)
+        return self
+
+    @property
+    def final_stage(self) -> Stage:
+        return self.stages[-1]
+
+    def stage(self, name: str) -> Stage:
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        raise KeyError(name)
+
+    def run(self, prompts: str | Sequence[str], **options: Any) -> list[Trace]:
+        """Run the stack over prompts; see :func:`fslm_core.engine.run_stack` for options."""
+        from .engine import run_stack
+
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        return run_stack(self, prompts, **options)
+
+    def to_yaml(self, relative_to: Path | None = None) -> str:
+        """The stack as YAML; paths under ``relative_to`` are written relative to it."""
+        data = self.model_dump(mode="json", exclude_defaults=True)
+        data = {"fslm_format": self.fslm_format, **data}
+        if relative_to is not None:
+            for stage in data["stages"]:
+                for key in ("adapter", "model_path"):
+                    if key in stage:
+                        stage[key] = _relative_if_inside(Path(stage[key]), relative_to)
+        return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the stack to a ``.yaml``/``.yml`` file, or to ``<folder>/stack.yaml``.
+
+        The write is atomic: a reader sees the old file or the new one, never half.
+        Returns the path of the written YAML file.
+        """
+        target = Path(path).expanduser().resolve()
+        if target.suffix not in (".yaml", ".yml"):
+            target.mkdir(parents=True, exist_ok=True)
+            target = target / STACK_FILE_NAME
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(target, self.to_yaml(relative_to=target.parent))
+        return target
+
+
+def _relative_if_inside(path: Path, folder: Path) -> str:
+    try:
+        return str(path.relative_to(folder))
+    except ValueError:
+        return str(path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def stack_file_path(path: str | os.PathLike) -> Path:
+    """The YAML file of a stack given as a file or a folder."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        path = path / STACK_FILE_NAME
+    if not path.is_file():
+        raise StackFileError(f"stack file not found: {path}")
+    return path
+
+
+def load_stack(path: str | os.PathLike) -> Stack:
+    """Load a stack saved by :meth:`Stack.save` (a YAML file or a stack folder)."""
+    file = stack_file_path(path)
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise StackFileError(f"invalid stack file {file}: not valid YAML{where}") from None
+    if not isinstance(data, dict):
+        raise StackFileError(f"invalid stack file {file}: expected a mapping with 'name' and 'stages'")
+    version = data.get("fslm_format", STACK_FORMAT_VERSION)
+    if version != STACK_FORMAT_VERSION:
+        raise StackFileError(
+            f"invalid stack file {file}: fslm_format {version!r} is not supported (this fslm reads {STACK_FORMAT_VERSION})"
+        )
+    return validate_stack(data, source=f"file {file}", base_dir=file.parent.resolve())
+
+
+def validate_stack(data: dict, source: str = "stack", base_dir: Path | None = None) -> Stack:
+    """Build a Stack from plain data, turning validation errors into one line naming the field."""
+    try:
+        return Stack.model_validate(data, context={"base_dir": base_dir})
+    except ValidationError as error:
+        raise StackFileError(f"invalid stack {source}: {format_validation_error(error)}") from None
+
+
+def check_prompts(prompts: Sequence[str]) -> list[str]:
+    """The prompts as a list, refusing an empty list or an empty prompt."""
+    if isinstance(prompts, str):
+        raise InputError("prompts must be a list of strings, not one string")
+    prompts = list(prompts)
+    if not prompts:
+        raise InputError("no prompts given: the prompt list is empty")
+    for index, prompt in enumerate(prompts):
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise InputError(f"prompt {index} is empty")
+    return prompts

@@ -1,0 +1,1 @@
+"""Built-in plugins: fslm-core's own parts, registered through the same hooks as external plugins."""

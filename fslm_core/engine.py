@@ -1,0 +1,187 @@
+"""The engine: run a stack over many prompts, stage by stage, in batches.
+
+The path of a prompt, one function per step:
+
+1. :func:`bind_stack` resolves each stage's model id, format and router
+   through the registry, loads each base model once (``ModelPool``) and
+   attaches each stage's adapter to its base.
+2. The router splits the stack into waves of stages that may run together.
+3. For each wave, :func:`stage_input` and :func:`render_stage_prompt` build
+   every (stage, prompt) input from the prompt and the messages the stage reads;
+   inputs for the same base model and generation settings go to the backend
+   as one batched call, each row with its own stage's adapter.
+4. :func:`record_messages` turns generations into :class:`Message` s on each
+   trace; the final stage's message is the answer.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from tqdm.auto import tqdm
+
+from .backends import Generation, ModelBackend, ModelPool, default_pool
+from .declarations import PROMPT_FIELD, GenerationSettings, Stack, Stage, check_prompts
+from .formats import MessageFormat
+from .logs import get_logger
+from .messages import Message, Trace
+from .plugins import Registry, get_registry
+from .routers import Router
+
+MISSING_MESSAGE = "(none)"
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class BoundStage:
+    """A stage with what it runs on: its loaded base, adapter and format."""
+
+    stage: Stage
+    backend: ModelBackend
+    adapter_name: str | None
+    format: MessageFormat
+
+
+@dataclass(frozen=True)
+class BoundStack:
+    stack: Stack
+    router: Router
+    stages: dict[str, BoundStage]
+
+
+def bind_stack(stack: Stack, registry: Registry | None = None, pool: ModelPool | None = None) -> BoundStack:
+    """Resolve names through the registry, load each base once and attach adapters."""
+    registry = registry or get_registry()
+    pool = pool or default_pool
+    router = registry.router(stack.router, field="router")
+    bound: dict[str, BoundStage] = {}
+    for index, stage in enumerate(stack.stages):
+        where = f"stages.{index}"
+        spec = registry.model(stage.model, field=f"{where}.model")
+        if stage.model_path is not None:
+            spec = spec.with_source(stage.model_path)
+        message_format = registry.format(stage.format, field=f"{where}.format")
+        backend = pool.get(spec, registry.backend(spec.backend, field=f"{where}.model"))
+        adapter_name = backend.attach_adapter(stage.adapter) if stage.adapter else None
+        bound[stage.name] = BoundStage(stage, backend, adapter_name, message_format)
+    return BoundStack(stack, router, bound)
+
+
+def default_template(stage: Stage) -> str:
+    """The prompt, then each read message under a heading naming its stage."""
+    parts = [f"User request:\n{{{PROMPT_FIELD}}}"]
+    parts += [f"From the {read} step:\n{{{read}}}" for read in stage.reads]
+    return "\n\n".join(parts)
+
+
+def stage_input(stage: Stage, trace: Trace, formats: dict[str, MessageFormat]) -> str:
+    """The text a stage reads for one trace: its template filled with the prompt and messages."""
+    values = {PROMPT_FIELD: trace.prompt}
+    for read in stage.reads:
+        message = trace.message(read)
+        values[read] = formats[read].render(message.text, message.fields) if message else MISSING_MESSAGE
+    return (stage.template or default_template(stage)).format_map(values)
+
+
+def stage_instruction(stage: Stage, message_format: MessageFormat) -> str:
+    """The stage's instruction plus what its message format asks of the layout."""
+    if message_format.instructions:
+        return f"{stage.instruction} {message_format.instructions}"
+    return stage.instruction
+
+
+def render_stage_prompt(bound: BoundStack, stage: Stage, trace: Trace) -> str:
+    """The full model input of a stage for one trace, laid out by its backend."""
+    item = bound.stages[stage.name]
+    formats = {name: entry.format for name, entry in bound.stages.items()}
+    return item.backend.render_prompt(stage_instruction(stage, item.format), stage_input(stage, trace, formats))
+
+
+def record_messages(
+    bound: BoundStack, jobs: Sequence[tuple[Stage, Trace]], generations: Sequence[Generation]
+) -> None:
+    for (stage, trace), generation in zip(jobs, generations, strict=True):
+        item = bound.stages[stage.name]
+        trace.messages.append(
+            Message(
+                stage=stage.name,
+                text=generation.text,
+                fields=item.format.parse(generation.text),
+                model=stage.model,
+                adapter=str(stage.adapter) if stage.adapter else None,
+                prompt_tokens=generation.prompt_tokens,
+                completion_tokens=generation.completion_tokens,
+                latency_s=generation.latency_s,
+                batch_size=generation.batch_size,
+            )
+        )
+
+
+def batch_groups(bound: BoundStack, wave: Sequence[Stage]) -> list[list[Stage]]:
+    """Stages of a wave that can share one backend call: same base model and generation settings."""
+    groups: dict[tuple[int, GenerationSettings], list[Stage]] = defaultdict(list)
+    for stage in wave:
+        groups[(id(bound.stages[stage.name].backend), stage.generation)].append(stage)
+    return list(groups.values())
+
+
+def run_stack(
+    stack: Stack,
+    prompts: Sequence[str],
+    *,
+    batch_size: int = 16,
+    seed: int | None = 0,
+    progress: bool = False,
+    registry: Registry | None = None,
+    pool: ModelPool | None = None,
+) -> list[Trace]:
+    """Run ``stack`` over ``prompts`` and return one trace per prompt, in order.
+
+    :param batch_size: inputs per backend generate call.
+    :param seed: seeds sampling stages (greedy stages do not depend on it); None leaves the RNG alone.
+    :param progress: show a progress bar over (stage, prompt) steps.
+    """
+    prompts = check_prompts(prompts)
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    bound = bind_stack(stack, registry, pool)
+    if seed is not None:
+        from transformers import set_seed
+
+        set_seed(seed)
+    traces = [Trace(stack=stack.name, prompt=prompt) for prompt in prompts]
+    order = {stage.name: index for index, stage in enumerate(stack.stages)}
+    bar = tqdm(total=len(stack.stages) * len(traces), desc=stack.name, unit="step", disable=not progress)
+    with bar:
+        for wave in bound.router.waves(stack):
+            for group in batch_groups(bound, wave):
+                jobs = [(stage, trace) for stage in group for trace in traces if bound.router.should_run(stage, trace)]
+                bar.update(len(group) * len(traces) - len(jobs))
+                if not jobs:
+                    continue
+                started = time.perf_counter()
+                generations = bound.stages[group[0].name].backend.generate(
+                    [render_stage_prompt(bound, stage, trace) for stage, trace in jobs],
+                    [bound.stages[stage.name].adapter_name for stage, _ in jobs],
+                    group[0].generation,
+                    batch_size,
+                    on_batch=bar.update,
+                )
+                record_messages(bound, jobs, generations)
+                log.debug(
+                    "stages ran",
+                    stages=[stage.name for stage in group],
+                    inputs=len(jobs),
+                    completion_tokens=sum(g.completion_tokens for g in generations),
+                    seconds=round(time.perf_counter() - started, 3),
+                )
+    final = stack.final_stage.name
+    for trace in traces:
+        trace.messages.sort(key=lambda message: order[message.stage])
+        answer = trace.message(final)
+        trace.answer = answer.text if answer else None
+    return traces
