@@ -1,0 +1,34 @@
+"""Shared fixtures: a tiny random Llama for fast engine tests, the embedded SmolLM2 for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+
+# Any accidental hub access fails fast instead of hanging or downloading.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest
+
+from fslm_core.testing import build_random_adapter, build_tiny_model
+
+SMOLLM2 = "smollm2-135m-instruct"
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A two-layer random Llama with a chat template and a local BPE tokenizer."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_id(tiny_model_dir):
+    return f"hf:{tiny_model_dir}"
+
+
+@pytest.fixture(scope="session")
+def tiny_adapters(tiny_model_dir, tmp_path_factory):
+    """Four LoRA adapters with distinct random weights for the tiny model."""
+    root = tmp_path_factory.mktemp("tiny-adapters")
+    return [build_random_adapter(tiny_model_dir, root / f"adapter{i}", seed=i) for i in range(4)]
