@@ -2,13 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
-# Any accidental hub access fails fast instead of hanging or downloading.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
 import pytest
 
 from fslm_core.testing import build_random_adapter, build_tiny_model

@@ -1,0 +1,154 @@
+"""Throughput of the fslm engine against a naive stack, on the same prompts and settings.
+
+engine: the fslm-paper stack through ``Stack.run``: one shared SmolLM2 base,
+        each stage batched over all prompts (left padding, greedy).
+naive:  the same four stages as four separately loaded copies of the model,
+        one prompt at a time, one ``model.generate`` call per stage.
+
+Both build every stage input with the same fslm functions and decode greedily
+with the same token limits, so they do the same work; the answers are compared.
+Each runs in its own process, so peak RSS is its own. Model loading is timed
+separately and not counted in prompts/s or tokens/s.
+
+    python benchmarks/stack_throughput.py [--prompts 64] [--batch-size 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+MODEL = "smollm2-135m-instruct"
+ALPACA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "alpaca" / "alpaca_5000.json"
+
+
+def load_prompts(path: Path, count: int) -> list[str]:
+    rows = json.loads(path.read_text(encoding="utf-8"))
+    prompts = [row["instruction"].strip() for row in rows if not row.get("input", "").strip()]
+    if len(prompts) < count:
+        raise SystemExit(f"{path} has only {len(prompts)} instructions without input; asked for {count}")
+    return prompts[:count]
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def paper_stack():
+    import fslm_core
+
+    return fslm_core.decomposition("fslm-paper").build(MODEL)
+
+
+def run_engine(prompts: list[str], batch_size: int) -> dict:
+    from fslm_core import ModelPool
+    from fslm_core.engine import bind_stack
+
+    stack, pool = paper_stack(), ModelPool()
+    started = time.perf_counter()
+    bind_stack(stack, pool=pool)
+    load_s = time.perf_counter() - started
+    started = time.perf_counter()
+    traces = stack.run(prompts, batch_size=batch_size, pool=pool)
+    run_s = time.perf_counter() - started
+    tokens = sum(m.completion_tokens for t in traces for m in t.messages)
+    return {"load_s": load_s, "run_s": run_s, "generated_tokens": tokens, "answers": [t.answer for t in traces]}
+
+
+def run_naive(prompts: list[str]) -> dict:
+    """Four model copies, one prompt and one stage at a time, plain ``generate``."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from fslm_core import get_registry
+    from fslm_core.engine import stage_input, stage_instruction
+    from fslm_core.messages import Message, Trace
+
+    stack = paper_stack()
+    spec = get_registry().model(MODEL)
+    formats = {stage.name: get_registry().format(stage.format) for stage in stack.stages}
+    started = time.perf_counter()
+    tokenizer = AutoTokenizer.from_pretrained(spec.source, gguf_file=spec.gguf_file)
+    models = {
+        stage.name: AutoModelForCausalLM.from_pretrained(spec.source, gguf_file=spec.gguf_file).eval()
+        for stage in stack.stages
+    }
+    load_s = time.perf_counter() - started
+
+    started, tokens, answers = time.perf_counter(), 0, []
+    for prompt in prompts:
+        trace = Trace(stack=stack.name, prompt=prompt)
+        for stage in stack.stages:
+            messages = [
+                {"role": "system", "content": stage_instruction(stage, formats[stage.name])},
+                {"role": "user", "content": stage_input(stage, trace, formats)},
+            ]
+            text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            inputs = tokenizer(text, return_tensors="pt", add_special_tokens=False)
+            with torch.inference_mode():
+                output = models[stage.name].generate(
+                    **inputs, max_new_tokens=stage.generation.max_new_tokens, do_sample=False,
+                    pad_token_id=tokenizer.pad_token_id,
+                )
+            new = output[0, inputs["input_ids"].shape[1]:]
+            tokens += len(new)
+            reply = tokenizer.decode(new, skip_special_tokens=True).strip()
+            trace.messages.append(Message(stage=stage.name, text=reply, fields=formats[stage.name].parse(reply),
+                                          model=MODEL, prompt_tokens=0, completion_tokens=len(new),
+                                          latency_s=0.0, batch_size=1))
+        answers.append(trace.messages[-1].text)
+    run_s = time.perf_counter() - started
+    return {"load_s": load_s, "run_s": run_s, "generated_tokens": tokens, "answers": answers}
+
+
+def measure(kind: str, prompts_file: Path, count: int, batch_size: int) -> dict:
+    prompts = load_prompts(prompts_file, count)
+    result = run_engine(prompts, batch_size) if kind == "engine" else run_naive(prompts)
+    result.update(kind=kind, prompts=len(prompts), peak_rss_mb=round(peak_rss_mb(), 1))
+    result["prompts_per_s"] = len(prompts) / result["run_s"]
+    result["tokens_per_s"] = result["generated_tokens"] / result["run_s"]
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--prompts", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--prompts-file", type=Path, default=ALPACA, help="Alpaca-format JSON (instructions without input are used).")
+    parser.add_argument("--measure", choices=["engine", "naive"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.measure:
+        print(json.dumps(measure(args.measure, args.prompts_file, args.prompts, args.batch_size)))
+        return
+
+    results = {}
+    for kind in ("engine", "naive"):
+        completed = subprocess.run(
+            [sys.executable, __file__, "--measure", kind, "--prompts", str(args.prompts),
+             "--batch-size", str(args.batch_size), "--prompts-file", str(args.prompts_file)],
+            capture_output=True, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"),
+        )
+        if completed.returncode != 0:
+            raise SystemExit(f"{kind} run failed:\n{completed.stderr[-3000:]}")
+        results[kind] = json.loads(completed.stdout.strip().splitlines()[-1])
+    engine, naive = results["engine"], results["naive"]
+    same = sum(a == b for a, b in zip(engine["answers"], naive["answers"]))
+    print(f"{args.prompts} prompts, fslm-paper (4 stages) on {MODEL}, greedy, engine batch size {args.batch_size}")
+    print(f"{'':<8}{'prompts/s':>11}{'tokens/s':>10}{'gen tokens':>12}{'run s':>9}{'load s':>8}{'peak RSS MB':>13}")
+    for name, row in results.items():
+        print(f"{name:<8}{row['prompts_per_s']:>11.3f}{row['tokens_per_s']:>10.1f}{row['generated_tokens']:>12}"
+              f"{row['run_s']:>9.1f}{row['load_s']:>8.1f}{row['peak_rss_mb']:>13.1f}")
+    print(f"engine / naive: prompts/s x{engine['prompts_per_s'] / naive['prompts_per_s']:.1f}, "
+          f"tokens/s x{engine['tokens_per_s'] / naive['tokens_per_s']:.1f}, "
+          f"peak RSS x{engine['peak_rss_mb'] / naive['peak_rss_mb']:.2f}")
+    print(f"identical final answers: {same}/{len(engine['answers'])}")
+
+
+if __name__ == "__main__":
+    main()
