@@ -8,6 +8,7 @@ loaded backend per base, so stages naming the same model share it.
 
 from __future__ import annotations
 
+import os
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -59,6 +60,31 @@ class ModelSpec(BaseModel):
     def with_source(self, path: Path) -> ModelSpec:
         """This spec with its weights read from a local folder instead."""
         return self.model_copy(update={"source": str(path)})
+
+
+MODELS_DIR_ENV = "FSLM_MODELS_DIR"
+
+
+def local_model_folder(model_id: str) -> Path | None:
+    """``$FSLM_MODELS_DIR/<model id>`` if that folder exists, else None.
+
+    One folder of local model copies serves every stack on a machine, so stack
+    files name model ids only and stay portable between machines. Ids that
+    name their own weights (``hf:<path or hub id>``) are not looked up.
+    """
+    root = os.environ.get(MODELS_DIR_ENV, "").strip()
+    if not root or ":" in model_id:
+        return None
+    folder = Path(root).expanduser() / model_id
+    return folder if folder.is_dir() else None
+
+
+def with_local_weights(spec: ModelSpec, model_path: Path | None = None) -> ModelSpec:
+    """``spec`` with its weights read from ``model_path`` if given, else from ``$FSLM_MODELS_DIR/<id>`` if present."""
+    if model_path is not None:
+        return spec.with_source(model_path)
+    folder = local_model_folder(spec.id)
+    return spec.with_source(folder) if folder is not None else spec
 
 
 @dataclass
@@ -121,6 +147,15 @@ class ModelBackend(ABC):
     ) -> list[tuple[float, bool]]:
         """Log-probability of each continuation given its context, and whether it is the greedy one."""
         raise NotImplementedError(f"backend {self.name!r} does not score continuations")
+
+    def loglikelihood_rolling(
+        self,
+        texts: Sequence[str],
+        adapters: Sequence[str | None],
+        batch_size: int,
+    ) -> list[float]:
+        """Log-probability of each whole text (perplexity-style), scored in windows of the model's context."""
+        raise NotImplementedError(f"backend {self.name!r} does not score whole texts")
 
     def count_tokens(self, text: str) -> int:
         """Number of tokens ``text`` takes."""

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from tqdm.auto import tqdm
 
-from .backends import Generation, ModelBackend, ModelPool, default_pool
+from .backends import Generation, ModelBackend, ModelPool, default_pool, with_local_weights
 from .declarations import PROMPT_FIELD, GenerationSettings, Stack, Stage, check_prompts
 from .formats import MessageFormat
 from .logs import get_logger
@@ -61,9 +61,7 @@ def bind_stack(stack: Stack, registry: Registry | None = None, pool: ModelPool |
     bound: dict[str, BoundStage] = {}
     for index, stage in enumerate(stack.stages):
         where = f"stages.{index}"
-        spec = registry.model(stage.model, field=f"{where}.model")
-        if stage.model_path is not None:
-            spec = spec.with_source(stage.model_path)
+        spec = with_local_weights(registry.model(stage.model, field=f"{where}.model"), stage.model_path)
         message_format = registry.format(stage.format, field=f"{where}.format")
         backend = pool.get(spec, registry.backend(spec.backend, field=f"{where}.model"))
         adapter_name = backend.attach_adapter(stage.adapter) if stage.adapter else None
