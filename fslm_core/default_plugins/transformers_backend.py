@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
-from ..backends import Generation, ModelBackend, ModelSpec
+from ..backends import MODELS_DIR_ENV, Generation, ModelBackend, ModelSpec
 from ..declarations import GenerationSettings
+from ..decoding import decode
 from ..errors import AdapterError, ModelLoadError
 from ..hookspecs import hookimpl
 from ..logs import get_logger
@@ -51,6 +53,7 @@ class TransformersBackend(ModelBackend):
         eos = model.generation_config.eos_token_id
         eos_ids = eos if isinstance(eos, list) else [eos]
         self.eos_ids = {i for i in eos_ids + [tokenizer.eos_token_id] if i is not None}
+        self.keeps_last_logits = _accepts_logits_to_keep(model)
 
     # Loading -----------------------------------------------------------------
 
@@ -76,6 +79,7 @@ class TransformersBackend(ModelBackend):
                 f"model {spec.id!r}: cannot load weights from {source!r} ({reason}). "
                 "Without network, point the stage's `model_path` (CLI: --model-path) at a local folder "
                 "holding the model's config, tokenizer and weights"
+                + ("" if ":" in spec.id else f", or put that folder at ${MODELS_DIR_ENV}/{spec.id}")
             ) from None
         model.to(device).eval()
         tokenizer.padding_side = "left"
@@ -166,20 +170,19 @@ class TransformersBackend(ModelBackend):
     ) -> list[Generation]:
         started = time.perf_counter()
         inputs = self.tokenizer.pad({"input_ids": encoded}, padding=True, return_tensors="pt").to(self.device)
-        options = {
-            "max_new_tokens": settings.max_new_tokens,
-            "do_sample": not settings.greedy,
-            "pad_token_id": self.tokenizer.pad_token_id,
-            "repetition_penalty": settings.repetition_penalty,
-        }
-        if not settings.greedy:
-            options.update(temperature=settings.temperature, top_p=settings.top_p)
-        if settings.stop:
-            options.update(stop_strings=list(settings.stop), tokenizer=self.tokenizer)
+        options: dict = {}
         with torch.inference_mode(), self._adapters_active(adapters, options):
-            output = self.model.generate(**inputs, **options)
+            new_tokens = decode(
+                self.model,
+                inputs["input_ids"],
+                inputs["attention_mask"],
+                settings,
+                self.eos_ids,
+                tokenizer=self.tokenizer,
+                adapter_names=options.get("adapter_names"),
+                logits_to_keep=self.keeps_last_logits,
+            )
         elapsed = time.perf_counter() - started
-        new_tokens = output[:, inputs["input_ids"].shape[1] :].tolist()
         prompt_lengths = inputs["attention_mask"].sum(dim=1).tolist()
         generations = []
         for row, prompt_length in zip(new_tokens, prompt_lengths):
@@ -220,6 +223,238 @@ class TransformersBackend(ModelBackend):
         else:
             options["adapter_names"] = [name or BASE_ADAPTER for name in adapters]
             yield
+
+    # Scoring (lm-eval's loglikelihood requests) -------------------------------
+    #
+    # Tokenisation and windows follow lm-eval's own `hf` model (HFLM), so a
+    # stage without adapter scores what HFLM scores: trailing spaces of the
+    # context move to the continuation, the pair is encoded whole and split at
+    # the context's length, an empty context is the BOS (else EOS) token.
+
+    @property
+    def max_sequence_length(self) -> int:
+        """Tokens the model reads at once: the spec's context length, else the model config's."""
+        if self.spec.context_length:
+            return self.spec.context_length
+        config = self.model.config
+        config = getattr(config, "text_config", None) or config
+        for attribute in ("n_positions", "max_position_embeddings", "n_ctx"):
+            value = getattr(config, attribute, None)
+            if value is not None:
+                return int(value)
+        return DEFAULT_MAX_LENGTH
+
+    @property
+    def prefix_token_id(self) -> int:
+        """The token an empty context stands for (BOS, else EOS)."""
+        if self.tokenizer.bos_token_id is not None:
+            return self.tokenizer.bos_token_id
+        return self.tokenizer.eos_token_id
+
+    def encode_for_scoring(self, text: str, add_special_tokens: bool | None = None) -> list[int]:
+        """Token ids of ``text`` to score.
+
+        ``None`` encodes like a generation prompt (:meth:`encode`); ``True`` adds
+        the tokenizer's special tokens unless the text already starts with the
+        BOS token, as lm-eval's ``hf`` model does for plain-text prompts.
+        """
+        if add_special_tokens is None:
+            return self.encode(text)
+        if add_special_tokens and text.startswith(self.tokenizer.decode([self.prefix_token_id])):
+            add_special_tokens = False
+        return self.tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"]
+
+    def encode_pair(
+        self, context: str, continuation: str, add_special_tokens: bool | None = None
+    ) -> tuple[list[int], list[int]]:
+        """Context and continuation token ids, split where the context's own encoding ends."""
+        spaces = len(context) - len(context.rstrip())
+        if spaces and context.strip():
+            continuation = context[-spaces:] + continuation
+            context = context[:-spaces]
+        if not context.strip():
+            tokens = self.encode_for_scoring(continuation, add_special_tokens=False)
+            if tokens and tokens[0] == self.prefix_token_id:
+                return tokens[:1], tokens[1:]
+            return [self.prefix_token_id], tokens
+        whole = self.encode_for_scoring(context + continuation, add_special_tokens)
+        context_ids = self.encode_for_scoring(context, add_special_tokens)
+        return context_ids, whole[len(context_ids) :]
+
+    def loglikelihood(
+        self,
+        pairs: Sequence[tuple[str, str]],
+        adapters: Sequence[str | None],
+        batch_size: int,
+        *,
+        add_special_tokens: bool | None = None,
+    ) -> list[tuple[float, bool]]:
+        """Log-probability of each continuation after its (rendered) context, and whether greedy decoding writes it.
+
+        Pair ``i`` is scored with adapter ``adapters[i]`` (None: plain base).
+        ``add_special_tokens`` as in :meth:`encode_for_scoring`.
+        """
+        if len(pairs) != len(adapters):
+            raise ValueError("loglikelihood: one adapter (or None) per pair")
+        rows = [self.encode_pair(context, continuation, add_special_tokens) for context, continuation in pairs]
+        return self.score_tokens(rows, adapters, batch_size)
+
+    def loglikelihood_rolling(
+        self,
+        texts: Sequence[str],
+        adapters: Sequence[str | None],
+        batch_size: int,
+    ) -> list[float]:
+        """Log-probability of each whole text after the BOS token, in disjoint windows of the model's context."""
+        from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
+
+        if len(texts) != len(adapters):
+            raise ValueError("loglikelihood_rolling: one adapter (or None) per text")
+        rows: list[tuple[list[int], list[int]]] = []
+        owners: list[int] = []
+        for index, text in enumerate(texts):
+            windows = get_rolling_token_windows(
+                token_list=self.encode_for_scoring(text, add_special_tokens=True),
+                prefix_token=self.prefix_token_id,
+                max_seq_len=self.max_sequence_length,
+                context_len=1,
+            )
+            for window in map(make_disjoint_window, windows):
+                rows.append(window)
+                owners.append(index)
+        totals = [0.0] * len(texts)
+        for owner, (logprob, _) in zip(owners, self.score_tokens(rows, [adapters[o] for o in owners], batch_size)):
+            totals[owner] += logprob
+        return totals
+
+    def score_tokens(
+        self,
+        rows: Sequence[tuple[list[int], list[int]]],
+        adapters: Sequence[str | None],
+        batch_size: int,
+    ) -> list[tuple[float, bool]]:
+        """Sum of log-probabilities of each row's continuation ids after its context ids, and greedy match.
+
+        Rows that share a context and adapter (the choices of one question) run
+        the context once and score their continuations on its cached keys and
+        values. Other rows run whole, left-padded, longest first; inputs longer
+        than the model's context lose tokens from the left.
+        """
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        if any(not continuation for _, continuation in rows):
+            raise ValueError("score_tokens: a continuation encodes to no tokens")
+        limit = self.max_sequence_length
+        shared: dict[tuple, list[int]] = defaultdict(list)
+        for index, (context, continuation) in enumerate(rows):
+            if len(context) + len(continuation) <= limit + 1:
+                shared[(tuple(context), adapters[index])].append(index)
+        results: list[tuple[float, bool] | None] = [None] * len(rows)
+        for (context, adapter), members in shared.items():
+            if len(members) > 1:
+                scores = self._score_after_shared_context(list(context), [rows[i][1] for i in members], adapter, batch_size)
+                for index, score in zip(members, scores):
+                    results[index] = score
+        rest = [index for index, result in enumerate(results) if result is None]
+        for index, score in zip(rest, self._score_whole_rows([rows[i] for i in rest], [adapters[i] for i in rest], batch_size)):
+            results[index] = score
+        return results  # type: ignore[return-value]
+
+    def _score_whole_rows(
+        self, rows: Sequence[tuple[list[int], list[int]]], adapters: Sequence[str | None], batch_size: int
+    ) -> list[tuple[float, bool]]:
+        limit = self.max_sequence_length
+        inputs = [((context + continuation)[-(limit + 1) :][:-1], continuation) for context, continuation in rows]
+        order = sorted(range(len(inputs)), key=lambda i: -len(inputs[i][0]))
+        results: list[tuple[float, bool] | None] = [None] * len(inputs)
+        keeps_logits = _accepts_logits_to_keep(self.model)
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            width = max(len(inputs[i][0]) for i in batch)
+            keep = max(len(inputs[i][1]) for i in batch)
+            input_ids = torch.full((len(batch), width), self.tokenizer.pad_token_id, dtype=torch.long)
+            attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, index in enumerate(batch):
+                ids = inputs[index][0]
+                input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+                attention_mask[row, width - len(ids) :] = 1
+            # Left padding shifts positions; give each row its own from its first real token.
+            position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
+            options: dict = {}
+            if keeps_logits:
+                options["logits_to_keep"] = keep
+            with torch.inference_mode(), self._adapters_active([adapters[i] for i in batch], options):
+                logits = self.model(
+                    input_ids=input_ids.to(self.device),
+                    attention_mask=attention_mask.to(self.device),
+                    position_ids=position_ids.to(self.device),
+                    **options,
+                ).logits[:, -keep:, :]
+                logprobs = torch.log_softmax(logits.float(), dim=-1)
+            for row, index in enumerate(batch):
+                continuation = inputs[index][1]
+                results[index] = _continuation_score(logprobs[row, keep - len(continuation) :], continuation)
+        return results  # type: ignore[return-value]
+
+    def _score_after_shared_context(
+        self, context: list[int], continuations: list[list[int]], adapter: str | None, batch_size: int
+    ) -> list[tuple[float, bool]]:
+        """Continuations after one context: the context runs once, each batch of continuations on a copy of its cache."""
+        import copy
+
+        results = []
+        with torch.inference_mode(), self._adapters_active([adapter], {}):
+            options = {"logits_to_keep": 1} if _accepts_logits_to_keep(self.model) else {}
+            output = self.model(input_ids=torch.tensor([context], device=self.device), use_cache=True, **options)
+            # The context's last position predicts every continuation's first token.
+            first = torch.log_softmax(output.logits[0, -1:].float(), dim=-1)
+            cache = output.past_key_values
+            for start in range(0, len(continuations), batch_size):
+                chunk = continuations[start : start + batch_size]
+                width = max(len(continuation) for continuation in chunk) - 1
+                rest = None
+                if width > 0:
+                    chunk_cache = copy.deepcopy(cache)
+                    chunk_cache.batch_repeat_interleave(len(chunk))
+                    # Right padding: causal attention keeps real tokens from seeing the pads after them.
+                    input_ids = torch.full((len(chunk), width), self.tokenizer.pad_token_id, dtype=torch.long)
+                    for row, continuation in enumerate(chunk):
+                        input_ids[row, : len(continuation) - 1] = torch.tensor(continuation[:-1], dtype=torch.long)
+                    rest = self.model(
+                        input_ids=input_ids.to(self.device),
+                        attention_mask=torch.ones((len(chunk), len(context) + width), dtype=torch.long, device=self.device),
+                        past_key_values=chunk_cache,
+                    ).logits
+                    rest = torch.log_softmax(rest.float(), dim=-1)
+                for row, continuation in enumerate(chunk):
+                    logprobs = first if len(continuation) == 1 else torch.cat([first, rest[row, : len(continuation) - 1]])
+                    results.append(_continuation_score(logprobs, continuation))
+        return results
+
+    def move_to(self, device: str | torch.device) -> None:
+        """Place the model (and every attached adapter) on ``device``."""
+        device = torch.device(device)
+        if device != self.device:
+            self.model.to(device)
+            self.device = device
+
+
+DEFAULT_MAX_LENGTH = 2048  # lm-eval's default when neither spec nor config names a context length
+
+
+def _continuation_score(logprobs: torch.Tensor, continuation: list[int]) -> tuple[float, bool]:
+    """Summed log-probability of ``continuation`` under per-position ``logprobs``, and whether each token is the argmax."""
+    targets = torch.tensor(continuation, dtype=torch.long, device=logprobs.device)
+    total = logprobs.gather(-1, targets.unsqueeze(-1)).sum()
+    return float(total), bool((logprobs.argmax(dim=-1) == targets).all())
+
+
+def _accepts_logits_to_keep(model) -> bool:
+    """Whether the causal LM under any peft wrapper can compute only the last positions' logits."""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "logits_to_keep" in inspect.signature(base.forward).parameters
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> str:
