@@ -9,11 +9,14 @@ evaluators and benchmarks through the hooks in :mod:`fslm_core.hookspecs`.
 from .backends import Generation, ModelBackend, ModelPool, ModelSpec
 from .declarations import GenerationSettings, Stack, Stage, load_stack
 from .decompositions import Decomposition, StageRecipe
+from .distillation import DistillConfig, distill, load_distilled
 from .engine import run_stack
 from .errors import FslmError
 from .hookspecs import hookimpl
 from .messages import Message, Trace
 from .plugins import get_registry, register_plugin
+from .stage_evaluation import evaluate_stages
+from .training import TrainConfig, train_stack
 
 
 def decomposition(name: str):
@@ -23,6 +26,7 @@ def decomposition(name: str):
 
 __all__ = [
     "Decomposition",
+    "DistillConfig",
     "FslmError",
     "Generation",
     "GenerationSettings",
@@ -33,11 +37,16 @@ __all__ = [
     "Stack",
     "Stage",
     "StageRecipe",
+    "TrainConfig",
     "Trace",
     "decomposition",
+    "distill",
+    "evaluate_stages",
     "get_registry",
     "hookimpl",
+    "load_distilled",
     "load_stack",
     "register_plugin",
     "run_stack",
+    "train_stack",
 ]

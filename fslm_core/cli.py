@@ -137,6 +137,113 @@ def new_stack(destination, stack_path, decomposition, model, model_path):
     click.echo(stack.save(destination))
 
 
+@cli.command("eval")
+@stack_options
+@click.option("--tasks", required=True, help="Comma-separated lm-eval tasks, e.g. local_arc_easy (see `fslm plugins`).")
+@click.option("--limit", type=float, help="Documents per task (a fraction below 1).")
+@click.option("--num-fewshot", type=click.IntRange(min=0), help="Shots per prompt (default: each task's own).")
+@click.option("--output", type=click.Path(), help="Folder for results.json, traces_<task>.json and samples.")
+@click.option("--baseline", help="Also evaluate this model id alone (one stage, no adapter) on the same documents.")
+@click.option("--batch-size", default="16", show_default=True, help="Inputs per model call (or 'auto').")
+@click.option("--max-batch-size", type=click.IntRange(min=1), help="Batch size that 'auto' uses.")
+@click.option("--device", help="torch device, e.g. cpu or cuda:0 (default: cuda if available).")
+@click.option("--gen-kwargs", help="lm-eval generation overrides for generate tasks, e.g. max_gen_toks=64.")
+@click.option("--final-prompt", type=click.Choice(["stage", "plain"]), default="stage", show_default=True,
+              help="Final stage's prompt: as the stage runs, or its filled template as plain text (lm-eval's format).")
+@click.option("--log-samples", is_flag=True, help="Also write lm-eval's per-document samples to --output.")
+@click.option("--bootstrap-iters", default=100_000, show_default=True, type=click.IntRange(min=0),
+              help="Bootstrap iterations for stderr (0: none).")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--data-dir", type=click.Path(), help="Folder of the local benchmark data (sets FSLM_DATA_DIR).")
+@click.option("--data-file", "data_files", multiple=True, metavar="TASK=PATH",
+              help="Score another file of the same format for one local task (repeatable).")
+def eval_command(stack_path, decomposition, model, model_path, tasks, limit, num_fewshot, output, baseline, batch_size,
+                 max_batch_size, device, gen_kwargs, final_prompt, log_samples, bootstrap_iters, seed, data_dir,
+                 data_files):
+    """Evaluate a stack with lm-evaluation-harness, optionally side by side with a single model."""
+    from .harness import EvalSettings, evaluate_command, parse_data_files, split_tasks
+
+    settings = EvalSettings(
+        tasks=split_tasks(tasks),
+        limit=int(limit) if limit is not None and limit >= 1 else limit,
+        num_fewshot=num_fewshot,
+        batch_size=batch_size,
+        max_batch_size=max_batch_size,
+        device=device,
+        gen_kwargs=gen_kwargs,
+        log_samples=log_samples,
+        bootstrap_iters=bootstrap_iters,
+        seed=seed,
+        final_prompt=final_prompt,
+        data_files=parse_data_files(data_files),
+    )
+    stack = resolve_stack(stack_path, decomposition, model, model_path)
+    evaluate_command(stack, settings, output=output, baseline=baseline, data_dir=data_dir, echo=click.echo)
+
+
+# Training ------------------------------------------------------------------
+
+
+@cli.command("distill")
+@click.option("--data", required=True, type=click.Path(), help="Alpaca-format data: a JSON array or .jsonl of "
+              "{instruction, input, output} rows.")
+@click.option("--output", required=True, type=click.Path(), help="Folder for the distilled data; rerun to resume.")
+@click.option("--decomposition", help=f"Decomposition whose stages get targets (default: {DEFAULT_DECOMPOSITION}).")
+@click.option("--teacher", help=f"Model id that writes the targets (default: {DEFAULT_MODEL}); see `fslm plugins`.")
+@click.option("--teacher-model-path", type=click.Path(), help="Local folder with the teacher's weights (offline use).")
+@click.option("--limit", type=click.IntRange(min=1), help="Distil only the first N usable examples.")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), help="Cap on tokens per teacher target.")
+@click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1))
+@click.option("--shard-size", default=64, show_default=True, type=click.IntRange(min=1),
+              help="Examples per written shard (the most an interruption loses).")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def distill_command(data, output, decomposition, teacher, teacher_model_path, limit, max_new_tokens, batch_size,
+                    shard_size, seed, as_json):
+    """Have a teacher model write every stage's training target for the examples in --data."""
+    from .distillation import DistillConfig, distill
+
+    config = DistillConfig(
+        decomposition=decomposition or DEFAULT_DECOMPOSITION, teacher=teacher or DEFAULT_MODEL,
+        teacher_model_path=teacher_model_path, limit=limit, max_new_tokens=max_new_tokens, batch_size=batch_size,
+        shard_size=shard_size, seed=seed,
+    )
+    summary = distill(data, output, config, progress=sys.stderr.isatty())
+    click.echo(summary.model_dump_json(indent=2) if as_json else summary.render())
+
+
+@cli.command("train")
+@click.argument("distilled", type=click.Path())
+@stack_options
+@click.option("--output", required=True, type=click.Path(), help="Folder for the trained stack; rerun to resume.")
+@click.option("--config", "config_file", type=click.Path(), help="YAML/JSON file of training settings.")
+@click.option("--epochs", type=click.IntRange(min=1))
+@click.option("--learning-rate", type=float)
+@click.option("--batch-size", type=click.IntRange(min=1), help="Examples per batch and process.")
+@click.option("--rank", type=click.IntRange(min=1), help="LoRA rank.")
+@click.option("--alpha", type=float, help="LoRA alpha.")
+@click.option("--dropout", type=float, help="LoRA dropout.")
+@click.option("--max-length", type=click.IntRange(min=8), help="Tokens of prompt plus target.")
+@click.option("--target-modules", help="Comma-separated module names LoRA adapts (default: the model's).")
+@click.option("--stages", help="Comma-separated stages to train (default: all).")
+@click.option("--eval-fraction", type=float, help="Share of examples held out to score each stage.")
+@click.option("--checkpoint-every", type=click.IntRange(min=1), help="Optimizer steps between checkpoints.")
+@click.option("--mixed-precision", type=click.Choice(["no", "fp16", "bf16"]), help="Autocast on GPUs.")
+@click.option("--seed", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def train_command(distilled, stack_path, decomposition, model, model_path, output, config_file, as_json, **settings):
+    """Fine-tune one LoRA adapter per stage on DISTILLED targets; save the trained stack in --output."""
+    from .distillation import load_distilled
+    from .training import is_main_process, load_train_config, train_stack
+
+    data = load_distilled(distilled)
+    stack = resolve_stack(stack_path, decomposition or (None if stack_path else data.decomposition), model, model_path)
+    config = load_train_config(config_file, settings)
+    result = train_stack(data, output, config, stack=stack, progress=sys.stderr.isatty())
+    if is_main_process():
+        click.echo(result.model_dump_json(indent=2) if as_json else result.render())
+
+
 # Plugins -------------------------------------------------------------------
 
 

