@@ -57,7 +57,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 def distilled_data(args, pool):
     from fslm_core import distill, load_distilled
 
-    folder = args.work_dir / f"distilled-{args.model.replace('/', '_')}-{args.teacher_max_new_tokens}"
+    # One folder per data size: both trainers read every example the folder holds.
+    name = f"distilled-{args.model.replace('/', '_').replace(':', '_')}-{args.teacher_max_new_tokens}-{args.examples}"
+    folder = args.work_dir / name
     distill(args.data, folder, teacher=args.model, limit=args.examples,
             max_new_tokens=args.teacher_max_new_tokens, pool=pool, progress=sys.stderr.isatty())
     return load_distilled(folder)
@@ -73,7 +75,7 @@ def run_fslm(args, data, config, pool, run_index: int) -> dict:
     wall = time.perf_counter() - started
     stage = result.stages[args.stage]
     return {"tokens": stage.tokens, "loop_seconds": stage.seconds, "call_seconds": wall,
-            "final_loss": stage.final_loss}
+            "mean_loss": round(sum(stage.losses) / len(stage.losses), 4)}
 
 
 def run_trainer(args, backend, encoded, config, lora_config, run_index: int) -> dict:
@@ -81,6 +83,7 @@ def run_trainer(args, backend, encoded, config, lora_config, run_index: int) -> 
     from datasets import Dataset
     from peft import get_peft_model
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
+    from transformers.trainer_callback import PrinterCallback
 
     from fslm_core.training import IGNORE_INDEX
 
@@ -124,6 +127,7 @@ def run_trainer(args, backend, encoded, config, lora_config, run_index: int) -> 
         train_dataset=dataset,
         data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX),
     )
+    trainer.remove_callback(PrinterCallback)  # it prints the metrics to stdout, which carries this script's output
     metrics = trainer.train().metrics
     model.save_pretrained(str(output / "adapter"))
     wall = time.perf_counter() - started
@@ -134,7 +138,7 @@ def run_trainer(args, backend, encoded, config, lora_config, run_index: int) -> 
     backend.model.eval()
     tokens = sum(len(example) for example in encoded) * config.epochs
     return {"tokens": tokens, "loop_seconds": metrics["train_runtime"], "call_seconds": wall,
-            "final_loss": metrics.get("train_loss")}
+            "mean_loss": round(metrics["train_loss"], 4)}
 
 
 def main(argv=None) -> dict:
@@ -193,8 +197,8 @@ def main(argv=None) -> dict:
         "trainer_loop_tokens_per_s": best(trainer_runs, "loop_seconds"),
         "fslm_call_tokens_per_s": best(fslm_runs, "call_seconds"),
         "trainer_call_tokens_per_s": best(trainer_runs, "call_seconds"),
-        "fslm_final_loss": fslm_runs[-1]["final_loss"],
-        "trainer_mean_loss": trainer_runs[-1]["final_loss"],
+        "fslm_mean_loss": fslm_runs[-1]["mean_loss"],
+        "trainer_mean_loss": trainer_runs[-1]["mean_loss"],
         "fslm_runs": fslm_runs,
         "trainer_runs": trainer_runs,
     }
@@ -209,7 +213,10 @@ def main(argv=None) -> dict:
         print(f"{'':8} {'loop tok/s':>11} {'call tok/s':>11}")
         print(f"{'fslm':8} {figures['fslm_loop_tokens_per_s']:>11} {figures['fslm_call_tokens_per_s']:>11}")
         print(f"{'Trainer':8} {figures['trainer_loop_tokens_per_s']:>11} {figures['trainer_call_tokens_per_s']:>11}")
-        print(f"fslm / Trainer: loop x{figures['speedup_loop']}, call x{figures['speedup_call']}")
+        for side, runs in (("fslm", fslm_runs), ("Trainer", trainer_runs)):
+            print(f"{side} runs, loop seconds: " + ", ".join(f"{run['loop_seconds']:.1f}" for run in runs))
+        print(f"fslm / Trainer: loop x{figures['speedup_loop']}, call x{figures['speedup_call']}; "
+              f"mean training loss {figures['fslm_mean_loss']} / {figures['trainer_mean_loss']}")
     return figures
 
 

@@ -17,10 +17,7 @@ from pydantic import ValidationError
 from .declarations import Stack, load_stack
 from .errors import FslmError, InputError, format_validation_error
 from .logs import configure_logging
-from .plugins import DISABLE_ENV, get_registry
-
-DEFAULT_MODEL = "smollm2-135m-instruct"
-DEFAULT_DECOMPOSITION = "fslm-paper"
+from .plugins import DEFAULT_DECOMPOSITION, DEFAULT_MODEL, DISABLE_ENV, get_registry
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -43,8 +40,7 @@ def resolve_stack(stack_path: str | None, decomposition: str | None, model: str 
         if model or model_path:
             raise click.UsageError("--model and --model-path apply to --decomposition; a stack file names its models")
         return load_stack(stack_path)
-    recipe = get_registry().decomposition(decomposition or DEFAULT_DECOMPOSITION, field="--decomposition")
-    return recipe.build(model or DEFAULT_MODEL, model_path=model_path)
+    return get_registry().stack_from_decomposition(decomposition, model, model_path, field="--decomposition")
 
 
 def stack_options(command):
@@ -232,7 +228,11 @@ def distill_command(data, output, decomposition, teacher, teacher_model_path, li
 @click.option("--seed", type=int)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def train_command(distilled, stack_path, decomposition, model, model_path, output, config_file, as_json, **settings):
-    """Fine-tune one LoRA adapter per stage on DISTILLED targets; save the trained stack in --output."""
+    """Fine-tune one LoRA adapter per stage on DISTILLED targets; save the trained stack in --output.
+
+    The stack is --stack, or the distilled data's decomposition built for --model. Rerun the same
+    command to resume an interrupted run.
+    """
     from .distillation import load_distilled
     from .training import is_main_process, load_train_config, train_stack
 

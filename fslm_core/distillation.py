@@ -45,10 +45,8 @@ from .errors import InputError, format_validation_error
 from .formats import MessageFormat
 from .logs import get_logger
 from .messages import Message, Trace
-from .plugins import Registry, get_registry
+from .plugins import DEFAULT_DECOMPOSITION, DEFAULT_MODEL, Registry, get_registry
 
-DEFAULT_MODEL = "smollm2-135m-instruct"
-DEFAULT_DECOMPOSITION = "fslm-paper"
 DISTILL_FORMAT = 1
 MANIFEST_NAME = "manifest.json"
 SHARD_PREFIX = "shard-"
@@ -170,8 +168,12 @@ class DistillConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    decomposition: str = Field(default=DEFAULT_DECOMPOSITION, description="Registered decomposition whose stages get targets.")
-    teacher: str = Field(default=DEFAULT_MODEL, description="Model id that writes the targets (any registered id or hf:<path>).")
+    decomposition: str = Field(
+        default=DEFAULT_DECOMPOSITION, description="Registered decomposition whose stages get targets."
+    )
+    teacher: str = Field(
+        default=DEFAULT_MODEL, description="Model id that writes the targets (any registered id or hf:<path>)."
+    )
     teacher_model_path: Path | None = Field(default=None, description="Local folder with the teacher's weights.")
     max_new_tokens: int | None = Field(
         default=None, gt=0, description="Cap on tokens per teacher target; None uses each stage's own limit."
@@ -485,7 +487,8 @@ class _Teacher:
     def settings(self, recipe: StageRecipe, stage_settings: GenerationSettings) -> GenerationSettings:
         if self.config.max_new_tokens is None:
             return stage_settings
-        return stage_settings.model_copy(update={"max_new_tokens": min(stage_settings.max_new_tokens, self.config.max_new_tokens)})
+        limit = min(stage_settings.max_new_tokens, self.config.max_new_tokens)
+        return stage_settings.model_copy(update={"max_new_tokens": limit})
 
     def targets(self, examples: Sequence[InstructionExample], on_batch: Callable[[int], None]) -> list[dict]:
         """Rows (example, stage) with the stage's input and target, all stages in order."""
@@ -599,5 +602,7 @@ def load_distilled(folder: str | os.PathLike) -> DistilledData:
         try:
             datasets.append(load_from_disk(str(shard)))
         except (FileNotFoundError, ValueError, OSError) as error:
-            raise InputError(f"shard {shard} cannot be read ({type(error).__name__}); delete it and rerun distill") from None
+            raise InputError(
+                f"shard {shard} cannot be read ({type(error).__name__}); delete it and rerun distill"
+            ) from None
     return DistilledData(folder, manifest, concatenate_datasets(datasets))

@@ -81,10 +81,7 @@ def build_stack(
             raise InputError("model_args: model= and model_path= apply to decomposition= or a model alone; a stack file names its models")
         return load_stack(stack)
     if decomposition:
-        from .cli import DEFAULT_MODEL
-
-        recipe = get_registry().decomposition(decomposition, field="model_args.decomposition")
-        return recipe.build(model or DEFAULT_MODEL, model_path=model_path)
+        return get_registry().stack_from_decomposition(decomposition, model, model_path, field="model_args.decomposition")
     if model:
         return single_model_stack(model, model_path)
     raise InputError(

@@ -37,6 +37,8 @@ from .logs import get_logger
 from .routers import Router
 
 ENTRY_POINT_GROUP = "fslm"
+DEFAULT_MODEL = "smollm2-135m-instruct"  # the embedded model of fslm-plugin-smollm2
+DEFAULT_DECOMPOSITION = "fslm-paper"
 DISABLE_ENV = "FSLM_DISABLE_PLUGINS"
 LOAD_ENV = "FSLM_LOAD_PLUGINS"
 
@@ -179,6 +181,13 @@ class Registry:
             "Use `hf:<local folder or hub id>` for any transformers model, or install a model plugin",
             field,
         )
+
+    def stack_from_decomposition(
+        self, name: str | None = None, model: str | None = None, model_path=None, field: str = "decomposition"
+    ):
+        """A ready stack of decomposition ``name`` on ``model`` (defaults: fslm-paper on the embedded model)."""
+        recipe = self.decomposition(name or DEFAULT_DECOMPOSITION, field=field)
+        return recipe.build(model or DEFAULT_MODEL, model_path=model_path)
 
     def backend(self, name: str, field: str = "") -> type[ModelBackend]:
         return self.get("backends", name, field=field)

@@ -29,7 +29,9 @@ log = get_logger(__name__)
 class StageEvalJob:
     """One stage's held-out examples: model inputs, targets, and (on demand) what the stage writes."""
 
-    def __init__(self, bound: BoundStack, stage_name: str, pairs: Sequence[tuple[str, str]], batch_size: int, max_length: int):
+    def __init__(
+        self, bound: BoundStack, stage_name: str, pairs: Sequence[tuple[str, str]], batch_size: int, max_length: int
+    ):
         item = bound.stages[stage_name]
         self.stage = item.stage
         self.backend = item.backend
@@ -121,7 +123,9 @@ def evaluate_stages(
                 scores.update(evaluator.score_stage(job))
             else:
                 scores.update(evaluator.score(job.predictions(), job.references))
-        results[stage.name] = {name: (round(value, 4) if math.isfinite(value) else value) for name, value in scores.items()}
+        results[stage.name] = {
+            name: round(value, 4) if math.isfinite(value) else value for name, value in scores.items()
+        }
         log.info("stage evaluated", stage=stage.name, examples=len(pairs), **results[stage.name])
     return results
 

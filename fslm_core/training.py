@@ -36,6 +36,7 @@ import random
 import shutil
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -47,7 +48,7 @@ from tqdm.auto import tqdm
 
 from .backends import ModelBackend, ModelPool
 from .declarations import STACK_FILE_NAME, Stack, atomic_write_text, load_stack, validate_stack
-from .distillation import DEFAULT_MODEL, DistilledData, DistilledExample, load_distilled, targets_trace
+from .distillation import DistilledData, DistilledExample, load_distilled, targets_trace
 from .engine import BoundStack, bind_stack, render_stage_prompt
 from .errors import AdapterError, FslmError, InputError
 from .logs import get_logger
@@ -72,13 +73,16 @@ class TrainConfig(BaseModel):
     alpha: float = Field(default=16, gt=0, description="LoRA scaling numerator (alpha / rank scales the update).")
     dropout: float = Field(default=0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA path.")
     target_modules: tuple[str, ...] | None = Field(
-        default=None, description="Modules to adapt; None uses the model spec's lora_target_modules, else peft's default."
+        default=None,
+        description="Modules to adapt; None uses the model spec's lora_target_modules, else peft's default.",
     )
     learning_rate: float = Field(default=2e-4, gt=0.0)
     epochs: int = Field(default=2, gt=0)
     batch_size: int = Field(default=8, gt=0, description="Examples per batch and process.")
     gradient_accumulation_steps: int = Field(default=1, gt=0)
-    max_length: int = Field(default=512, ge=8, description="Tokens of prompt plus target; prompts are cut from the left.")
+    max_length: int = Field(
+        default=512, ge=8, description="Tokens of prompt plus target; prompts are cut from the left."
+    )
     warmup_ratio: float = Field(default=0.03, ge=0.0, lt=1.0)
     weight_decay: float = Field(default=0.0, ge=0.0)
     max_grad_norm: float | None = Field(default=1.0, gt=0.0)
@@ -88,10 +92,13 @@ class TrainConfig(BaseModel):
     )
     stages: tuple[str, ...] | None = Field(default=None, description="Train only these stages; None trains all.")
     eval_fraction: float = Field(
-        default=0.05, ge=0.0, lt=1.0, description="Share of distilled examples held out of training to score each stage."
+        default=0.05, ge=0.0, lt=1.0,
+        description="Share of distilled examples held out of training to score each stage.",
     )
     max_eval_examples: int = Field(default=64, ge=0)
-    evaluators: tuple[str, ...] = Field(default=("target-loss", "token-f1"), description="Registered evaluators run per stage.")
+    evaluators: tuple[str, ...] = Field(
+        default=("target-loss", "token-f1"), description="Registered evaluators run per stage."
+    )
     eval_batch_size: int = Field(default=8, gt=0)
     checkpoint_every: int = Field(default=100, gt=0, description="Optimizer steps between checkpoints.")
     log_every: int = Field(default=10, gt=0, description="Optimizer steps between loss log lines.")
@@ -379,7 +386,9 @@ def _check_output(folder: Path, identity: dict) -> dict | None:
         try:
             existing = load_stack(folder)
         except FslmError as error:
-            raise InputError(f"output: {folder} holds a stack that does not load ({error}); choose another folder") from None
+            raise InputError(
+                f"output: {folder} holds a stack that does not load ({error}); choose another folder"
+            ) from None
         if _stack_identity(existing) != identity["stack"]:
             raise InputError(
                 f"output: {folder} already holds a different stack ({existing.name!r}); "
@@ -408,6 +417,15 @@ def _check_output(folder: Path, identity: dict) -> dict | None:
 
 def _adapter_done(folder: Path) -> bool:
     return (folder / "adapter_config.json").is_file()
+
+
+def save_adapter(peft_model, folder: Path) -> None:
+    """Save the LoRA weights and config as a standard PEFT folder."""
+    with warnings.catch_warnings():
+        # peft looks for the base's config.json to see whether the vocabulary changed (it never does
+        # here); a base read from a GGUF file has none, and the warning would repeat for every save.
+        warnings.filterwarnings("ignore", message="Could not find a config file")
+        peft_model.save_pretrained(str(folder))
 
 
 def _atomic_dir(final: Path, write: Callable[[Path], None]) -> Path:
@@ -499,7 +517,7 @@ def _save_checkpoint(run: _Run, stage: str, model, optimizer, scheduler, progres
     torch.save(_rng_state(), tmp / f"rng-{accelerator.process_index}.pt")
     accelerator.wait_for_everyone()
     if run.main:
-        accelerator.unwrap_model(model).save_pretrained(str(tmp / "adapter"))
+        save_adapter(accelerator.unwrap_model(model), tmp / "adapter")
         torch.save(
             {**progress, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
              "num_processes": accelerator.num_processes},
@@ -534,7 +552,8 @@ def _load_checkpoint(run: _Run, stage: str, peft_model, optimizer, scheduler) ->
     rng_file = checkpoint / f"rng-{run.accelerator.process_index}.pt"
     if rng_file.is_file():
         _set_rng_state(torch.load(rng_file, weights_only=False))
-    log.info("resuming stage from checkpoint", stage=stage, checkpoint=checkpoint.name, epoch=state["epoch"], step=state["step"])
+    log.info("resuming stage from checkpoint", stage=stage, checkpoint=checkpoint.name, epoch=state["epoch"],
+             step=state["step"])
     return state
 
 
@@ -561,11 +580,15 @@ def _train_stage(run: _Run, stage_index: int, stage_name: str, examples: list[En
     updates_per_epoch = math.ceil(steps_per_epoch / config.gradient_accumulation_steps)
     total_updates = updates_per_epoch * config.epochs
     optimizer = torch.optim.AdamW(
-        [p for p in peft_model.parameters() if p.requires_grad], lr=config.learning_rate, weight_decay=config.weight_decay
+        [p for p in peft_model.parameters() if p.requires_grad],
+        lr=config.learning_rate,
+        weight_decay=config.weight_decay,
     )
     # Rounded down: a short run gets no warmup instead of a first update at learning rate 0.
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_updates), total_updates)
-    progress = {"epoch": 0, "step": 0, "optimizer_step": 0, "losses": [], "tokens": 0, "target_tokens": 0, "seconds": 0.0}
+    progress = {
+        "epoch": 0, "step": 0, "optimizer_step": 0, "losses": [], "tokens": 0, "target_tokens": 0, "seconds": 0.0
+    }
     resumed = _load_checkpoint(run, stage_name, peft_model, optimizer, scheduler)
     if resumed:
         progress.update({key: resumed[key] for key in progress})
@@ -626,7 +649,7 @@ def _train_stage(run: _Run, stage_index: int, stage_name: str, examples: list[En
     trained = accelerator.unwrap_model(model)
     adapter = run.output / ADAPTERS_DIR / stage_name
     if run.main:
-        _atomic_dir(adapter, lambda tmp: trained.save_pretrained(str(tmp)))
+        _atomic_dir(adapter, lambda tmp: save_adapter(trained, tmp))
         shutil.rmtree(run.output / CHECKPOINTS_DIR / stage_name, ignore_errors=True)
     accelerator.wait_for_everyone()
     # Back to the plain base for the next stage; its weights were never changed.
@@ -647,8 +670,7 @@ def _stack_to_train(
     distilled: DistilledData, stack: Stack | None, model: str | None, model_path: str | Path | None, registry: Registry
 ) -> Stack:
     if stack is None:
-        recipe = registry.decomposition(distilled.decomposition, field="decomposition")
-        return recipe.build(model or DEFAULT_MODEL, model_path=model_path)
+        return registry.stack_from_decomposition(distilled.decomposition, model, model_path)
     if model or model_path:
         raise InputError("model and model_path apply when no stack is given; a stack names its own models")
     return stack

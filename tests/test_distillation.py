@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from fslm_core import distill, load_distilled
 from fslm_core.cli import main
@@ -22,17 +21,10 @@ from fslm_core.engine import stage_input
 from fslm_core.errors import FslmError, InputError, UnknownNameError
 from fslm_core.plugins import get_registry
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 ALPACA_TINY = Path(__file__).parent / "fixtures" / "alpaca_tiny.json"
 FAST = DistillConfig(max_new_tokens=6, shard_size=2, batch_size=4)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """A tiny model on a busy machine runs far faster on one thread than on several."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -183,7 +175,8 @@ def test_cli_distills_and_reports_skipped_rows(tiny_model_id, tmp_path, capsys):
     "args, message",
     [
         (["--data", "{tmp}/missing.json"], "error: data: file not found"),
-        (["--data", str(ALPACA_TINY), "--teacher", "no-such-teacher"], "error: teacher: unknown model id 'no-such-teacher'"),
+        (["--data", str(ALPACA_TINY), "--teacher", "no-such-teacher"],
+         "error: teacher: unknown model id 'no-such-teacher'"),
     ],
 )
 def test_cli_bad_input_is_one_line_without_traceback(args, message, tmp_path, capsys):

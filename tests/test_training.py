@@ -25,19 +25,12 @@ from fslm_core.training import (
     split_examples,
 )
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 ALPACA_TINY = Path(__file__).parent / "fixtures" / "alpaca_tiny.json"
 STAGES = ["interpret", "recall", "reason", "answer"]
 # 5 training examples in batches of 2: 3 batches an epoch, 9 per stage; a checkpoint after every update.
 FAST = TrainConfig(epochs=3, batch_size=2, learning_rate=3e-2, eval_fraction=0.2, checkpoint_every=1, log_every=1)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """A tiny model on a busy machine runs far faster on one thread than on several."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +175,8 @@ def test_bad_training_input_gives_one_clear_error(distilled_dir, tiny_model_id, 
     with pytest.raises(InputError, match="stage 'summary': the distilled data .* has no targets for \\['summary'\\]"):
         train_stack(distilled_dir, tmp_path / "out", stack=renamed)
     pool = ModelPool()
-    with_adapter = stack.model_copy(update={"stages": (stack.stages[0].model_copy(update={"adapter": tiny_adapters[0]}),)})
+    first_with_adapter = stack.stages[0].model_copy(update={"adapter": tiny_adapters[0]})
+    with_adapter = stack.model_copy(update={"stages": (first_with_adapter,)})
     with_adapter.run(["Hello"], pool=pool)
     with pytest.raises(InputError, match="already has adapters attached; train with a fresh ModelPool"):
         train_stack(distilled_dir, tmp_path / "out", stack=stack, pool=pool)
@@ -247,7 +241,8 @@ def test_cli_trains_and_reports_each_stage(distilled_dir, tiny_model_id, tmp_pat
 def test_cli_bad_training_input_is_one_line_without_traceback(distilled_dir, tiny_model_id, tmp_path, capsys):
     get_registry().decomposition("fslm-paper").build(tiny_model_id, name="other").save(tmp_path / "taken")
     cases = [
-        (["train", str(tmp_path / "nowhere"), "--output", str(tmp_path / "x")], "error: distilled data: folder not found"),
+        (["train", str(tmp_path / "nowhere"), "--output", str(tmp_path / "x")],
+         "error: distilled data: folder not found"),
         (["train", str(distilled_dir), "--model", tiny_model_id, "--output", str(tmp_path / "taken")],
          "error: output: "),
         (["train", str(distilled_dir), "--model", "no-such-model", "--output", str(tmp_path / "y")],
