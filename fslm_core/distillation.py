@@ -477,7 +477,7 @@ class _Teacher:
         self.recipes = decomposition.stages
         self.stack = decomposition.build(config.teacher, model_path=config.teacher_model_path, name=decomposition.name)
         self.bound = bind_stack(self.stack, registry, pool)
-        self.formats = {name: item.format for name, item in self.bound.stages.items()}
+        self.formats = self.bound.formats
         self.generating_stages = sum(1 for recipe in self.recipes if recipe.teacher_instruction)
         if config.seed is not None:
             from transformers import set_seed

@@ -20,6 +20,7 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 from tqdm.auto import tqdm
 
@@ -51,6 +52,11 @@ class BoundStack:
     stack: Stack
     router: Router
     stages: dict[str, BoundStage]
+
+    @cached_property
+    def formats(self) -> dict[str, MessageFormat]:
+        """Each stage's message format by stage name (what `stage_input` renders reads with)."""
+        return {name: item.format for name, item in self.stages.items()}
 
 
 def bind_stack(stack: Stack, registry: Registry | None = None, pool: ModelPool | None = None) -> BoundStack:
@@ -95,8 +101,7 @@ def stage_instruction(stage: Stage, message_format: MessageFormat) -> str:
 def render_stage_prompt(bound: BoundStack, stage: Stage, trace: Trace) -> str:
     """The full model input of a stage for one trace, laid out by its backend."""
     item = bound.stages[stage.name]
-    formats = {name: entry.format for name, entry in bound.stages.items()}
-    return item.backend.render_prompt(stage_instruction(stage, item.format), stage_input(stage, trace, formats))
+    return item.backend.render_prompt(stage_instruction(stage, item.format), stage_input(stage, trace, bound.formats))
 
 
 def record_messages(

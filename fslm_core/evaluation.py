@@ -241,8 +241,7 @@ class FslmLM(LM):
     def final_prompt_for(self, trace: Trace) -> str:
         """The final stage's input for one trace: its rendered prompt (``stage``) or filled template (``plain``)."""
         if self.final_prompt == "plain":
-            formats = {name: item.format for name, item in self.bound.stages.items()}
-            return stage_input(self.final_stage, trace, formats)
+            return stage_input(self.final_stage, trace, self.bound.formats)
         return render_stage_prompt(self.bound, self.final_stage, trace)
 
     def _continuation_for(self, prompt: str, continuation: str) -> str:

@@ -16,6 +16,14 @@ CHATML_TEMPLATE = (
 )
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<pad>")
 
+TINY_INSTRUCTIONS = [
+    {"instruction": "Name the capital of France.", "input": "", "output": "Paris."},
+    {"instruction": "Add the numbers.", "input": "12 and 7", "output": "19"},
+    {"instruction": "Name a primary color.", "input": "", "output": "Red."},
+    {"instruction": "Give the opposite word.", "input": "hot", "output": "cold"},
+]
+"""Alpaca-format rows for a few distillation and training steps on a tiny model."""
+
 _CORPUS = [
     "What is the capital of France? The capital of France is Paris.",
     "List the key facts needed to answer the question.",

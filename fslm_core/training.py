@@ -249,7 +249,7 @@ def stage_pairs(bound: BoundStack, stage_name: str, examples: Sequence[Distilled
     stages this stage reads, as if those stages had written them.
     """
     stage = bound.stack.stage(stage_name)
-    formats = {name: item.format for name, item in bound.stages.items()}
+    formats = bound.formats
     pairs = []
     for example in examples:
         target = example.targets.get(stage_name, "").strip()

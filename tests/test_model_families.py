@@ -21,15 +21,10 @@ from fslm_core import (
 )
 from fslm_core.backends import MODELS_DIR_ENV, local_model_folder, with_local_weights
 from fslm_core.engine import bind_stack
-from fslm_core.testing import build_random_adapter, build_tiny_model
+from fslm_core.testing import TINY_INSTRUCTIONS, build_random_adapter, build_tiny_model
 
 SHORT = GenerationSettings(max_new_tokens=6)
-INSTRUCTIONS = [
-    {"instruction": "Name the capital of France.", "input": "", "output": "Paris."},
-    {"instruction": "Add the numbers.", "input": "12 and 7", "output": "19"},
-    {"instruction": "Name a primary color.", "input": "", "output": "Red."},
-    {"instruction": "Give the opposite word.", "input": "hot", "output": "cold"},
-]
+INSTRUCTIONS = TINY_INSTRUCTIONS
 TINY = dict(
     hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=512
 )

@@ -23,18 +23,13 @@ from fslm_core import (
     run_stack,
     train_stack,
 )
-from fslm_core.testing import build_random_adapter, build_tiny_model
+from fslm_core.testing import TINY_INSTRUCTIONS, build_random_adapter, build_tiny_model
 from fslm_plugin_phi import PHI3_LORA_TARGETS, PHI_LORA_TARGETS, PHI_MODELS
 
 BASE_IDS = ("phi-1.5", "phi-2")
 INSTRUCT_IDS = ("phi-3-mini-4k-instruct", "phi-3.5-mini-instruct", "phi-4-mini-instruct")
 SHORT = GenerationSettings(max_new_tokens=6)
-INSTRUCTIONS = [
-    {"instruction": "Name the capital of France.", "input": "", "output": "Paris."},
-    {"instruction": "Add the numbers.", "input": "12 and 7", "output": "19"},
-    {"instruction": "Name a primary color.", "input": "", "output": "Red."},
-    {"instruction": "Give the opposite word.", "input": "hot", "output": "cold"},
-]
+INSTRUCTIONS = TINY_INSTRUCTIONS
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -20,16 +20,11 @@ from fslm_core import (
     run_stack,
     train_stack,
 )
-from fslm_core.testing import build_random_adapter, build_tiny_model
+from fslm_core.testing import TINY_INSTRUCTIONS, build_random_adapter, build_tiny_model
 from fslm_plugin_pythia import LORA_TARGETS, PAPER_MODEL, PYTHIA_MODELS
 
 SHORT = GenerationSettings(max_new_tokens=6)
-INSTRUCTIONS = [
-    {"instruction": "Name the capital of France.", "input": "", "output": "Paris."},
-    {"instruction": "Add the numbers.", "input": "12 and 7", "output": "19"},
-    {"instruction": "Name a primary color.", "input": "", "output": "Red."},
-    {"instruction": "Give the opposite word.", "input": "hot", "output": "cold"},
-]
+INSTRUCTIONS = TINY_INSTRUCTIONS
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
