@@ -1,19 +1,39 @@
-"""Batched decoding that retires finished rows.
+"""Batched decoding built for stage calls on a CPU.
 
-``transformers``' ``generate`` keeps every row of a batch until the longest one
-ends, so a batch of stage messages between 8 and 96 tokens long costs 96 steps
-for every row. Stage outputs vary that much, so this loop drops a row (and its
-KV cache) as soon as it ends and runs the rest on a smaller batch. Token
-choice reuses transformers' own logits processors and stop-string criterion,
-so greedy output matches ``generate`` token for token.
+A stage call is many prompts that start alike (the stage's instruction and
+template) and then differ, each answered by a few dozen tokens. Its two phases
+cost differently: reading a prompt (prefill) is bound by arithmetic, so
+batching it gains nothing but padding, while writing tokens (decode) is bound
+by reading the weights once per step, so the more rows share a step, the
+cheaper each token. :func:`decode` therefore
+
+1. runs the token prefix that rows with the same adapter share once, and starts
+   each of those rows from its keys and values (prefix caching);
+2. prefills the rest of each prompt in chunks of rows of similar length,
+   trading the padding of a chunk against the fixed cost of a pass;
+3. decodes all rows together on a key/value cache sized for the whole call up
+   front (transformers' ``DynamicCache`` copies every layer's cache at every
+   step to grow it), and drops a row as soon as it ends by moving a live row
+   into its place rather than copying the cache.
+
+Every row's tokens sit right-aligned at the same columns of the cache; the
+attention mask hides the gaps, and each row's position ids count its own real
+tokens, so a row's output does not depend on its neighbours. Token choice
+reuses transformers' logits processors and stop-string criterion, so greedy
+output matches ``generate``. Models with other than full attention in every
+layer (sliding windows, for example) skip steps 1 and 2 and keep
+transformers' own cache for their layers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections import defaultdict
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 from transformers import DynamicCache, LogitsProcessorList
+from transformers.cache_utils import Cache, DynamicLayer
 from transformers.generation.logits_process import (
     RepetitionPenaltyLogitsProcessor,
     TemperatureLogitsWarper,
@@ -22,6 +42,16 @@ from transformers.generation.logits_process import (
 from transformers.generation.stopping_criteria import StopStringCriteria
 
 from .declarations import GenerationSettings
+
+PREFILL_TOKENS = 2048
+"""Most prompt tokens (padding included) read by one prefill forward pass."""
+
+PASS_COST = 32
+"""What one more prefill forward pass costs, in prompt tokens.
+
+A pass reads all the weights whatever its length, which on a CPU takes about
+as long as computing a few dozen tokens of a small model; prefill chunks
+trade that against the padding a chunk of unequal prompts computes."""
 
 
 def logits_processors(settings: GenerationSettings) -> LogitsProcessorList:
@@ -41,58 +71,289 @@ def choose_tokens(scores: torch.Tensor, greedy: bool) -> torch.Tensor:
     return torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1).squeeze(1)
 
 
+# Key/value cache ---------------------------------------------------------------
+
+
+class ReservedLayer(DynamicLayer):
+    """One full-attention layer's keys and values in buffers allocated once for the whole call.
+
+    ``update`` writes the step's keys and values in place and returns views of
+    the filled columns; the buffers start as zeros, so masked columns hold
+    finite values (a NaN there would leak through the attention weights' zeros).
+    """
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, length: int):
+        super().__init__()
+        self.dtype, self.device = keys.dtype, keys.device
+        self.key_buffer, self.value_buffer = keys, values
+        self.length = length
+        self.is_initialized = True
+        self._expose()
+
+    def _expose(self) -> None:
+        self.keys = self.key_buffer[:, :, : self.length]
+        self.values = self.value_buffer[:, :, : self.length]
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        end = self.length + key_states.shape[-2]
+        if end > self.key_buffer.shape[-2]:
+            raise RuntimeError(f"key/value cache reserved for {self.key_buffer.shape[-2]} positions, asked for {end}")
+        self.key_buffer[:, :, self.length : end] = key_states
+        self.value_buffer[:, :, self.length : end] = value_states
+        self.length = end
+        self._expose()
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        self.key_buffer = select_rows(self.key_buffer, indices)
+        self.value_buffer = select_rows(self.value_buffer, indices)
+        self._expose()
+
+
+def select_rows(buffer: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """``buffer[indices]``, copying only the rows that move when ``indices`` comes from :func:`compaction`."""
+    kept = indices.shape[0]
+    moved = (indices != torch.arange(kept, device=indices.device)).nonzero().squeeze(1)
+    if moved.numel() and int(indices[moved].min()) < kept:
+        return buffer[indices]  # not a compaction: sources may be overwritten before they are read
+    if moved.numel():
+        buffer[moved] = buffer[indices[moved]]
+    return buffer[:kept]
+
+
+def compaction(finished: torch.Tensor) -> torch.Tensor:
+    """Rows to keep, as indices: live rows stay where they are and the last live rows fill the holes."""
+    live = (~finished).nonzero().squeeze(1)
+    kept = live.shape[0]
+    order = torch.arange(kept, device=finished.device)
+    holes = finished[:kept].nonzero().squeeze(1)
+    if holes.numel():
+        order[holes] = live[live >= kept]
+    return order
+
+
+def full_attention_only(model) -> bool:
+    """Whether every layer of ``model`` keeps its whole key/value history (no sliding or chunked windows)."""
+    config = model.config
+    config = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
+    return all(type(layer) is DynamicLayer for layer in DynamicCache(config=config).layers)
+
+
+# Prefill -------------------------------------------------------------------------
+
+
+@dataclass
+class Prefilled:
+    """The state decoding starts from: the cache, which columns are real, and each row's next-token logits."""
+
+    cache: Cache
+    width: int  # columns filled by the prompts (right-aligned)
+    mask: torch.Tensor  # [rows, width + max_new_tokens]; 1 where a column holds a real token
+    logits: torch.Tensor  # [rows, vocabulary]
+
+
+def shared_prefix(rows: Sequence[Sequence[int]]) -> int:
+    """Length of the token prefix every row shares, leaving each row at least one token of its own."""
+    first = rows[0]
+    length = min(len(row) for row in rows) - 1
+    for row in rows[1:]:
+        length = next((i for i in range(length) if row[i] != first[i]), length)
+    return max(length, 0)
+
+
+def prefill_chunks(lengths: Mapping[int, int], rows: Sequence[int]) -> list[list[int]]:
+    """Split ``rows`` into prefill batches, longest first, at the least cost.
+
+    A batch costs :data:`PASS_COST` plus its rows times its longest row (what
+    it computes with the padding); no batch exceeds :data:`PREFILL_TOKENS`
+    unless one row alone does. Rows sorted by length split best into runs of
+    neighbours, so the cheapest split is a shortest path over the cut points.
+    """
+    ordered = sorted(rows, key=lambda r: -lengths[r])
+    count = len(ordered)
+    best = [0.0] + [float("inf")] * count  # best[j]: cost of the first j rows
+    cut = [0] * (count + 1)
+    for end in range(1, count + 1):
+        for start in range(end - 1, -1, -1):
+            padded = (end - start) * lengths[ordered[start]]
+            if padded > PREFILL_TOKENS and start < end - 1:
+                break
+            cost = best[start] + PASS_COST + padded
+            if cost < best[end]:
+                best[end], cut[end] = cost, start
+    chunks = []
+    end = count
+    while end:
+        chunks.append(ordered[cut[end] : end])
+        end = cut[end]
+    return chunks[::-1]
+
+
+class _Forward:
+    """Calls the model the same way for every pass: last-position logits only, rows' adapters."""
+
+    def __init__(self, model, logits_to_keep: bool):
+        self.model = model
+        self.logits_to_keep = logits_to_keep
+
+    def __call__(self, input_ids, attention_mask, position_ids, cache, adapter_names=None) -> torch.Tensor:
+        extra = {"logits_to_keep": 1} if self.logits_to_keep else {}
+        if adapter_names is not None:
+            extra["adapter_names"] = adapter_names
+        output = self.model(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+            past_key_values=cache, use_cache=True, **extra,
+        )
+        return output.logits[:, -1, :].float()
+
+
+def left_padded(rows: Sequence[Sequence[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(row) for row in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long, device=device)
+    mask = torch.zeros((len(rows), width), dtype=torch.long, device=device)
+    for index, row in enumerate(rows):
+        if row:
+            ids[index, width - len(row) :] = torch.tensor(row, dtype=torch.long, device=device)
+            mask[index, width - len(row) :] = 1
+    return ids, mask
+
+
+def prefill_reserved(
+    forward: _Forward,
+    prompts: Sequence[Sequence[int]],
+    names: Sequence[str] | None,
+    pad_id: int,
+    max_new_tokens: int,
+    device,
+) -> Prefilled:
+    """Shared prefixes once per adapter, the rest in chunks, assembled into one reserved cache."""
+    groups: dict[str | None, list[int]] = defaultdict(list)
+    for index in range(len(prompts)):
+        groups[names[index] if names is not None else None].append(index)
+
+    pieces = []  # (rows, per-layer keys and values, mask of their columns)
+    logits: dict[int, torch.Tensor] = {}
+    for name, members in groups.items():
+        prefix_length = shared_prefix([prompts[i] for i in members]) if len(members) > 1 else 0
+        prefix_states = None
+        if prefix_length:
+            prefix = torch.tensor([prompts[members[0]][:prefix_length]], dtype=torch.long, device=device)
+            prefix_cache = DynamicCache()
+            forward(prefix, torch.ones_like(prefix), None, prefix_cache, None if name is None else [name])
+            prefix_states = [(layer.keys, layer.values) for layer in prefix_cache.layers]
+        suffix_lengths = {i: len(prompts[i]) - prefix_length for i in members}
+        for chunk in prefill_chunks(suffix_lengths, members):
+            ids, suffix_mask = left_padded([prompts[i][prefix_length:] for i in chunk], pad_id, device)
+            cache = DynamicCache()
+            if prefix_states is not None:
+                for layer_index, (keys, values) in enumerate(prefix_states):
+                    cache.update(keys.expand(len(chunk), -1, -1, -1), values.expand(len(chunk), -1, -1, -1), layer_index)
+            mask = torch.cat([suffix_mask.new_ones((len(chunk), prefix_length)), suffix_mask], dim=1)
+            positions = (prefix_length + suffix_mask.cumsum(-1) - 1).clamp(min=0)
+            chunk_logits = forward(ids, mask, positions, cache, None if name is None else [name] * len(chunk))
+            logits.update(zip(chunk, chunk_logits))
+            pieces.append((chunk, [(layer.keys, layer.values) for layer in cache.layers], mask))
+
+    width = max(mask.shape[1] for _, _, mask in pieces)
+    capacity = width + max_new_tokens
+    rows = len(prompts)
+    layers = []
+    for layer_index in range(len(pieces[0][1])):
+        keys, values = pieces[0][1][layer_index]
+        shape = (rows, keys.shape[1], capacity, keys.shape[3])
+        key_buffer, value_buffer = keys.new_zeros(shape), values.new_zeros((rows, values.shape[1], capacity, values.shape[3]))
+        for chunk, states, mask in pieces:
+            index = torch.tensor(chunk, device=device)
+            start = width - mask.shape[1]
+            key_buffer[index, :, start:width] = states[layer_index][0]
+            value_buffer[index, :, start:width] = states[layer_index][1]
+        layers.append(ReservedLayer(key_buffer, value_buffer, width))
+    full_mask = torch.zeros((rows, capacity), dtype=torch.long, device=device)
+    for chunk, _, mask in pieces:
+        full_mask[torch.tensor(chunk, device=device), width - mask.shape[1] : width] = mask
+    return Prefilled(Cache(layers=layers), width, full_mask, torch.stack([logits[i] for i in range(rows)]))
+
+
+def prefill_dynamic(
+    forward: _Forward,
+    prompts: Sequence[Sequence[int]],
+    names: Sequence[str] | None,
+    pad_id: int,
+    max_new_tokens: int,
+    device,
+    config,
+) -> Prefilled:
+    """One left-padded forward pass on transformers' own cache for the model's layer types."""
+    ids, mask = left_padded(prompts, pad_id, device)
+    cache = DynamicCache(config=config)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    logits = forward(ids, mask, positions, cache, None if names is None else list(names))
+    width = ids.shape[1]
+    full_mask = torch.cat([mask, mask.new_zeros((len(prompts), max_new_tokens))], dim=1)
+    return Prefilled(cache, width, full_mask, logits)
+
+
+# Decoding ------------------------------------------------------------------------
+
+
 def decode(
     model,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor,
+    prompts: Sequence[Sequence[int]],
     settings: GenerationSettings,
     eos_ids: Collection[int],
+    pad_id: int,
     tokenizer=None,
     adapter_names: Sequence[str] | None = None,
     logits_to_keep: bool = True,
 ) -> list[list[int]]:
-    """Generate for a left-padded batch; return each row's new tokens (ending with EOS if it ended).
+    """Generate for each prompt (token ids, unpadded); return each row's new tokens (ending with EOS if it ended).
 
     ``adapter_names`` gives each row its peft adapter (a mixed-adapter batch);
     ``tokenizer`` is needed only for stop strings.
     """
-    rows = input_ids.shape[0]
-    generated: list[list[int]] = [[] for _ in range(rows)]
-    live = torch.arange(rows, device=input_ids.device)  # original row of each row still decoding
+    if not prompts or any(not prompt for prompt in prompts):
+        raise ValueError("decode: every prompt needs at least one token")
+    device = next(model.parameters()).device
+    forward = _Forward(model, logits_to_keep)
     names = list(adapter_names) if adapter_names is not None else None
+    new_tokens = settings.max_new_tokens
+    if full_attention_only(model):
+        state = prefill_reserved(forward, prompts, names, pad_id, new_tokens, device)
+    else:
+        config = model.config.get_text_config(decoder=True)
+        state = prefill_dynamic(forward, prompts, names, pad_id, new_tokens, device, config)
+
+    rows = len(prompts)
+    generated: list[list[int]] = [[] for _ in range(rows)]
+    origin = torch.arange(rows, device=device)  # original row of each row still decoding
     processors = logits_processors(settings)
     stop = StopStringCriteria(tokenizer, list(settings.stop)) if settings.stop else None
-    eos = torch.tensor(sorted(eos_ids), device=input_ids.device)
-
-    history = input_ids  # prompt plus generated tokens of live rows: what penalties and stops look at
-    mask = attention_mask
-    positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
-    step_ids = input_ids
-    cache = DynamicCache()
-    for _ in range(settings.max_new_tokens):
-        extra = {"logits_to_keep": 1} if logits_to_keep else {}
-        if names is not None:
-            extra["adapter_names"] = names
-        logits = model(
-            input_ids=step_ids, attention_mask=mask, position_ids=positions,
-            past_key_values=cache, use_cache=True, **extra,
-        ).logits[:, -1, :].float()
-        tokens = choose_tokens(processors(history, logits), settings.greedy)
-        for row, token in zip(live.tolist(), tokens.tolist()):
+    eos = torch.tensor(sorted(eos_ids), device=device)
+    # What penalties and stop strings look at: the left-padded prompt, then the tokens written so far.
+    history = torch.cat([left_padded(prompts, pad_id, device)[0], torch.full((rows, new_tokens), pad_id, device=device)], 1)
+    width, mask, cache, logits = state.width, state.mask, state.cache, state.logits
+    prompt_width = history.shape[1] - new_tokens
+    for step in range(new_tokens):
+        tokens = choose_tokens(processors(history[:, : prompt_width + step], logits), settings.greedy)
+        for row, token in zip(origin.tolist(), tokens.tolist()):
             generated[row].append(token)
-        history = torch.cat([history, tokens[:, None]], dim=1)
-        mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
+        history[:, prompt_width + step] = tokens
+        mask[:, width + step] = 1
         finished = torch.isin(tokens, eos)
         if stop is not None:
-            finished |= stop(history, logits)
-        if finished.all():
+            finished |= stop(history[:, : prompt_width + step + 1], logits)
+        if finished.all() or step + 1 == new_tokens:
             break
         if finished.any():
-            keep = (~finished).nonzero().squeeze(1)
+            keep = compaction(finished)
             cache.batch_select_indices(keep)
-            history, mask, tokens, live = history[keep], mask[keep], tokens[keep], live[keep]
+            history, mask = select_rows(history, keep), select_rows(mask, keep)
+            tokens, origin = tokens[keep], origin[keep]
             if names is not None:
                 names = [names[i] for i in keep.tolist()]
-        step_ids = tokens[:, None]
-        positions = mask.sum(dim=1, keepdim=True) - 1
+        positions = mask[:, : width + step + 1].sum(dim=1, keepdim=True) - 1
+        logits = forward(tokens[:, None], mask[:, : width + step + 1], positions, cache, names)
     return generated

@@ -22,6 +22,7 @@ from ..declarations import GenerationSettings
 from ..decoding import decode
 from ..errors import AdapterError, ModelLoadError
 from ..hookspecs import hookimpl
+from ..kernels import pack_linear_layers
 from ..logs import get_logger
 
 HF_PREFIX = "hf:"
@@ -82,6 +83,7 @@ class TransformersBackend(ModelBackend):
                 + ("" if ":" in spec.id else f", or put that folder at ${MODELS_DIR_ENV}/{spec.id}")
             ) from None
         model.to(device).eval()
+        packed = pack_linear_layers(model) if device.type == "cpu" else 0
         tokenizer.padding_side = "left"
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -90,6 +92,7 @@ class TransformersBackend(ModelBackend):
             model=spec.id,
             source=source,
             parameters=sum(p.numel() for p in model.parameters()),
+            packed_linear_layers=packed,
             seconds=round(time.perf_counter() - started, 2),
         )
         return cls(spec, model, tokenizer, device)
@@ -169,21 +172,20 @@ class TransformersBackend(ModelBackend):
         self, encoded: list[list[int]], adapters: list[str | None], settings: GenerationSettings
     ) -> list[Generation]:
         started = time.perf_counter()
-        inputs = self.tokenizer.pad({"input_ids": encoded}, padding=True, return_tensors="pt").to(self.device)
         options: dict = {}
         with torch.inference_mode(), self._adapters_active(adapters, options):
             new_tokens = decode(
                 self.model,
-                inputs["input_ids"],
-                inputs["attention_mask"],
+                encoded,
                 settings,
                 self.eos_ids,
+                self.tokenizer.pad_token_id,
                 tokenizer=self.tokenizer,
                 adapter_names=options.get("adapter_names"),
                 logits_to_keep=self.keeps_last_logits,
             )
         elapsed = time.perf_counter() - started
-        prompt_lengths = inputs["attention_mask"].sum(dim=1).tolist()
+        prompt_lengths = [len(ids) for ids in encoded]
         generations = []
         for row, prompt_length in zip(new_tokens, prompt_lengths):
             length = self._completion_length(row)
