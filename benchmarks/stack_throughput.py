@@ -1,16 +1,19 @@
 """Throughput of the fslm engine against a naive stack, on the same prompts and settings.
 
-engine: the fslm-paper stack through ``Stack.run``: one shared SmolLM2 base,
-        each stage batched over all prompts (left padding, greedy).
-naive:  the same four stages as four separately loaded copies of the model,
-        one prompt at a time, one ``model.generate`` call per stage.
+engine:          the fslm-paper stack through ``Stack.run``: one shared SmolLM2
+                 base, each stage batched over all prompts (greedy).
+engine-untuned:  the same with ``FSLM_CPU_TUNING=0``: PyTorch's own linear
+                 kernel and allocator, to show what the batching and caching
+                 give apart from the CPU tuning.
+naive:           the same four stages as four separately loaded copies of the
+                 model, one prompt at a time, one ``model.generate`` call per stage.
 
 Both build every stage input with the same fslm functions and decode greedily
 with the same token limits, so they do the same work; the answers are compared.
 Each runs in its own process, so peak RSS is its own. Model loading is timed
 separately and not counted in prompts/s or tokens/s.
 
-    python benchmarks/stack_throughput.py [--prompts 64] [--batch-size 32]
+    python benchmarks/stack_throughput.py [--prompts 64] [--batch-size 32]   # about 20 minutes
 """
 
 from __future__ import annotations
@@ -127,27 +130,30 @@ def main() -> None:
         print(json.dumps(measure(args.measure, args.prompts_file, args.prompts, args.batch_size)))
         return
 
+    runs = {"engine": ("engine", {}), "engine-untuned": ("engine", {"FSLM_CPU_TUNING": "0"}), "naive": ("naive", {})}
     results = {}
-    for kind in ("engine", "naive"):
+    for name, (kind, env) in runs.items():
         completed = subprocess.run(
             [sys.executable, __file__, "--measure", kind, "--prompts", str(args.prompts),
              "--batch-size", str(args.batch_size), "--prompts-file", str(args.prompts_file)],
-            capture_output=True, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"),
+            capture_output=True, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1", **env),
         )
         if completed.returncode != 0:
-            raise SystemExit(f"{kind} run failed:\n{completed.stderr[-3000:]}")
-        results[kind] = json.loads(completed.stdout.strip().splitlines()[-1])
-    engine, naive = results["engine"], results["naive"]
-    same = sum(a == b for a, b in zip(engine["answers"], naive["answers"]))
+            raise SystemExit(f"{name} run failed:\n{completed.stderr[-3000:]}")
+        results[name] = json.loads(completed.stdout.strip().splitlines()[-1])
+    naive = results["naive"]
     print(f"{args.prompts} prompts, fslm-paper (4 stages) on {MODEL}, greedy, engine batch size {args.batch_size}")
-    print(f"{'':<8}{'prompts/s':>11}{'tokens/s':>10}{'gen tokens':>12}{'run s':>9}{'load s':>8}{'peak RSS MB':>13}")
+    print(f"{'':<16}{'prompts/s':>11}{'tokens/s':>10}{'gen tokens':>12}{'run s':>9}{'load s':>8}{'peak RSS MB':>13}")
     for name, row in results.items():
-        print(f"{name:<8}{row['prompts_per_s']:>11.3f}{row['tokens_per_s']:>10.1f}{row['generated_tokens']:>12}"
+        print(f"{name:<16}{row['prompts_per_s']:>11.3f}{row['tokens_per_s']:>10.1f}{row['generated_tokens']:>12}"
               f"{row['run_s']:>9.1f}{row['load_s']:>8.1f}{row['peak_rss_mb']:>13.1f}")
-    print(f"engine / naive: prompts/s x{engine['prompts_per_s'] / naive['prompts_per_s']:.1f}, "
-          f"tokens/s x{engine['tokens_per_s'] / naive['tokens_per_s']:.1f}, "
-          f"peak RSS x{engine['peak_rss_mb'] / naive['peak_rss_mb']:.2f}")
-    print(f"identical final answers: {same}/{len(engine['answers'])}")
+    for name in ("engine", "engine-untuned"):
+        row = results[name]
+        same = sum(a == b for a, b in zip(row["answers"], naive["answers"]))
+        print(f"{name} / naive: prompts/s x{row['prompts_per_s'] / naive['prompts_per_s']:.1f}, "
+              f"tokens/s x{row['tokens_per_s'] / naive['tokens_per_s']:.1f}, "
+              f"peak RSS x{row['peak_rss_mb'] / naive['peak_rss_mb']:.2f}, "
+              f"identical final answers {same}/{len(row['answers'])}")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from fslm_core.kernels import PACKED_LINEAR_ENV, pack_linear_layers, packing_available, unpack_linear_layers
+from fslm_core.kernels import CPU_TUNING_ENV, pack_linear_layers, packing_available, tune_for_cpu, unpack_linear_layers
 
 pytestmark = pytest.mark.skipif(not packing_available(), reason="this PyTorch build has no oneDNN")
 
@@ -56,6 +56,8 @@ def test_a_replaced_weight_is_used_not_the_stale_copy(model):
 
 
 def test_the_switch_leaves_models_alone(model, monkeypatch):
-    monkeypatch.setenv(PACKED_LINEAR_ENV, "0")
-    assert pack_linear_layers(model) == 0
+    monkeypatch.setenv(CPU_TUNING_ENV, "0")
+    assert tune_for_cpu(model) == {"packed_linear_layers": 0, "keeps_freed_memory": False}
     assert all("forward" not in module.__dict__ for module in model.modules())
+    monkeypatch.setenv(CPU_TUNING_ENV, "1")
+    assert tune_for_cpu(model) == {"packed_linear_layers": linear_count(model), "keeps_freed_memory": True}

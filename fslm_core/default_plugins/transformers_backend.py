@@ -22,7 +22,7 @@ from ..declarations import GenerationSettings
 from ..decoding import decode
 from ..errors import AdapterError, ModelLoadError
 from ..hookspecs import hookimpl
-from ..kernels import pack_linear_layers
+from ..kernels import tune_for_cpu
 from ..logs import get_logger
 
 HF_PREFIX = "hf:"
@@ -83,7 +83,7 @@ class TransformersBackend(ModelBackend):
                 + ("" if ":" in spec.id else f", or put that folder at ${MODELS_DIR_ENV}/{spec.id}")
             ) from None
         model.to(device).eval()
-        packed = pack_linear_layers(model) if device.type == "cpu" else 0
+        tuning = tune_for_cpu(model) if device.type == "cpu" else {}
         tokenizer.padding_side = "left"
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -92,7 +92,7 @@ class TransformersBackend(ModelBackend):
             model=spec.id,
             source=source,
             parameters=sum(p.numel() for p in model.parameters()),
-            packed_linear_layers=packed,
+            **tuning,
             seconds=round(time.perf_counter() - started, 2),
         )
         return cls(spec, model, tokenizer, device)
