@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 from pydantic import ValidationError
 
+from .backends import with_local_weights
 from .declarations import Stack, load_stack
 from .errors import FslmError, InputError, format_validation_error
 from .logs import configure_logging
@@ -259,10 +260,12 @@ def plugin_listing() -> dict:
             item = registry.kinds[kind].items[name]
             if kind == "models":
                 memory = item.memory_estimate_bytes
+                used = with_local_weights(item)  # where a stage naming this id loads from
                 row.update(
                     backend=item.backend,
-                    source=item.source,
-                    installed=item.source is not None,
+                    source=used.source,
+                    registered_source=item.source,
+                    installed=used.source is not None,
                     dtype=item.dtype,
                     context_length=item.context_length,
                     memory_estimate_gb=round(memory / 1e9, 2) if memory else None,
@@ -297,6 +300,8 @@ def plugins(as_json: bool) -> None:
             if kind == "models":
                 memory = f"~{row['memory_estimate_gb']} GB" if row["memory_estimate_gb"] else "size unknown"
                 installed = "" if row["installed"] else ", weights not installed"
+                if row["source"] != row["registered_source"]:
+                    installed += f", weights from {row['source']}"
                 extra = f"  [{row['backend']}, {row['dtype']}, {memory}{installed}]"
             click.echo(f"  {row['name']:<32} {provider}{extra}")
     for broken in listing["broken"]:

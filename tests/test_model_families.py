@@ -166,3 +166,16 @@ def test_stage_model_path_wins_over_models_dir_and_hf_ids_are_not_looked_up(mode
 def test_without_models_dir_specs_keep_their_registered_source(monkeypatch):
     monkeypatch.delenv(MODELS_DIR_ENV, raising=False)
     assert with_local_weights(get_registry().model("phi-2")).source == "microsoft/phi-2"
+
+
+def test_plugins_listing_shows_the_local_copy_a_stage_would_load(models_dir):
+    from click.testing import CliRunner
+
+    from fslm_core.cli import cli, plugin_listing
+
+    models = {row["name"]: row for row in plugin_listing()["models"]}
+    assert models["pythia-70m"]["source"] == str(models_dir / "pythia-70m")
+    assert models["pythia-70m"]["registered_source"] == "EleutherAI/pythia-70m"
+    assert models["pythia-1b"]["source"] == models["pythia-1b"]["registered_source"] == "EleutherAI/pythia-1b"
+    result = CliRunner().invoke(cli, ["plugins"])
+    assert f"weights from {models_dir / 'pythia-70m'}" in result.output
