@@ -234,8 +234,12 @@ def prefill_reserved(
     for index in range(len(prompts)):
         groups[names[index] if names is not None else None].append(index)
 
-    pieces = []  # (rows, per-layer keys and values, mask of their columns)
-    logits: dict[int, torch.Tensor] = {}
+    rows = len(prompts)
+    width = max(len(prompt) for prompt in prompts)  # every chunk ends at this column
+    capacity = width + max_new_tokens
+    full_mask = torch.zeros((rows, capacity), dtype=torch.long, device=device)
+    buffers: list[tuple[torch.Tensor, torch.Tensor]] = []  # per layer; shapes come from the first chunk
+    logits = torch.empty(0)
     for name, members in groups.items():
         prefix_length = shared_prefix([prompts[i] for i in members]) if len(members) > 1 else 0
         prefix_states = None
@@ -254,27 +258,23 @@ def prefill_reserved(
             mask = torch.cat([suffix_mask.new_ones((len(chunk), prefix_length)), suffix_mask], dim=1)
             positions = (prefix_length + suffix_mask.cumsum(-1) - 1).clamp(min=0)
             chunk_logits = forward(ids, mask, positions, cache, None if name is None else [name] * len(chunk))
-            logits.update(zip(chunk, chunk_logits))
-            pieces.append((chunk, [(layer.keys, layer.values) for layer in cache.layers], mask))
-
-    width = max(mask.shape[1] for _, _, mask in pieces)
-    capacity = width + max_new_tokens
-    rows = len(prompts)
-    layers = []
-    for layer_index in range(len(pieces[0][1])):
-        keys, values = pieces[0][1][layer_index]
-        shape = (rows, keys.shape[1], capacity, keys.shape[3])
-        key_buffer, value_buffer = keys.new_zeros(shape), values.new_zeros((rows, values.shape[1], capacity, values.shape[3]))
-        for chunk, states, mask in pieces:
+            if not buffers:
+                logits = chunk_logits.new_empty((rows, chunk_logits.shape[-1]))
+                for layer in cache.layers:
+                    keys, values = layer.keys, layer.values
+                    buffers.append((
+                        keys.new_zeros((rows, keys.shape[1], capacity, keys.shape[3])),
+                        values.new_zeros((rows, values.shape[1], capacity, values.shape[3])),
+                    ))
             index = torch.tensor(chunk, device=device)
             start = width - mask.shape[1]
-            key_buffer[index, :, start:width] = states[layer_index][0]
-            value_buffer[index, :, start:width] = states[layer_index][1]
-        layers.append(ReservedLayer(key_buffer, value_buffer, width))
-    full_mask = torch.zeros((rows, capacity), dtype=torch.long, device=device)
-    for chunk, _, mask in pieces:
-        full_mask[torch.tensor(chunk, device=device), width - mask.shape[1] : width] = mask
-    return Prefilled(Cache(layers=layers), width, full_mask, torch.stack([logits[i] for i in range(rows)]))
+            for (key_buffer, value_buffer), layer in zip(buffers, cache.layers):
+                key_buffer[index, :, start:width] = layer.keys
+                value_buffer[index, :, start:width] = layer.values
+            full_mask[index, start:width] = mask
+            logits[index] = chunk_logits
+    layers = [ReservedLayer(key_buffer, value_buffer, width) for key_buffer, value_buffer in buffers]
+    return Prefilled(Cache(layers=layers), width, full_mask, logits)
 
 
 def prefill_dynamic(
