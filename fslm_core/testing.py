@@ -64,6 +64,27 @@ def build_tokenizer(folder: str | Path, vocab_size: int = 320, chat_template: bo
     return wrapped
 
 
+TINY_SIZES = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "max_position_embeddings": 512,
+}
+"""Sizes that make a model of any common architecture load, run and train in well under a second."""
+
+
+def tiny_config(model_type: str, **overrides):
+    """A transformers config of ``model_type`` ("llama", "gpt_neox", "phi3", ...) at :data:`TINY_SIZES`.
+
+    ``overrides`` set what the architecture under test needs (grouped-query
+    heads, partial rotary embeddings, a sliding window).
+    """
+    from transformers import AutoConfig
+
+    return AutoConfig.for_model(model_type, **{**TINY_SIZES, **overrides})
+
+
 def build_tiny_model(
     folder: str | Path,
     config=None,
@@ -77,19 +98,12 @@ def build_tiny_model(
     the default is a two-layer Llama.
     """
     import torch
-    from transformers import AutoModelForCausalLM, LlamaConfig
+    from transformers import AutoModelForCausalLM
 
     folder = Path(folder)
     tokenizer = build_tokenizer(folder, chat_template=chat_template)
     if config is None:
-        config = LlamaConfig(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=512,
-        )
+        config = tiny_config("llama", num_key_value_heads=2)
     config.vocab_size = len(tokenizer)
     config.pad_token_id = tokenizer.pad_token_id
     config.eos_token_id = tokenizer.eos_token_id

@@ -7,12 +7,12 @@ the reserved cache and retiring rows must not change a single token.
 import pytest
 import torch
 from peft import PeftModel
-from transformers import AutoModelForCausalLM, AutoTokenizer, Phi3Config
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from fslm_core import GenerationSettings
 from fslm_core import decoding
 from fslm_core.decoding import compaction, decode, full_attention_only, prefill_chunks, select_rows, shared_prefix
-from fslm_core.testing import build_tiny_model
+from fslm_core.testing import build_tiny_model, tiny_config
 
 PROMPTS = ["What is the capital of France?", "Hi", "Name three primary colors, please, in order."]
 INSTRUCTION = "Restate what the user is asking in one sentence."
@@ -124,10 +124,7 @@ def test_stop_strings_end_a_row(tiny):
 
 
 def test_sliding_window_model_keeps_transformers_cache_and_matches_generate(tmp_path, one_torch_thread):
-    config = Phi3Config(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=256, sliding_window=8, pad_token_id=0,
-    )
+    config = tiny_config("phi3", num_key_value_heads=2, sliding_window=8)
     folder = build_tiny_model(tmp_path / "phi3", config=config)
     model = AutoModelForCausalLM.from_pretrained(folder).eval()
     tokenizer = AutoTokenizer.from_pretrained(folder)

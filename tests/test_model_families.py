@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from transformers import GPTNeoXConfig, Phi3Config, PhiConfig
 
 from fslm_core import (
     GenerationSettings,
@@ -21,13 +20,10 @@ from fslm_core import (
 )
 from fslm_core.backends import MODELS_DIR_ENV, local_model_folder, with_local_weights
 from fslm_core.engine import bind_stack
-from fslm_core.testing import TINY_INSTRUCTIONS, build_random_adapter, build_tiny_model
+from fslm_core.testing import TINY_INSTRUCTIONS, build_random_adapter, build_tiny_model, tiny_config
 
 SHORT = GenerationSettings(max_new_tokens=6)
 INSTRUCTIONS = TINY_INSTRUCTIONS
-TINY = dict(
-    hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=512
-)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -38,9 +34,9 @@ def tiny_families(tmp_path_factory):
     """Tiny random models of the three architectures behind the Pythia and Phi plugins."""
     root = tmp_path_factory.mktemp("tiny-families")
     return {
-        "gpt_neox": build_tiny_model(root / "gpt_neox", config=GPTNeoXConfig(**TINY), chat_template=False),
-        "phi": build_tiny_model(root / "phi", config=PhiConfig(**TINY), chat_template=False),
-        "phi3": build_tiny_model(root / "phi3", config=Phi3Config(**TINY, num_key_value_heads=2), chat_template=True),
+        "gpt_neox": build_tiny_model(root / "gpt_neox", config=tiny_config("gpt_neox"), chat_template=False),
+        "phi": build_tiny_model(root / "phi", config=tiny_config("phi"), chat_template=False),
+        "phi3": build_tiny_model(root / "phi3", config=tiny_config("phi3", num_key_value_heads=2), chat_template=True),
     }
 
 

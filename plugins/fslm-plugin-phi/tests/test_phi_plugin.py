@@ -23,7 +23,7 @@ from fslm_core import (
     run_stack,
     train_stack,
 )
-from fslm_core.testing import TINY_INSTRUCTIONS, build_random_adapter, build_tiny_model
+from fslm_core.testing import TINY_INSTRUCTIONS, build_random_adapter, build_tiny_model, tiny_config
 from fslm_plugin_phi import PHI3_LORA_TARGETS, PHI_LORA_TARGETS, PHI_MODELS
 
 BASE_IDS = ("phi-1.5", "phi-2")
@@ -37,27 +37,12 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def tiny_phi_config() -> PhiConfig:
     """The Phi-1.5/Phi-2 architecture, shrunk: partial rotary embeddings, biased projections."""
-    return PhiConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=512,
-        partial_rotary_factor=0.5,
-    )
+    return tiny_config("phi", partial_rotary_factor=0.5)
 
 
 def tiny_phi3_config() -> Phi3Config:
     """The Phi-3/Phi-4-mini architecture, shrunk: fused qkv and gate-up, grouped-query attention."""
-    return Phi3Config(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        partial_rotary_factor=0.75,
-    )
+    return tiny_config("phi3", num_key_value_heads=2, partial_rotary_factor=0.75)
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, GPTNeoXConfig
+from transformers import AutoModelForCausalLM
 
 from fslm_core import (
     GenerationSettings,
@@ -20,7 +20,7 @@ from fslm_core import (
     run_stack,
     train_stack,
 )
-from fslm_core.testing import TINY_INSTRUCTIONS, build_random_adapter, build_tiny_model
+from fslm_core.testing import TINY_INSTRUCTIONS, build_random_adapter, build_tiny_model, tiny_config
 from fslm_plugin_pythia import LORA_TARGETS, PAPER_MODEL, PYTHIA_MODELS
 
 SHORT = GenerationSettings(max_new_tokens=6)
@@ -33,14 +33,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="module")
 def tiny_neox(tmp_path_factory):
     """A two-layer random GPT-NeoX (Pythia's architecture) with a local tokenizer and no chat template."""
-    config = GPTNeoXConfig(
-        hidden_size=32,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=512,
-        rotary_pct=0.25,
-    )
+    config = tiny_config("gpt_neox", intermediate_size=128, rotary_pct=0.25)
     return build_tiny_model(tmp_path_factory.mktemp("tiny-pythia"), config=config, chat_template=False)
 
 
