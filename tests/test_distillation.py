@@ -185,3 +185,49 @@ def test_cli_bad_input_is_one_line_without_traceback(args, message, tmp_path, ca
     assert code == 1
     assert err.startswith(message) and len(err.strip().splitlines()) == 1
     assert "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_a_killed_distill_process_resumes_to_the_uninterrupted_result(tiny_model_id, tmp_path):
+    """SIGKILL, not an exception: the process gets no chance to clean up."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from fslm_core.testing import TINY_INSTRUCTIONS
+
+    rows = [dict(row, instruction=f"{row['instruction']} ({n})") for n in range(40) for row in TINY_INSTRUCTIONS]
+    data = tmp_path / "data.json"
+    data.write_text(json.dumps(rows), encoding="utf-8")
+    folder = tmp_path / "killed"
+    command = [sys.executable, "-m", "fslm_core.cli", "distill", "--data", str(data), "--output", str(folder),
+               "--teacher", tiny_model_id, "--max-new-tokens", "6", "--batch-size", "4", "--shard-size", "2"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while len(shard_folders(folder)) < 2 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait(timeout=60) == -signal.SIGKILL, "the run ended before it could be killed"
+    before = {shard.name: {f.name: f.stat().st_mtime_ns for f in shard.iterdir()} for shard in shard_folders(folder)}
+    assert 2 <= len(before) < len(rows) // 2
+
+    resumed = subprocess.run(command + ["--json"], env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    summary = json.loads(resumed.stdout)
+    assert summary["examples_before"] == 2 * len(before)
+    assert summary["examples_total"] == len(rows)
+    for name, files in before.items():  # finished shards are kept as they were, not redone
+        assert {f.name: f.stat().st_mtime_ns for f in (folder / name).iterdir()} == files
+    assert not [path for path in folder.iterdir() if path.name.startswith(".tmp-")]
+
+    reference = tmp_path / "reference"
+    distill(data, reference, DistillConfig(max_new_tokens=6, batch_size=4, shard_size=2), teacher=tiny_model_id,
+            progress=False)
+
+    def targets(path):
+        return sorted(json.dumps(row, sort_keys=True) for row in load_distilled(path).dataset)
+
+    assert targets(folder) == targets(reference)
