@@ -12,6 +12,7 @@ the folder are written relative to it, so the folder can be moved or shared.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import string
@@ -222,6 +223,23 @@ def atomic_write_text(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def read_format_file(file: Path, marker: str, version: int, what: str, field: str = "", remedy: str = "") -> dict | None:
+    """The JSON object in ``file`` that fslm wrote as ``what`` (``{marker: version, ...}``); None if there is no file.
+
+    ``field`` prefixes error messages with the argument at fault; ``remedy``
+    tells the user what to do with a file that is not valid JSON.
+    """
+    if not file.is_file():
+        return None
+    try:
+        content = json.loads(file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        raise InputError(f"{field}{file} is not valid JSON; {remedy}") from None
+    if not isinstance(content, dict) or content.get(marker) != version:
+        raise InputError(f"{field}{file} is not {what} (format {version})")
+    return content
 
 
 def stack_file_path(path: str | os.PathLike) -> Path:

@@ -279,20 +279,18 @@ def prefill_reserved(
 
 def prefill_dynamic(
     forward: _Forward,
-    prompts: Sequence[Sequence[int]],
+    ids: torch.Tensor,
+    mask: torch.Tensor,
     names: Sequence[str] | None,
-    pad_id: int,
     max_new_tokens: int,
-    device,
     config,
 ) -> Prefilled:
-    """One left-padded forward pass on transformers' own cache for the model's layer types."""
-    ids, mask = left_padded(prompts, pad_id, device)
+    """One pass over the left-padded prompts on transformers' own cache for the model's layer types."""
     cache = DynamicCache(config=config)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     logits = forward(ids, mask, positions, cache, None if names is None else list(names))
     width = ids.shape[1]
-    full_mask = torch.cat([mask, mask.new_zeros((len(prompts), max_new_tokens))], dim=1)
+    full_mask = torch.cat([mask, mask.new_zeros((ids.shape[0], max_new_tokens))], dim=1)
     return Prefilled(cache, width, full_mask, logits)
 
 
@@ -320,11 +318,12 @@ def decode(
     forward = _Forward(model, logits_to_keep)
     names = list(adapter_names) if adapter_names is not None else None
     new_tokens = settings.max_new_tokens
+    padded_ids, padded_mask = left_padded(prompts, pad_id, device)
     if full_attention_only(model):
         state = prefill_reserved(forward, prompts, names, pad_id, new_tokens, device)
     else:
         config = model.config.get_text_config(decoder=True)
-        state = prefill_dynamic(forward, prompts, names, pad_id, new_tokens, device, config)
+        state = prefill_dynamic(forward, padded_ids, padded_mask, names, new_tokens, config)
 
     rows = len(prompts)
     generated: list[list[int]] = [[] for _ in range(rows)]
@@ -333,7 +332,7 @@ def decode(
     stop = StopStringCriteria(tokenizer, list(settings.stop)) if settings.stop else None
     eos = torch.tensor(sorted(eos_ids), device=device)
     # What penalties and stop strings look at: the left-padded prompt, then the tokens written so far.
-    history = torch.cat([left_padded(prompts, pad_id, device)[0], torch.full((rows, new_tokens), pad_id, device=device)], 1)
+    history = torch.cat([padded_ids, torch.full((rows, new_tokens), pad_id, device=device)], 1)
     width, mask, cache, logits = state.width, state.mask, state.cache, state.logits
     prompt_width = history.shape[1] - new_tokens
     for step in range(new_tokens):

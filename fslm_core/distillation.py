@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tqdm.auto import tqdm
 
 from .backends import ModelPool
-from .declarations import GenerationSettings, atomic_write_text
+from .declarations import GenerationSettings, atomic_write_text, read_format_file
 from .decompositions import Decomposition, StageRecipe
 from .engine import bind_stack, stage_input
 from .errors import InputError, format_validation_error
@@ -245,16 +245,10 @@ def _identity(config: DistillConfig, decomposition: Decomposition, data: Instruc
 
 
 def _read_manifest(folder: Path) -> dict | None:
-    file = folder / MANIFEST_NAME
-    if not file.is_file():
-        return None
-    try:
-        manifest = json.loads(file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
-        raise InputError(f"{file} is not valid JSON; remove the folder or choose another output") from None
-    if not isinstance(manifest, dict) or manifest.get("fslm_distill") != DISTILL_FORMAT:
-        raise InputError(f"{file} is not a manifest of fslm distill (format {DISTILL_FORMAT})")
-    return manifest
+    return read_format_file(
+        folder / MANIFEST_NAME, "fslm_distill", DISTILL_FORMAT, "a manifest of fslm distill",
+        remedy="remove the folder or choose another output",
+    )
 
 
 def shard_folders(folder: Path) -> list[Path]:

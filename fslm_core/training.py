@@ -47,7 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
 from .backends import ModelBackend, ModelPool
-from .declarations import STACK_FILE_NAME, Stack, atomic_write_text, load_stack, validate_stack
+from .declarations import STACK_FILE_NAME, Stack, atomic_write_text, load_stack, read_format_file, validate_stack
 from .distillation import DistilledData, DistilledExample, load_distilled, targets_trace
 from .engine import BoundStack, bind_stack, render_stage_prompt
 from .errors import AdapterError, FslmError, InputError
@@ -363,16 +363,10 @@ def _stack_identity(stack: Stack) -> dict:
 
 
 def _read_state(folder: Path) -> dict | None:
-    file = folder / STATE_NAME
-    if not file.is_file():
-        return None
-    try:
-        state = json.loads(file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
-        raise InputError(f"output: {file} is not valid JSON; remove it or choose another folder") from None
-    if not isinstance(state, dict) or state.get("fslm_train") != TRAIN_FORMAT:
-        raise InputError(f"output: {file} is not a training state of fslm (format {TRAIN_FORMAT})")
-    return state
+    return read_format_file(
+        folder / STATE_NAME, "fslm_train", TRAIN_FORMAT, "a training state of fslm",
+        field="output: ", remedy="remove it or choose another folder",
+    )
 
 
 def _check_output(folder: Path, identity: dict) -> dict | None:
