@@ -33,7 +33,9 @@ def cli(log_json: bool, log_level: str) -> None:
 # Stacks --------------------------------------------------------------------
 
 
-def resolve_stack(stack_path: str | None, decomposition: str | None, model: str | None, model_path: str | None) -> Stack:
+def resolve_stack(
+    stack_path: str | None, decomposition: str | None, model: str | None, model_path: str | None
+) -> Stack:
     """The stack a command works on: a stack file, or a decomposition built for a model."""
     if stack_path and decomposition:
         raise click.UsageError("give either --stack or --decomposition, not both")
@@ -87,24 +89,46 @@ def count_lines(path: Path) -> int:
 @click.option("--json", "as_json", is_flag=True, help="Print traces as JSON lines instead of text.")
 @click.option("--answers-only", is_flag=True, help="Print only the final answers.")
 @click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1))
-@click.option("--chunk-size", default=256, show_default=True, type=click.IntRange(min=1),
-              help="Prompts per engine run; --output is written after each chunk.")
+@click.option(
+    "--chunk-size",
+    default=256,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Prompts per engine run; --output is written after each chunk.",
+)
 @click.option("--seed", default=0, show_default=True, type=int)
-def run(prompts, stack_path, decomposition, model, model_path, input_file, output_file, resume, as_json,
-        answers_only, batch_size, chunk_size, seed):
+def run(
+    prompts,
+    stack_path,
+    decomposition,
+    model,
+    model_path,
+    input_file,
+    output_file,
+    resume,
+    as_json,
+    answers_only,
+    batch_size,
+    chunk_size,
+    seed,
+):
     """Run a stack on PROMPTS and print each answer with its per-stage trace."""
     stack = resolve_stack(stack_path, decomposition, model, model_path)
     collected = read_prompts(prompts, input_file)
     output = Path(output_file) if output_file else None
     done = count_lines(output) if output and resume else 0
     if output and output.exists() and not resume and output.stat().st_size > 0:
-        raise InputError(f"--output: {output} already holds traces; pass --resume to continue it or choose another file")
+        raise InputError(
+            f"--output: {output} already holds traces; pass --resume to continue it or choose another file"
+        )
     if done >= len(collected):
         click.echo(f"all {len(collected)} prompts already have traces in {output}", err=True)
         return
     show_progress = len(collected) - done > 1 and sys.stderr.isatty()
     for start in range(done, len(collected), chunk_size):
-        traces = stack.run(collected[start : start + chunk_size], batch_size=batch_size, seed=seed, progress=show_progress)
+        traces = stack.run(
+            collected[start : start + chunk_size], batch_size=batch_size, seed=seed, progress=show_progress
+        )
         if output:
             append_jsonl(output, [trace.to_json() for trace in traces])
         for trace in traces:
@@ -145,18 +169,51 @@ def new_stack(destination, stack_path, decomposition, model, model_path):
 @click.option("--max-batch-size", type=click.IntRange(min=1), help="Batch size that 'auto' uses.")
 @click.option("--device", help="torch device, e.g. cpu or cuda:0 (default: cuda if available).")
 @click.option("--gen-kwargs", help="lm-eval generation overrides for generate tasks, e.g. max_gen_toks=64.")
-@click.option("--final-prompt", type=click.Choice(["stage", "plain"]), default="stage", show_default=True,
-              help="Final stage's prompt: as the stage runs, or its filled template as plain text (lm-eval's format).")
+@click.option(
+    "--final-prompt",
+    type=click.Choice(["stage", "plain"]),
+    default="stage",
+    show_default=True,
+    help="Final stage's prompt: as the stage runs, or its filled template as plain text (lm-eval's format).",
+)
 @click.option("--log-samples", is_flag=True, help="Also write lm-eval's per-document samples to --output.")
-@click.option("--bootstrap-iters", default=100_000, show_default=True, type=click.IntRange(min=0),
-              help="Bootstrap iterations for stderr (0: none).")
+@click.option(
+    "--bootstrap-iters",
+    default=100_000,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Bootstrap iterations for stderr (0: none).",
+)
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--data-dir", type=click.Path(), help="Folder of the local benchmark data (sets FSLM_DATA_DIR).")
-@click.option("--data-file", "data_files", multiple=True, metavar="TASK=PATH",
-              help="Score another file of the same format for one local task (repeatable).")
-def eval_command(stack_path, decomposition, model, model_path, tasks, limit, num_fewshot, output, baseline, batch_size,
-                 max_batch_size, device, gen_kwargs, final_prompt, log_samples, bootstrap_iters, seed, data_dir,
-                 data_files):
+@click.option(
+    "--data-file",
+    "data_files",
+    multiple=True,
+    metavar="TASK=PATH",
+    help="Score another file of the same format for one local task (repeatable).",
+)
+def eval_command(
+    stack_path,
+    decomposition,
+    model,
+    model_path,
+    tasks,
+    limit,
+    num_fewshot,
+    output,
+    baseline,
+    batch_size,
+    max_batch_size,
+    device,
+    gen_kwargs,
+    final_prompt,
+    log_samples,
+    bootstrap_iters,
+    seed,
+    data_dir,
+    data_files,
+):
     """Evaluate a stack with lm-evaluation-harness, optionally side by side with a single model."""
     from .harness import EvalSettings, evaluate_command, parse_data_files, split_tasks
 
@@ -182,8 +239,12 @@ def eval_command(stack_path, decomposition, model, model_path, tasks, limit, num
 
 
 @cli.command("distill")
-@click.option("--data", required=True, type=click.Path(), help="Alpaca-format data: a JSON array or .jsonl of "
-              "{instruction, input, output} rows.")
+@click.option(
+    "--data",
+    required=True,
+    type=click.Path(),
+    help="Alpaca-format data: a JSON array or .jsonl of {instruction, input, output} rows.",
+)
 @click.option("--output", required=True, type=click.Path(), help="Folder for the distilled data; rerun to resume.")
 @click.option("--decomposition", help=f"Decomposition whose stages get targets (default: {DEFAULT_DECOMPOSITION}).")
 @click.option("--teacher", help=f"Model id that writes the targets (default: {DEFAULT_MODEL}); see `fslm plugins`.")
@@ -191,19 +252,40 @@ def eval_command(stack_path, decomposition, model, model_path, tasks, limit, num
 @click.option("--limit", type=click.IntRange(min=1), help="Distil only the first N usable examples.")
 @click.option("--max-new-tokens", type=click.IntRange(min=1), help="Cap on tokens per teacher target.")
 @click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1))
-@click.option("--shard-size", default=64, show_default=True, type=click.IntRange(min=1),
-              help="Examples per written shard (the most an interruption loses).")
+@click.option(
+    "--shard-size",
+    default=64,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Examples per written shard (the most an interruption loses).",
+)
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def distill_command(data, output, decomposition, teacher, teacher_model_path, limit, max_new_tokens, batch_size,
-                    shard_size, seed, as_json):
+def distill_command(
+    data,
+    output,
+    decomposition,
+    teacher,
+    teacher_model_path,
+    limit,
+    max_new_tokens,
+    batch_size,
+    shard_size,
+    seed,
+    as_json,
+):
     """Have a teacher model write every stage's training target for the examples in --data."""
     from .distillation import DistillConfig, distill
 
     config = DistillConfig(
-        decomposition=decomposition or DEFAULT_DECOMPOSITION, teacher=teacher or DEFAULT_MODEL,
-        teacher_model_path=teacher_model_path, limit=limit, max_new_tokens=max_new_tokens, batch_size=batch_size,
-        shard_size=shard_size, seed=seed,
+        decomposition=decomposition or DEFAULT_DECOMPOSITION,
+        teacher=teacher or DEFAULT_MODEL,
+        teacher_model_path=teacher_model_path,
+        limit=limit,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        shard_size=shard_size,
+        seed=seed,
     )
     summary = distill(data, output, config, progress=sys.stderr.isatty())
     click.echo(summary.model_dump_json(indent=2) if as_json else summary.render())
@@ -255,8 +337,12 @@ def plugin_listing() -> dict:
         rows = []
         for name in registry.names(kind):
             provider = registry.provider(kind, name)
-            row = {"name": name, "plugin": provider.plugin, "distribution": provider.distribution,
-                   "version": provider.version}
+            row = {
+                "name": name,
+                "plugin": provider.plugin,
+                "distribution": provider.distribution,
+                "version": provider.version,
+            }
             item = registry.kinds[kind].items[name]
             if kind == "models":
                 memory = item.memory_estimate_bytes

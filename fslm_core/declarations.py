@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import string
 import tempfile
 from collections.abc import Sequence
@@ -77,7 +76,9 @@ class Stage(BaseModel):
 
     name: str = Field(pattern=_NAME_PATTERN, description="Unique within the stack; other stages read it by this name.")
     model: str = Field(min_length=1, description="A registered model id (see `fslm plugins`) or `hf:<path-or-id>`.")
-    model_path: Path | None = Field(default=None, description="Local folder overriding where the model's weights are read.")
+    model_path: Path | None = Field(
+        default=None, description="Local folder overriding where the model's weights are read."
+    )
     adapter: Path | None = Field(default=None, description="PEFT LoRA adapter folder; None runs the plain base model.")
     instruction: str = Field(min_length=1, description="What this stage must do (the system / instruction text).")
     template: str | None = Field(
@@ -149,7 +150,8 @@ class Stack(BaseModel):
                 unknown = template_fields(stage.template) - set(stage.input_fields())
                 if unknown:
                     raise ValueError(
-                        f"{where}.template: fields {sorted(unknown)} are neither 'prompt' nor in reads {list(stage.reads)}"
+                        f"{where}.template: fields {sorted(unknown)} are neither 'prompt' "
+                        f"nor in reads {list(stage.reads)}"
                     )
             seen.add(stage.name)
         return self
@@ -225,7 +227,9 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
-def read_format_file(file: Path, marker: str, version: int, what: str, field: str = "", remedy: str = "") -> dict | None:
+def read_format_file(
+    file: Path, marker: str, version: int, what: str, field: str = "", remedy: str = ""
+) -> dict | None:
     """The JSON object in ``file`` that fslm wrote as ``what`` (``{marker: version, ...}``); None if there is no file.
 
     ``field`` prefixes error messages with the argument at fault; ``remedy``
@@ -266,7 +270,8 @@ def load_stack(path: str | os.PathLike) -> Stack:
     version = data.get("fslm_format", STACK_FORMAT_VERSION)
     if version != STACK_FORMAT_VERSION:
         raise StackFileError(
-            f"invalid stack file {file}: fslm_format {version!r} is not supported (this fslm reads {STACK_FORMAT_VERSION})"
+            f"invalid stack file {file}: fslm_format {version!r} is not supported "
+            f"(this fslm reads {STACK_FORMAT_VERSION})"
         )
     return validate_stack(data, source=f"file {file}", base_dir=file.parent.resolve())
 

@@ -204,8 +204,12 @@ class _Forward:
         if adapter_names is not None:
             extra["adapter_names"] = adapter_names
         output = self.model(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-            past_key_values=cache, use_cache=True, **extra,
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=cache,
+            use_cache=True,
+            **extra,
         )
         return output.logits[:, -1, :].float()
 
@@ -254,7 +258,9 @@ def prefill_reserved(
             cache = DynamicCache()
             if prefix_states is not None:
                 for layer_index, (keys, values) in enumerate(prefix_states):
-                    cache.update(keys.expand(len(chunk), -1, -1, -1), values.expand(len(chunk), -1, -1, -1), layer_index)
+                    cache.update(
+                        keys.expand(len(chunk), -1, -1, -1), values.expand(len(chunk), -1, -1, -1), layer_index
+                    )
             mask = torch.cat([suffix_mask.new_ones((len(chunk), prefix_length)), suffix_mask], dim=1)
             positions = (prefix_length + suffix_mask.cumsum(-1) - 1).clamp(min=0)
             chunk_logits = forward(ids, mask, positions, cache, None if name is None else [name] * len(chunk))
@@ -262,10 +268,12 @@ def prefill_reserved(
                 logits = chunk_logits.new_empty((rows, chunk_logits.shape[-1]))
                 for layer in cache.layers:
                     keys, values = layer.keys, layer.values
-                    buffers.append((
-                        keys.new_zeros((rows, keys.shape[1], capacity, keys.shape[3])),
-                        values.new_zeros((rows, values.shape[1], capacity, values.shape[3])),
-                    ))
+                    buffers.append(
+                        (
+                            keys.new_zeros((rows, keys.shape[1], capacity, keys.shape[3])),
+                            values.new_zeros((rows, values.shape[1], capacity, values.shape[3])),
+                        )
+                    )
             index = torch.tensor(chunk, device=device)
             start = width - mask.shape[1]
             for (key_buffer, value_buffer), layer in zip(buffers, cache.layers):

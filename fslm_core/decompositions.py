@@ -57,9 +57,7 @@ class Decomposition:
         adapters = dict(adapters or {})
         unknown = set(adapters) - {recipe.name for recipe in self.stages}
         if unknown:
-            raise DeclarationError(
-                f"adapters: no stage named {sorted(unknown)} in decomposition {self.name!r}"
-            )
+            raise DeclarationError(f"adapters: no stage named {sorted(unknown)} in decomposition {self.name!r}")
         stages = [
             Stage(
                 name=recipe.name,
@@ -70,10 +68,10 @@ class Decomposition:
                 template=recipe.template,
                 reads=recipe.reads,
                 format=recipe.format,
-                generation=GenerationSettings(
-                    max_new_tokens=recipe.max_new_tokens, **dict(self.generation_defaults)
-                ),
+                generation=GenerationSettings(max_new_tokens=recipe.max_new_tokens, **dict(self.generation_defaults)),
             )
             for recipe in self.stages
         ]
-        return Stack(name=name or f"{self.name}:{model}", description=self.description, stages=stages, router=self.router)
+        return Stack(
+            name=name or f"{self.name}:{model}", description=self.description, stages=stages, router=self.router
+        )

@@ -246,7 +246,10 @@ def _identity(config: DistillConfig, decomposition: Decomposition, data: Instruc
 
 def _read_manifest(folder: Path) -> dict | None:
     return read_format_file(
-        folder / MANIFEST_NAME, "fslm_distill", DISTILL_FORMAT, "a manifest of fslm distill",
+        folder / MANIFEST_NAME,
+        "fslm_distill",
+        DISTILL_FORMAT,
+        "a manifest of fslm distill",
         remedy="remove the folder or choose another output",
     )
 

@@ -104,9 +104,7 @@ def render_stage_prompt(bound: BoundStack, stage: Stage, trace: Trace) -> str:
     return item.backend.render_prompt(stage_instruction(stage, item.format), stage_input(stage, trace, bound.formats))
 
 
-def record_messages(
-    bound: BoundStack, jobs: Sequence[tuple[Stage, Trace]], generations: Sequence[Generation]
-) -> None:
+def record_messages(bound: BoundStack, jobs: Sequence[tuple[Stage, Trace]], generations: Sequence[Generation]) -> None:
     for (stage, trace), generation in zip(jobs, generations, strict=True):
         item = bound.stages[stage.name]
         trace.messages.append(

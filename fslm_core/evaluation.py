@@ -58,8 +58,9 @@ IGNORED_MODEL_ARGS = frozenset({"trust_remote_code", "pretrained", "dtype", "rev
 log = get_logger(__name__)
 
 
-def single_model_stack(model: str, model_path: str | os.PathLike | None = None,
-                       instruction: str = SINGLE_MODEL_INSTRUCTION) -> Stack:
+def single_model_stack(
+    model: str, model_path: str | os.PathLike | None = None, instruction: str = SINGLE_MODEL_INSTRUCTION
+) -> Stack:
     """A one-stage stack: the model alone, no adapter, reading the prompt as it is."""
     stage = Stage(name="answer", model=model, model_path=model_path, instruction=instruction, template="{prompt}")
     return Stack(name=f"single:{model}", description=f"{model} alone", stages=[stage])
@@ -78,10 +79,15 @@ def build_stack(
         raise InputError("model_args: give either stack=PATH or decomposition=NAME, not both")
     if stack:
         if model or model_path:
-            raise InputError("model_args: model= and model_path= apply to decomposition= or a model alone; a stack file names its models")
+            raise InputError(
+                "model_args: model= and model_path= apply to decomposition= or a model alone; "
+                "a stack file names its models"
+            )
         return load_stack(stack)
     if decomposition:
-        return get_registry().stack_from_decomposition(decomposition, model, model_path, field="model_args.decomposition")
+        return get_registry().stack_from_decomposition(
+            decomposition, model, model_path, field="model_args.decomposition"
+        )
     if model:
         return single_model_stack(model, model_path)
     raise InputError(
@@ -151,7 +157,9 @@ class FslmLM(LM):
                 "model, model_path, batch_size, max_batch_size, device, final_prompt, seed, trace_dir"
             )
         if final_prompt not in FINAL_PROMPT_MODES:
-            raise InputError(f"model_args.final_prompt: expected one of {list(FINAL_PROMPT_MODES)}, got {final_prompt!r}")
+            raise InputError(
+                f"model_args.final_prompt: expected one of {list(FINAL_PROMPT_MODES)}, got {final_prompt!r}"
+            )
         self.stack = build_stack(stack, decomposition, model, model_path)
         self.batch_size = parse_batch_size(batch_size, max_batch_size)
         self.final_prompt = final_prompt
@@ -167,9 +175,7 @@ class FslmLM(LM):
                 if hasattr(backend, "move_to"):
                     backend.move_to(self._device)
         upstream = self.stack.stages[:-1]
-        self.upstream_stack = (
-            self.stack.model_copy(update={"stages": upstream}) if upstream else None
-        )
+        self.upstream_stack = self.stack.model_copy(update={"stages": upstream}) if upstream else None
         self._upstream_traces: dict[str, Trace] = {}
         self._documents: dict[str, dict[int, list[Trace]]] = defaultdict(dict)
         self.upstream_runs = 0  # (stage, context) executions, for cost reports and tests
@@ -227,7 +233,9 @@ class FslmLM(LM):
         runnable = [c for c in missing if c.strip()]
         if self.upstream_stack is not None and runnable:
             started = time.perf_counter()
-            traces = run_stack(self.upstream_stack, runnable, batch_size=self.batch_size, seed=self.seed, progress=progress)
+            traces = run_stack(
+                self.upstream_stack, runnable, batch_size=self.batch_size, seed=self.seed, progress=progress
+            )
             self.upstream_seconds += time.perf_counter() - started
             self.upstream_runs += sum(len(trace.messages) for trace in traces)
             for context, trace in zip(runnable, traces):
@@ -271,7 +279,10 @@ class FslmLM(LM):
         traces = self.upstream_traces([context for context, _ in pairs], progress=self._show_progress(disable_tqdm))
         self._remember(requests, traces)
         prompts = {trace.prompt: self.final_prompt_for(trace) for trace in traces}
-        scored = [(prompts[context], self._continuation_for(prompts[context], continuation)) for context, continuation in pairs]
+        scored = [
+            (prompts[context], self._continuation_for(prompts[context], continuation))
+            for context, continuation in pairs
+        ]
         options = {"add_special_tokens": True} if self.final_prompt == "plain" else {}
         results = self.final.backend.loglikelihood(
             scored, [self.final.adapter_name] * len(scored), self.batch_size, **options
@@ -285,7 +296,9 @@ class FslmLM(LM):
         if not requests:
             return []
         texts = [request.args[0] for request in requests]
-        results = self.final.backend.loglikelihood_rolling(texts, [self.final.adapter_name] * len(texts), self.batch_size)
+        results = self.final.backend.loglikelihood_rolling(
+            texts, [self.final.adapter_name] * len(texts), self.batch_size
+        )
         for text, result in zip(texts, results):
             self.cache_hook.add_partial("loglikelihood_rolling", (text,), result)
         return results
@@ -357,7 +370,9 @@ class FslmLM(LM):
     def get_model_info(self) -> dict:
         return {
             "fslm_stack": self.stack.name,
-            "fslm_stages": [f"{stage.name}:{stage.model}{'+adapter' if stage.adapter else ''}" for stage in self.stack.stages],
+            "fslm_stages": [
+                f"{stage.name}:{stage.model}{'+adapter' if stage.adapter else ''}" for stage in self.stack.stages
+            ],
             "fslm_final_prompt": self.final_prompt,
         }
 
@@ -403,7 +418,11 @@ class FslmLM(LM):
     ) -> Path:
         """Write a task's document traces to ``<folder>/traces_<task>.json`` (atomically)."""
         path = Path(folder) / (name or f"traces_{safe_file_name(task)}.json")
-        payload = {"stack": self.stack.name, "task": task, "documents": documents if documents is not None else self.document_traces(task)}
+        payload = {
+            "stack": self.stack.name,
+            "task": task,
+            "documents": documents if documents is not None else self.document_traces(task),
+        }
         atomic_write_text(path, json.dumps(payload, indent=2, ensure_ascii=False))
         return path
 

@@ -52,7 +52,11 @@ class KeyValueFormat(MessageFormat):
     _pair = re.compile(r"^\s*([A-Za-z][\w -]{0,40}?)\s*:\s*(.+?)\s*$")
 
     def parse(self, text: str) -> dict[str, Any] | None:
-        pairs = {m.group(1).strip().lower().replace(" ", "_"): m.group(2) for line in text.splitlines() if (m := self._pair.match(line))}
+        pairs = {
+            m.group(1).strip().lower().replace(" ", "_"): m.group(2)
+            for line in text.splitlines()
+            if (m := self._pair.match(line))
+        }
         return pairs or None
 
 

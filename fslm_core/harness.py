@@ -1,4 +1,4 @@
-"""Running lm-evaluation-harness with fslm: the plugins' benchmark tasks, ``fslm eval``, ``python -m fslm_core.harness``.
+"""Running lm-evaluation-harness with fslm: plugins' benchmark tasks, ``fslm eval``, ``python -m fslm_core.harness``.
 
 lm-eval 0.4.13 discovers neither models nor tasks through entry points, so:
 
@@ -93,8 +93,10 @@ class BenchmarkTaskManager(TaskManager):
         if isinstance(spec, str) and spec in self.benchmarks:
             return super()._load_spec(self.benchmark_config(spec))
         if isinstance(spec, str) and spec in self.benchmark_tags:
-            return [super(BenchmarkTaskManager, self)._load_spec(self.benchmark_config(name))
-                    for name in sorted(self.benchmark_tags[spec])]
+            return [
+                super(BenchmarkTaskManager, self)._load_spec(self.benchmark_config(name))
+                for name in sorted(self.benchmark_tags[spec])
+            ]
         return super()._load_spec(spec)
 
     def is_local(self, name: str) -> bool:
@@ -116,7 +118,9 @@ class BenchmarkTaskManager(TaskManager):
             )
 
 
-def task_manager(task_names: Sequence[str] | None = None, data_files: dict | None = None, **kwargs: Any) -> BenchmarkTaskManager:
+def task_manager(
+    task_names: Sequence[str] | None = None, data_files: dict | None = None, **kwargs: Any
+) -> BenchmarkTaskManager:
     """A task manager for ``task_names``: lm-eval's own tasks are indexed only if some name is not a benchmark task."""
     registry = get_registry()
     local = set(registry.names("benchmarks"))
@@ -217,7 +221,7 @@ def metric_rows(task_results: dict | None) -> dict[tuple[str, str], tuple[float 
 def comparison_table(runs: dict[str, dict[str, RunResult]], with_baseline: bool) -> list[dict]:
     """Rows of task, metric, stack and baseline values with their stderr and wall times."""
     table = []
-    for task, by_model in runs.items():
+    for by_model in runs.values():
         stack_rows = metric_rows(by_model["stack"].results)
         baseline_rows = metric_rows(by_model["baseline"].results) if with_baseline else {}
         for (task_name, metric), (value, stderr) in stack_rows.items():
@@ -299,8 +303,13 @@ def evaluate_command(
             manager.benchmark_config(benchmark)
         if not manager.is_local(name):
             _check_reachable(manager, name)
-    model_options = dict(batch_size=settings.batch_size, max_batch_size=settings.max_batch_size,
-                         device=settings.device, final_prompt=settings.final_prompt, seed=settings.seed)
+    model_options = dict(
+        batch_size=settings.batch_size,
+        max_batch_size=settings.max_batch_size,
+        device=settings.device,
+        final_prompt=settings.final_prompt,
+        seed=settings.seed,
+    )
     stack_lm = FslmLM(stack=stack, **model_options)
     baseline_lm = None
     if baseline:
@@ -346,7 +355,7 @@ def evaluate_command(
         for task, documents in traces.items():
             stack_lm.write_traces(folder, task, documents)
         if settings.log_samples:
-            for task, by_model in runs.items():
+            for by_model in runs.values():
                 for model, run in by_model.items():
                     for name, samples in ((run.results or {}).get("samples") or {}).items():
                         atomic_write_text(folder / f"samples_{_file_name(name)}_{model}.json", _json(samples))

@@ -53,7 +53,7 @@ def tune_for_cpu(model: torch.nn.Module) -> dict[str, int | bool]:
 
 
 def keep_freed_memory() -> bool:
-    """Make glibc's malloc reuse freed blocks of up to 32 MiB instead of unmapping them; False where that is not glibc."""
+    """Make glibc's malloc reuse freed blocks of up to 32 MiB instead of unmapping them; False without glibc."""
     if not sys.platform.startswith("linux"):
         return False
     try:

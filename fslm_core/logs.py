@@ -24,9 +24,7 @@ def configure_logging(json: bool = False, level: str = "INFO") -> None:
     if not isinstance(numeric_level, int):
         numeric_level = logging.INFO
     renderer = (
-        structlog.processors.JSONRenderer()
-        if json
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
     structlog.configure(
         processors=[

@@ -56,10 +56,7 @@ class Trace(BaseModel):
         lines = [f"prompt: {self.prompt}"]
         for number, message in enumerate(self.messages, start=1):
             adapter = "adapter" if message.adapter else "base"
-            head = (
-                f"[{number}] {message.stage}  ({message.model}, {adapter}, "
-                f"{message.completion_tokens} tokens)"
-            )
+            head = f"[{number}] {message.stage}  ({message.model}, {adapter}, {message.completion_tokens} tokens)"
             lines.append(head)
             body = message.text.strip() or "(empty)"
             for paragraph in body.splitlines():

@@ -240,7 +240,9 @@ def build_plugin_manager() -> tuple[pluggy.PluginManager, list[BrokenPlugin]]:
             manager.load_setuptools_entrypoints(ENTRY_POINT_GROUP, name=entry_point.name)
         except Exception as error:  # an import error in one plugin must not hide the others
             dist = getattr(entry_point, "dist", None)
-            item = BrokenPlugin(entry_point.name, dist.name if dist else None, f"{type(error).__name__}: {error}", "import")
+            item = BrokenPlugin(
+                entry_point.name, dist.name if dist else None, f"{type(error).__name__}: {error}", "import"
+            )
             broken.append(item)
             log.warning(
                 "plugin failed to import; the others are loaded",

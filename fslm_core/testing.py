@@ -116,9 +116,7 @@ def build_tiny_model(
     return folder
 
 
-def build_random_adapter(
-    base, adapter_folder: str | Path, seed: int, target_modules=None, rank: int = 4
-) -> Path:
+def build_random_adapter(base, adapter_folder: str | Path, seed: int, target_modules=None, rank: int = 4) -> Path:
     """Save a LoRA adapter with random (non-zero) weights for ``base`` and return its folder.
 
     ``base`` is a model folder or an already loaded model (nothing is changed

@@ -92,7 +92,9 @@ class TrainConfig(BaseModel):
     )
     stages: tuple[str, ...] | None = Field(default=None, description="Train only these stages; None trains all.")
     eval_fraction: float = Field(
-        default=0.05, ge=0.0, lt=1.0,
+        default=0.05,
+        ge=0.0,
+        lt=1.0,
         description="Share of distilled examples held out of training to score each stage.",
     )
     max_eval_examples: int = Field(default=64, ge=0)
@@ -364,8 +366,12 @@ def _stack_identity(stack: Stack) -> dict:
 
 def _read_state(folder: Path) -> dict | None:
     return read_format_file(
-        folder / STATE_NAME, "fslm_train", TRAIN_FORMAT, "a training state of fslm",
-        field="output: ", remedy="remove it or choose another folder",
+        folder / STATE_NAME,
+        "fslm_train",
+        TRAIN_FORMAT,
+        "a training state of fslm",
+        field="output: ",
+        remedy="remove it or choose another folder",
     )
 
 
@@ -391,9 +397,7 @@ def _check_output(folder: Path, identity: dict) -> dict | None:
     state = _read_state(folder)
     if state is None:
         if stack_file.is_file() or any(not p.name.startswith(".") for p in folder.iterdir()):
-            raise InputError(
-                f"output: {folder} is not empty and holds no {STATE_NAME}; choose an empty or new folder"
-            )
+            raise InputError(f"output: {folder} is not empty and holds no {STATE_NAME}; choose an empty or new folder")
         return None
     previous = state.get("identity", {})
     for key, what in (("stack", "stack"), ("config", "training settings"), ("data", "distilled data")):
@@ -450,9 +454,7 @@ class _Run:
         self.bound = bound
         self.progress = progress
         self.on_step = on_step
-        self.accelerator = Accelerator(
-            cpu=default_device().type == "cpu", mixed_precision=config.mixed_precision
-        )
+        self.accelerator = Accelerator(cpu=default_device().type == "cpu", mixed_precision=config.mixed_precision)
 
     @property
     def main(self) -> bool:
@@ -513,8 +515,12 @@ def _save_checkpoint(run: _Run, stage: str, model, optimizer, scheduler, progres
     if run.main:
         save_adapter(accelerator.unwrap_model(model), tmp / "adapter")
         torch.save(
-            {**progress, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-             "num_processes": accelerator.num_processes},
+            {
+                **progress,
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "num_processes": accelerator.num_processes,
+            },
             tmp / "state.pt",
         )
         os.rename(tmp, final)
@@ -537,7 +543,10 @@ def _load_checkpoint(run: _Run, stage: str, peft_model, optimizer, scheduler) ->
     if state["num_processes"] != run.accelerator.num_processes:
         log.warning(
             "checkpoint was written with another number of processes; the stage restarts",
-            stage=stage, checkpoint=str(checkpoint), then=state["num_processes"], now=run.accelerator.num_processes,
+            stage=stage,
+            checkpoint=str(checkpoint),
+            then=state["num_processes"],
+            now=run.accelerator.num_processes,
         )
         return None
     set_peft_model_state_dict(peft_model, load_file(str(checkpoint / "adapter" / "adapter_model.safetensors")))
@@ -546,8 +555,13 @@ def _load_checkpoint(run: _Run, stage: str, peft_model, optimizer, scheduler) ->
     rng_file = checkpoint / f"rng-{run.accelerator.process_index}.pt"
     if rng_file.is_file():
         _set_rng_state(torch.load(rng_file, weights_only=False))
-    log.info("resuming stage from checkpoint", stage=stage, checkpoint=checkpoint.name, epoch=state["epoch"],
-             step=state["step"])
+    log.info(
+        "resuming stage from checkpoint",
+        stage=stage,
+        checkpoint=checkpoint.name,
+        epoch=state["epoch"],
+        step=state["step"],
+    )
     return state
 
 
@@ -569,8 +583,13 @@ def _train_stage(run: _Run, stage_index: int, stage_name: str, examples: list[En
         ) from None
     slice_logits = slices_logits(peft_model)
     lengths = [len(example) for example in examples]
-    steps_per_epoch = len(process_share(epoch_batches(lengths, config.batch_size, config.seed, 0),
-                                        accelerator.process_index, accelerator.num_processes))
+    steps_per_epoch = len(
+        process_share(
+            epoch_batches(lengths, config.batch_size, config.seed, 0),
+            accelerator.process_index,
+            accelerator.num_processes,
+        )
+    )
     updates_per_epoch = math.ceil(steps_per_epoch / config.gradient_accumulation_steps)
     total_updates = updates_per_epoch * config.epochs
     optimizer = torch.optim.AdamW(
@@ -581,7 +600,13 @@ def _train_stage(run: _Run, stage_index: int, stage_name: str, examples: list[En
     # Rounded down: a short run gets no warmup instead of a first update at learning rate 0.
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_updates), total_updates)
     progress = {
-        "epoch": 0, "step": 0, "optimizer_step": 0, "losses": [], "tokens": 0, "target_tokens": 0, "seconds": 0.0
+        "epoch": 0,
+        "step": 0,
+        "optimizer_step": 0,
+        "losses": [],
+        "tokens": 0,
+        "target_tokens": 0,
+        "seconds": 0.0,
     }
     resumed = _load_checkpoint(run, stage_name, peft_model, optimizer, scheduler)
     if resumed:
@@ -591,15 +616,30 @@ def _train_stage(run: _Run, stage_index: int, stage_name: str, examples: list[En
     model, optimizer = accelerator.prepare(peft_model, optimizer)
     model.train()
     pad_id = backend.tokenizer.pad_token_id if backend.tokenizer.pad_token_id is not None else 0
-    log.info("training stage", stage=stage_name, examples=len(examples), epochs=config.epochs,
-             steps_per_epoch=steps_per_epoch, processes=accelerator.num_processes, resumed_from_step=resumed_from)
-    bar = tqdm(total=steps_per_epoch * config.epochs, initial=progress["epoch"] * steps_per_epoch + progress["step"],
-               desc=stage_name, unit="batch", disable=not (run.progress and run.main))
+    log.info(
+        "training stage",
+        stage=stage_name,
+        examples=len(examples),
+        epochs=config.epochs,
+        steps_per_epoch=steps_per_epoch,
+        processes=accelerator.num_processes,
+        resumed_from_step=resumed_from,
+    )
+    bar = tqdm(
+        total=steps_per_epoch * config.epochs,
+        initial=progress["epoch"] * steps_per_epoch + progress["step"],
+        desc=stage_name,
+        unit="batch",
+        disable=not (run.progress and run.main),
+    )
     device = accelerator.device
     with bar:
         for epoch in range(progress["epoch"], config.epochs):
-            batches = process_share(epoch_batches(lengths, config.batch_size, config.seed, epoch),
-                                    accelerator.process_index, accelerator.num_processes)
+            batches = process_share(
+                epoch_batches(lengths, config.batch_size, config.seed, epoch),
+                accelerator.process_index,
+                accelerator.num_processes,
+            )
             first = progress["step"] if epoch == progress["epoch"] else 0
             for step in range(first, len(batches)):
                 started = time.perf_counter()
@@ -632,14 +672,28 @@ def _train_stage(run: _Run, stage_index: int, stage_name: str, examples: list[En
                 bar.set_postfix(loss=f"{progress['losses'][-1]:.3f}")
                 if update and progress["optimizer_step"] % config.log_every == 0:
                     recent = progress["losses"][-config.log_every * config.gradient_accumulation_steps :]
-                    log.info("train loss", stage=stage_name, epoch=epoch, step=step + 1,
-                             optimizer_step=progress["optimizer_step"], loss=round(sum(recent) / len(recent), 4))
+                    log.info(
+                        "train loss",
+                        stage=stage_name,
+                        epoch=epoch,
+                        step=step + 1,
+                        optimizer_step=progress["optimizer_step"],
+                        loss=round(sum(recent) / len(recent), 4),
+                    )
                 finished = epoch + 1 == config.epochs and step + 1 == len(batches)
                 if update and not finished and progress["optimizer_step"] % config.checkpoint_every == 0:
                     _save_checkpoint(run, stage_name, model, optimizer, scheduler, progress)
                 if run.on_step is not None:
-                    run.on_step(TrainStep(stage_name, epoch, step, len(progress["losses"]),
-                                          progress["optimizer_step"], progress["losses"][-1]))
+                    run.on_step(
+                        TrainStep(
+                            stage_name,
+                            epoch,
+                            step,
+                            len(progress["losses"]),
+                            progress["optimizer_step"],
+                            progress["losses"][-1],
+                        )
+                    )
     trained = accelerator.unwrap_model(model)
     adapter = run.output / ADAPTERS_DIR / stage_name
     if run.main:
@@ -651,12 +705,25 @@ def _train_stage(run: _Run, stage_index: int, stage_name: str, examples: list[En
     backend.model.eval()
     accelerator.free_memory()
     result = StageTraining(
-        stage=stage_name, adapter=adapter, examples=len(examples), epochs=config.epochs,
-        steps=steps_per_epoch * config.epochs, losses=progress["losses"], tokens=progress["tokens"],
-        target_tokens=progress["target_tokens"], seconds=round(progress["seconds"], 3), resumed_from_step=resumed_from,
+        stage=stage_name,
+        adapter=adapter,
+        examples=len(examples),
+        epochs=config.epochs,
+        steps=steps_per_epoch * config.epochs,
+        losses=progress["losses"],
+        tokens=progress["tokens"],
+        target_tokens=progress["target_tokens"],
+        seconds=round(progress["seconds"], 3),
+        resumed_from_step=resumed_from,
     )
-    log.info("stage trained", stage=stage_name, first_loss=result.first_loss, final_loss=result.final_loss,
-             tokens_per_second=round(result.tokens_per_second, 1), adapter=str(adapter))
+    log.info(
+        "stage trained",
+        stage=stage_name,
+        first_loss=result.first_loss,
+        final_loss=result.final_loss,
+        tokens_per_second=round(result.tokens_per_second, 1),
+        adapter=str(adapter),
+    )
     return result
 
 
@@ -782,8 +849,14 @@ def train_stack(
             from .stage_evaluation import evaluate_stages
 
             evaluation = evaluate_stages(
-                trained, data, [example.example_id for example in held_out], evaluators=config.evaluators,
-                batch_size=config.eval_batch_size, max_length=config.max_length, registry=registry, pool=pool,
+                trained,
+                data,
+                [example.example_id for example in held_out],
+                evaluators=config.evaluators,
+                batch_size=config.eval_batch_size,
+                max_length=config.max_length,
+                registry=registry,
+                pool=pool,
                 stages=to_train,
             )
             state["evaluation"] = evaluation

@@ -45,7 +45,9 @@ def test_unknown_decomposition():
 
 def test_invalid_stack_file_names_the_field(tmp_path):
     path = tmp_path / "stack.yaml"
-    path.write_text("name: x\nstages:\n- name: a\n  model: hf:m\n  instruction: go\n  generation: {max_new_tokens: many}\n")
+    path.write_text(
+        "name: x\nstages:\n- name: a\n  model: hf:m\n  instruction: go\n  generation: {max_new_tokens: many}\n"
+    )
     assert_clean_error(run_cli("run", "--stack", str(path), "hi"), "stages.0.generation.max_new_tokens")
 
 

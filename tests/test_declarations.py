@@ -18,7 +18,12 @@ def test_stack_round_trips_through_yaml_file_and_folder(tmp_path, tiny_adapters)
         description="two stages",
         router="parallel",
         stages=[
-            stage("first", adapter=tiny_adapters[0], format="list", generation=GenerationSettings(max_new_tokens=7, stop=["\n\n"])),
+            stage(
+                "first",
+                adapter=tiny_adapters[0],
+                format="list",
+                generation=GenerationSettings(max_new_tokens=7, stop=["\n\n"]),
+            ),
             stage("second", reads=["first"], template="Q: {prompt}\nNotes: {first}"),
         ],
     )
@@ -55,13 +60,19 @@ def test_save_is_atomic_and_leaves_no_temporary_files(tmp_path):
 @pytest.mark.parametrize(
     ("stages", "field"),
     [
-        ([{"name": "a", "model": "m", "instruction": "x"}, {"name": "a", "model": "m", "instruction": "x"}], "stages.1.name"),
+        (
+            [{"name": "a", "model": "m", "instruction": "x"}, {"name": "a", "model": "m", "instruction": "x"}],
+            "stages.1.name",
+        ),
         ([{"name": "a", "model": "m", "instruction": "x", "reads": ["b"]}], "stages.0.reads"),
         ([{"name": "a", "model": "m", "instruction": "x", "template": "{nope}"}], "stages.0.template"),
         ([{"name": "a", "model": "m", "instruction": "x", "template": "{prompt"}], "stages.0.template"),
         ([{"name": "a", "model": "m", "instruction": ""}], "stages.0.instruction"),
         ([{"name": "Bad Name", "model": "m", "instruction": "x"}], "stages.0.name"),
-        ([{"name": "a", "model": "m", "instruction": "x", "generation": {"max_new_tokens": 0}}], "stages.0.generation.max_new_tokens"),
+        (
+            [{"name": "a", "model": "m", "instruction": "x", "generation": {"max_new_tokens": 0}}],
+            "stages.0.generation.max_new_tokens",
+        ),
         ([{"name": "a", "model": "m", "instruction": "x", "adapter": "/does/not/exist"}], "stages.0.adapter"),
         ([{"name": "a", "model": "m", "instruction": "x", "colour": "red"}], "stages.0.colour"),
         ([{"name": "prompt", "model": "m", "instruction": "x"}], "stages.0.name"),

@@ -9,8 +9,7 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from fslm_core import GenerationSettings
-from fslm_core import decoding
+from fslm_core import GenerationSettings, decoding
 from fslm_core.decoding import compaction, decode, full_attention_only, prefill_chunks, select_rows, shared_prefix
 from fslm_core.testing import build_tiny_model, tiny_config
 
@@ -43,11 +42,16 @@ def reference(model, tokenizer, prompts, settings, eos, **extra):
     batch = tokenizer.pad({"input_ids": prompts}, padding=True, return_tensors="pt")
     with torch.inference_mode():
         output = model.generate(
-            **batch, max_new_tokens=settings.max_new_tokens, do_sample=False, eos_token_id=eos,
-            pad_token_id=tokenizer.pad_token_id, repetition_penalty=settings.repetition_penalty, **extra,
+            **batch,
+            max_new_tokens=settings.max_new_tokens,
+            do_sample=False,
+            eos_token_id=eos,
+            pad_token_id=tokenizer.pad_token_id,
+            repetition_penalty=settings.repetition_penalty,
+            **extra,
         )
     rows = []
-    for row in output[:, batch["input_ids"].shape[1]:].tolist():
+    for row in output[:, batch["input_ids"].shape[1] :].tolist():
         cut = next((i + 1 for i, token in enumerate(row) if token == eos), len(row))
         rows.append(row[:cut])
     return rows
@@ -114,7 +118,8 @@ def test_stop_strings_end_a_row(tiny):
     free = ours(model, tokenizer, prompts, GenerationSettings(max_new_tokens=12), {-1})
     # The first clean piece of text after a few tokens of row 1 (random tokens may be partial UTF-8).
     end, stop_text = next(
-        (end, text) for end in range(4, 12)
+        (end, text)
+        for end in range(4, 12)
         if (text := tokenizer.decode(free[1][end - 2 : end])).strip() and "\ufffd" not in text
     )
     settings = GenerationSettings(max_new_tokens=12, stop=[stop_text])

@@ -162,8 +162,20 @@ def run_cli(args, capsys) -> tuple[int, str, str]:
 
 def test_cli_distills_and_reports_skipped_rows(tiny_model_id, tmp_path, capsys):
     code, out, err = run_cli(
-        ["distill", "--data", str(ALPACA_TINY), "--output", str(tmp_path / "out"), "--teacher", tiny_model_id,
-         "--max-new-tokens", "4", "--limit", "2", "--json"],
+        [
+            "distill",
+            "--data",
+            str(ALPACA_TINY),
+            "--output",
+            str(tmp_path / "out"),
+            "--teacher",
+            tiny_model_id,
+            "--max-new-tokens",
+            "4",
+            "--limit",
+            "2",
+            "--json",
+        ],
         capsys,
     )
     assert code == 0, err
@@ -175,8 +187,10 @@ def test_cli_distills_and_reports_skipped_rows(tiny_model_id, tmp_path, capsys):
     "args, message",
     [
         (["--data", "{tmp}/missing.json"], "error: data: file not found"),
-        (["--data", str(ALPACA_TINY), "--teacher", "no-such-teacher"],
-         "error: teacher: unknown model id 'no-such-teacher'"),
+        (
+            ["--data", str(ALPACA_TINY), "--teacher", "no-such-teacher"],
+            "error: teacher: unknown model id 'no-such-teacher'",
+        ),
     ],
 )
 def test_cli_bad_input_is_one_line_without_traceback(args, message, tmp_path, capsys):
@@ -202,8 +216,24 @@ def test_a_killed_distill_process_resumes_to_the_uninterrupted_result(tiny_model
     data = tmp_path / "data.json"
     data.write_text(json.dumps(rows), encoding="utf-8")
     folder = tmp_path / "killed"
-    command = [sys.executable, "-m", "fslm_core.cli", "distill", "--data", str(data), "--output", str(folder),
-               "--teacher", tiny_model_id, "--max-new-tokens", "6", "--batch-size", "4", "--shard-size", "2"]
+    command = [
+        sys.executable,
+        "-m",
+        "fslm_core.cli",
+        "distill",
+        "--data",
+        str(data),
+        "--output",
+        str(folder),
+        "--teacher",
+        tiny_model_id,
+        "--max-new-tokens",
+        "6",
+        "--batch-size",
+        "4",
+        "--shard-size",
+        "2",
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
@@ -224,8 +254,13 @@ def test_a_killed_distill_process_resumes_to_the_uninterrupted_result(tiny_model
     assert not [path for path in folder.iterdir() if path.name.startswith(".tmp-")]
 
     reference = tmp_path / "reference"
-    distill(data, reference, DistillConfig(max_new_tokens=6, batch_size=4, shard_size=2), teacher=tiny_model_id,
-            progress=False)
+    distill(
+        data,
+        reference,
+        DistillConfig(max_new_tokens=6, batch_size=4, shard_size=2),
+        teacher=tiny_model_id,
+        progress=False,
+    )
 
     def targets(path):
         return sorted(json.dumps(row, sort_keys=True) for row in load_distilled(path).dataset)

@@ -15,7 +15,10 @@ pytestmark = pytest.mark.slow
 def test_fslm_run_json_prints_a_four_stage_trace_that_answers_paris():
     result = subprocess.run(
         [sys.executable, "-m", "fslm_core.cli", "run", "--json", "What is the capital of France?"],
-        capture_output=True, text=True, timeout=600, env=dict(os.environ, HF_HUB_OFFLINE="1"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ, HF_HUB_OFFLINE="1"),
     )
     assert result.returncode == 0, result.stderr
     trace = json.loads(result.stdout)
@@ -27,7 +30,9 @@ def test_fslm_run_json_prints_a_four_stage_trace_that_answers_paris():
 def test_four_adapters_on_one_model_id_stay_within_1_3x_the_memory_of_one_plain_model():
     result = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "adapter_memory.py"), "--prompts", "4", "--json"],
-        capture_output=True, text=True, timeout=900,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)

@@ -14,8 +14,15 @@ SHORT = GenerationSettings(max_new_tokens=6)
 
 
 def make_stage(name, model, adapter=None, reads=(), **fields):
-    return Stage(name=name, model=model, adapter=adapter, reads=reads, instruction=f"Do the {name} step.",
-                 generation=fields.pop("generation", SHORT), **fields)
+    return Stage(
+        name=name,
+        model=model,
+        adapter=adapter,
+        reads=reads,
+        instruction=f"Do the {name} step.",
+        generation=fields.pop("generation", SHORT),
+        **fields,
+    )
 
 
 @pytest.fixture
@@ -38,7 +45,9 @@ def count_generate_calls(pool, monkeypatch):
 
 
 def test_run_returns_one_trace_per_prompt_with_every_message_in_order(tiny_model_id, pool):
-    stack = Stack(name="chain", stages=[make_stage("first", tiny_model_id), make_stage("second", tiny_model_id, reads=["first"])])
+    stack = Stack(
+        name="chain", stages=[make_stage("first", tiny_model_id), make_stage("second", tiny_model_id, reads=["first"])]
+    )
     traces = stack.run(PROMPTS, pool=pool)
     assert [trace.prompt for trace in traces] == PROMPTS
     for trace in traces:
@@ -50,7 +59,9 @@ def test_run_returns_one_trace_per_prompt_with_every_message_in_order(tiny_model
 
 
 def test_stages_on_one_model_id_share_one_loaded_base_with_one_adapter_each(tiny_model_id, tiny_adapters, pool):
-    stages = [make_stage(f"s{i}", tiny_model_id, adapter=tiny_adapters[i], reads=[f"s{i-1}"] if i else []) for i in range(4)]
+    stages = [
+        make_stage(f"s{i}", tiny_model_id, adapter=tiny_adapters[i], reads=[f"s{i - 1}"] if i else []) for i in range(4)
+    ]
     Stack(name="four", stages=stages).run(PROMPTS[:1], pool=pool)
     assert len(pool.loaded()) == 1
     assert len(pool.loaded()[0].adapter_names) == 4
@@ -91,9 +102,18 @@ def test_a_wave_of_stages_runs_as_one_mixed_adapter_batch_with_the_same_results(
 
 
 def test_results_do_not_depend_on_batch_size(tiny_model_id, tiny_adapters, pool):
-    stack = Stack(name="b", stages=[make_stage("x", tiny_model_id, adapter=tiny_adapters[3]), make_stage("y", tiny_model_id, reads=["x"])])
-    one = [t.model_dump(exclude={"messages": {"__all__": {"latency_s", "batch_size"}}}) for t in stack.run(PROMPTS, pool=pool, batch_size=1)]
-    two = [t.model_dump(exclude={"messages": {"__all__": {"latency_s", "batch_size"}}}) for t in stack.run(PROMPTS, pool=pool, batch_size=2)]
+    stack = Stack(
+        name="b",
+        stages=[make_stage("x", tiny_model_id, adapter=tiny_adapters[3]), make_stage("y", tiny_model_id, reads=["x"])],
+    )
+    one = [
+        t.model_dump(exclude={"messages": {"__all__": {"latency_s", "batch_size"}}})
+        for t in stack.run(PROMPTS, pool=pool, batch_size=1)
+    ]
+    two = [
+        t.model_dump(exclude={"messages": {"__all__": {"latency_s", "batch_size"}}})
+        for t in stack.run(PROMPTS, pool=pool, batch_size=2)
+    ]
     assert one == two
 
 
@@ -102,7 +122,9 @@ def test_generation_stops_at_stop_strings(tiny_model_id, pool):
     text = free.run(PROMPTS[:1], pool=pool)[0].answer
     assert len(text) > 4
     stop = text[2:4]
-    stopped = Stack(name="s", stages=[make_stage("g", tiny_model_id, generation=GenerationSettings(max_new_tokens=12, stop=[stop]))])
+    stopped = Stack(
+        name="s", stages=[make_stage("g", tiny_model_id, generation=GenerationSettings(max_new_tokens=12, stop=[stop]))]
+    )
     assert stopped.run(PROMPTS[:1], pool=pool)[0].answer == text[: text.index(stop)].strip()
 
 
@@ -126,8 +148,18 @@ def test_stage_input_fills_the_template_and_renders_read_messages():
     stage = Stage(name="use", model="m", instruction="x", reads=["facts"], template="Q: {prompt}\nF:\n{facts}")
     trace = Trace(stack="s", prompt="Why?")
     assert stage_input(stage, trace, {"facts": ListFormat()}) == "Q: Why?\nF:\n(none)"
-    trace.messages.append(Message(stage="facts", text="* one\n* two\nnoise", fields={"items": ["one", "two"]},
-                                  model="m", prompt_tokens=1, completion_tokens=1, latency_s=0.1, batch_size=1))
+    trace.messages.append(
+        Message(
+            stage="facts",
+            text="* one\n* two\nnoise",
+            fields={"items": ["one", "two"]},
+            model="m",
+            prompt_tokens=1,
+            completion_tokens=1,
+            latency_s=0.1,
+            batch_size=1,
+        )
+    )
     assert stage_input(stage, trace, {"facts": ListFormat()}) == "Q: Why?\nF:\n- one\n- two"
 
 

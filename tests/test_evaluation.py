@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from fslm_plugin_benchmarks import DATA_DIR_ENV, FIXTURES_DIR
 from lm_eval import simple_evaluate
 from lm_eval.api.instance import Instance
 
@@ -13,7 +14,6 @@ from fslm_core.default_plugins.transformers_backend import cut_at_stop
 from fslm_core.errors import InputError, StackFileError, UnknownNameError
 from fslm_core.evaluation import FslmLM, parse_batch_size, single_model_stack
 from fslm_core.harness import task_manager
-from fslm_plugin_benchmarks import DATA_DIR_ENV, FIXTURES_DIR
 
 
 @pytest.fixture
@@ -36,18 +36,38 @@ def small_stack(model_id: str, adapters, max_new_tokens: int = 6) -> Stack:
         name="tiny-three",
         router="parallel",
         stages=[
-            Stage(name="facts", model=model_id, adapter=adapters[0], instruction="List key facts.",
-                  template="Request:\n{prompt}", generation=settings),
-            Stage(name="draft", model=model_id, adapter=adapters[1], instruction="Draft an answer.",
-                  reads=("facts",), generation=settings),
-            Stage(name="answer", model=model_id, adapter=adapters[2], instruction="Answer.",
-                  reads=("facts", "draft"), generation=settings),
+            Stage(
+                name="facts",
+                model=model_id,
+                adapter=adapters[0],
+                instruction="List key facts.",
+                template="Request:\n{prompt}",
+                generation=settings,
+            ),
+            Stage(
+                name="draft",
+                model=model_id,
+                adapter=adapters[1],
+                instruction="Draft an answer.",
+                reads=("facts",),
+                generation=settings,
+            ),
+            Stage(
+                name="answer",
+                model=model_id,
+                adapter=adapters[2],
+                instruction="Answer.",
+                reads=("facts", "draft"),
+                generation=settings,
+            ),
         ],
     )
 
 
 def requests_for(pairs):
-    return [Instance("loglikelihood", {}, pair, index, metadata=("manual", index, 1)) for index, pair in enumerate(pairs)]
+    return [
+        Instance("loglikelihood", {}, pair, index, metadata=("manual", index, 1)) for index, pair in enumerate(pairs)
+    ]
 
 
 def count_generated_rows(monkeypatch, backend) -> list[int]:
@@ -103,14 +123,20 @@ def _greedy_tokens(hf_lm, context: str, count: int) -> list[int]:
     ids = torch.tensor([hf_lm.tok_encode(context)])
     with torch.no_grad():
         output = hf_lm.model.generate(ids, max_new_tokens=count, do_sample=False, pad_token_id=0)
-    return output[0, ids.shape[1]:].tolist()
+    return output[0, ids.shape[1] :].tolist()
 
 
 def test_scoring_respects_the_final_stage_adapter(tiny_model_dir, tiny_model_id, tiny_adapters):
     from lm_eval.models.huggingface import HFLM
 
-    adapted = Stack(name="adapted", stages=[Stage(name="answer", model=tiny_model_id, adapter=tiny_adapters[3],
-                                                  instruction="Answer.", template="{prompt}")])
+    adapted = Stack(
+        name="adapted",
+        stages=[
+            Stage(
+                name="answer", model=tiny_model_id, adapter=tiny_adapters[3], instruction="Answer.", template="{prompt}"
+            )
+        ],
+    )
     lm = FslmLM(stack=adapted, final_prompt="plain", batch_size=2)
     hf_with_adapter = HFLM(pretrained=str(tiny_model_dir), peft=str(tiny_adapters[3]), device="cpu", batch_size=2)
     requests = requests_for(PAIRS)
@@ -135,11 +161,21 @@ def test_upstream_stages_run_once_per_context_not_per_choice(tiny_model_id, tiny
     generated = count_generated_rows(monkeypatch, lm.final.backend)
     scored = []
     real_loglikelihood = lm.final.backend.loglikelihood
-    monkeypatch.setattr(lm.final.backend, "loglikelihood",
-                        lambda pairs, *a, **k: scored.append(len(pairs)) or real_loglikelihood(pairs, *a, **k))
+    monkeypatch.setattr(
+        lm.final.backend,
+        "loglikelihood",
+        lambda pairs, *a, **k: scored.append(len(pairs)) or real_loglikelihood(pairs, *a, **k),
+    )
 
-    results = simple_evaluate(model=lm, tasks=["local_arc_easy"], task_manager=task_manager(["local_arc_easy"]),
-                              limit=3, num_fewshot=0, bootstrap_iters=0, log_samples=True)
+    results = simple_evaluate(
+        model=lm,
+        tasks=["local_arc_easy"],
+        task_manager=task_manager(["local_arc_easy"]),
+        limit=3,
+        num_fewshot=0,
+        bootstrap_iters=0,
+        log_samples=True,
+    )
 
     samples = results["samples"]["local_arc_easy"]
     choices = sum(len(sample["arguments"]) for sample in samples)
@@ -155,8 +191,14 @@ def test_upstream_stages_run_once_per_context_not_per_choice(tiny_model_id, tiny
     assert lm.task_cost("local_arc_easy")["upstream_tokens_per_document"] > 0
 
     # The same contexts again: the upstream messages are reused, not regenerated.
-    simple_evaluate(model=lm, tasks=["local_arc_easy"], task_manager=task_manager(["local_arc_easy"]),
-                    limit=3, num_fewshot=0, bootstrap_iters=0)
+    simple_evaluate(
+        model=lm,
+        tasks=["local_arc_easy"],
+        task_manager=task_manager(["local_arc_easy"]),
+        limit=3,
+        num_fewshot=0,
+        bootstrap_iters=0,
+    )
     assert sum(generated) == 6
 
 
@@ -174,8 +216,15 @@ def test_final_prompt_holds_the_context_and_upstream_messages(tiny_model_id, tin
 def test_generate_until_runs_the_stack_and_honours_stop_sequences(tiny_model_id, tiny_adapters, fixture_data):
     lm = FslmLM(stack=small_stack(tiny_model_id, tiny_adapters), batch_size=4)
     manager = task_manager(["local_gsm8k"])
-    options = dict(model=lm, tasks=["local_gsm8k"], task_manager=manager, limit=2, num_fewshot=0,
-                   bootstrap_iters=0, log_samples=True)
+    options = dict(
+        model=lm,
+        tasks=["local_gsm8k"],
+        task_manager=manager,
+        limit=2,
+        num_fewshot=0,
+        bootstrap_iters=0,
+        log_samples=True,
+    )
 
     free = simple_evaluate(**options, gen_kwargs={"until": [], "max_gen_toks": 16})
     answers = [sample["resps"][0][0] for sample in free["samples"]["local_gsm8k"]]

@@ -50,9 +50,21 @@ def test_pip_installed_example_shows_up_in_fslm_plugins_and_runs(tmp_path):
     source = shutil.copytree(EXAMPLE, tmp_path / "source")  # building writes build/ next to the sources
     target = tmp_path / "site"
     install = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(source)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert install.returncode == 0, install.stderr
 
@@ -62,8 +74,16 @@ def test_pip_installed_example_shows_up_in_fslm_plugins_and_runs(tmp_path):
         assert (row["plugin"], row["distribution"]) == ("example", "fslm-plugin-example"), kind
     assert listing["broken"] == []
 
-    run = fslm_cli("run", "--decomposition", "keywords-answer", "--model", "echo", "--json",
-                   "What is the capital of France?", pythonpath=target)
+    run = fslm_cli(
+        "run",
+        "--decomposition",
+        "keywords-answer",
+        "--model",
+        "echo",
+        "--json",
+        "What is the capital of France?",
+        pythonpath=target,
+    )
     assert run.returncode == 0, run.stderr
     trace = json.loads(run.stdout)
     assert [message["stage"] for message in trace["messages"]] == ["keywords", "answer"]
@@ -76,10 +96,17 @@ def test_example_router_format_and_evaluator_in_a_stack(example_module):
         name="example",
         router="skip-short",
         stages=[
-            Stage(name="keywords", model="echo", format="keywords", instruction="Find the keywords.",
-                  template="{prompt}"),
-            Stage(name="answer", model="echo", reads=("keywords",), instruction="Answer.",
-                  template="{keywords} | {prompt}", generation=GenerationSettings(max_new_tokens=12)),
+            Stage(
+                name="keywords", model="echo", format="keywords", instruction="Find the keywords.", template="{prompt}"
+            ),
+            Stage(
+                name="answer",
+                model="echo",
+                reads=("keywords",),
+                instruction="Answer.",
+                template="{keywords} | {prompt}",
+                generation=GenerationSettings(max_new_tokens=12),
+            ),
         ],
     )
     long_prompt = "keywords: capital, France ... which city is it"

@@ -8,12 +8,12 @@ import subprocess
 import sys
 
 import pytest
+from fslm_plugin_benchmarks import DATA_DIR_ENV, FIXTURES_DIR
 
 from fslm_core.cli import main
 from fslm_core.declarations import GenerationSettings, Stack, Stage
 from fslm_core.errors import UnknownNameError
 from fslm_core.harness import BenchmarkTaskManager, comparison_table, metric_rows, render_table
-from fslm_plugin_benchmarks import DATA_DIR_ENV, FIXTURES_DIR
 
 
 @pytest.fixture(autouse=True)
@@ -38,10 +38,21 @@ def tiny_stack_file(tiny_model_id, tiny_adapters, tmp_path_factory):
     stack = Stack(
         name="tiny-two",
         stages=[
-            Stage(name="facts", model=tiny_model_id, adapter=tiny_adapters[0], instruction="List key facts.",
-                  generation=settings),
-            Stage(name="answer", model=tiny_model_id, adapter=tiny_adapters[1], instruction="Answer.",
-                  reads=("facts",), generation=settings),
+            Stage(
+                name="facts",
+                model=tiny_model_id,
+                adapter=tiny_adapters[0],
+                instruction="List key facts.",
+                generation=settings,
+            ),
+            Stage(
+                name="answer",
+                model=tiny_model_id,
+                adapter=tiny_adapters[1],
+                instruction="Answer.",
+                reads=("facts",),
+                generation=settings,
+            ),
         ],
     )
     return stack.save(tmp_path_factory.mktemp("stack") / "tiny-two")
@@ -63,14 +74,40 @@ def test_eval_prints_stack_and_baseline_side_by_side_and_writes_json(
 ):
     output = tmp_path / "report"
     code, out, err = run_cli(
-        capsys, "eval", "--stack", str(tiny_stack_file), "--tasks", "local_arc_easy,local_winogrande",
-        "--num-fewshot", "0", "--limit", "2", "--baseline", tiny_model_id, "--output", str(output),
-        "--log-samples", "--bootstrap-iters", "100",
+        capsys,
+        "eval",
+        "--stack",
+        str(tiny_stack_file),
+        "--tasks",
+        "local_arc_easy,local_winogrande",
+        "--num-fewshot",
+        "0",
+        "--limit",
+        "2",
+        "--baseline",
+        tiny_model_id,
+        "--output",
+        str(output),
+        "--log-samples",
+        "--bootstrap-iters",
+        "100",
     )
     assert code == 0, err
     header = next(line for line in out.splitlines() if line.startswith("task"))
-    assert header.split() == ["task", "metric", "stack", "stderr", "baseline", "stderr", "stack", "time",
-                              "baseline", "time", "upstream", "tok/doc"]
+    assert header.split() == [
+        "task",
+        "metric",
+        "stack",
+        "stderr",
+        "baseline",
+        "stderr",
+        "stack",
+        "time",
+        "baseline",
+        "time",
+        "upstream",
+        "tok/doc",
+    ]
     rows = [line.split() for line in out.splitlines() if line.startswith("local_")]
     assert [row[:2] for row in rows] == [["local_arc_easy", "acc_norm"], ["local_winogrande", "acc_norm"]]
     for row in rows:
@@ -96,8 +133,16 @@ def test_eval_prints_stack_and_baseline_side_by_side_and_writes_json(
 
 def test_missing_data_file_names_the_path(capsys, fixture_data, tiny_stack_file, tmp_path):
     missing = tmp_path / "arc-missing.jsonl"
-    code, _, err = run_cli(capsys, "eval", "--stack", str(tiny_stack_file), "--tasks", "local_arc_easy",
-                           "--data-file", f"local_arc_easy={missing}")
+    code, _, err = run_cli(
+        capsys,
+        "eval",
+        "--stack",
+        str(tiny_stack_file),
+        "--tasks",
+        "local_arc_easy",
+        "--data-file",
+        f"local_arc_easy={missing}",
+    )
     assert code == 1
     assert err.strip() == (
         f"error: benchmark 'local_arc_easy': given data file not found: {missing}. "
@@ -107,8 +152,9 @@ def test_missing_data_file_names_the_path(capsys, fixture_data, tiny_stack_file,
 
 def test_empty_data_folder_names_the_default_path(capsys, tiny_stack_file, tmp_path, monkeypatch):
     monkeypatch.delenv(DATA_DIR_ENV, raising=False)  # --data-dir sets it; restored after the test
-    code, _, err = run_cli(capsys, "eval", "--stack", str(tiny_stack_file), "--tasks", "local_piqa",
-                           "--data-dir", str(tmp_path))
+    code, _, err = run_cli(
+        capsys, "eval", "--stack", str(tiny_stack_file), "--tasks", "local_piqa", "--data-dir", str(tmp_path)
+    )
     assert code == 1
     assert f"not found: {tmp_path / 'piqa' / 'valid_first338.jsonl'}" in err
     assert "Traceback" not in err
@@ -138,13 +184,23 @@ def test_unknown_task_on_the_command_line_lists_the_local_tasks(capsys, tiny_sta
     """Slow only because telling an unknown name from lm-eval's own tasks indexes them all (about 13 s)."""
     code, _, err = run_cli(capsys, "eval", "--stack", str(tiny_stack_file), "--tasks", "local_arc_eazy")
     assert code == 1
-    assert err.startswith("error: --tasks: unknown benchmark task 'local_arc_eazy'; known: local_arc_challenge, local_arc_easy")
+    assert err.startswith(
+        "error: --tasks: unknown benchmark task 'local_arc_eazy'; known: local_arc_challenge, local_arc_easy"
+    )
     assert "Traceback" not in err
 
 
 def test_unknown_data_file_task_is_named(capsys, tiny_stack_file):
-    code, _, err = run_cli(capsys, "eval", "--stack", str(tiny_stack_file), "--tasks", "local_piqa",
-                           "--data-file", "local_pica=/tmp/x.jsonl")
+    code, _, err = run_cli(
+        capsys,
+        "eval",
+        "--stack",
+        str(tiny_stack_file),
+        "--tasks",
+        "local_piqa",
+        "--data-file",
+        "local_pica=/tmp/x.jsonl",
+    )
     assert code == 1 and err.startswith("error: --data-file: unknown benchmark task 'local_pica'")
 
 
@@ -152,11 +208,23 @@ def test_table_lines_up_metrics_of_both_models():
     from fslm_core.harness import RunResult
 
     def run(value, seconds, tokens):
-        results = {"results": {"t": {"alias": "t", "acc,none": value, "acc_stderr,none": 0.1,
-                                     "exact_match,strict-match": 0.5, "exact_match_stderr,strict-match": "N/A"}}}
+        results = {
+            "results": {
+                "t": {
+                    "alias": "t",
+                    "acc,none": value,
+                    "acc_stderr,none": 0.1,
+                    "exact_match,strict-match": 0.5,
+                    "exact_match_stderr,strict-match": "N/A",
+                }
+            }
+        }
         return RunResult(results, seconds, {"upstream_tokens_per_document": tokens})
 
-    assert metric_rows(run(0.25, 1, 0).results) == {("t", "acc"): (0.25, 0.1), ("t", "exact_match (strict-match)"): (0.5, None)}
+    assert metric_rows(run(0.25, 1, 0).results) == {
+        ("t", "acc"): (0.25, 0.1),
+        ("t", "exact_match (strict-match)"): (0.5, None),
+    }
     rows = comparison_table({"t": {"stack": run(0.75, 12.0, 40.0), "baseline": run(0.5, 3.0, 0.0)}}, with_baseline=True)
     text = render_table(rows, with_baseline=True)
     assert "t     acc                         0.7500  0.1000  0.5000    0.1000  12.0 s      3.0 s          40.0" in text
@@ -166,11 +234,29 @@ def test_table_lines_up_metrics_of_both_models():
 def test_python_m_route_runs_lm_eval_with_the_fslm_model(tiny_stack_file, tmp_path):
     env = {**os.environ, DATA_DIR_ENV: str(FIXTURES_DIR), "OMP_NUM_THREADS": "1"}
     completed = subprocess.run(
-        [sys.executable, "-m", "fslm_core.harness", "--model", "fslm",
-         "--model_args", f"stack={tiny_stack_file},final_prompt=plain,trace_dir={tmp_path / 'out'}", "--tasks", "local_piqa",
-         "--limit", "2", "--batch_size", "auto", "--max_batch_size", "4",
-         "--output_path", str(tmp_path / "out")],
-        capture_output=True, text=True, env=env, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "fslm_core.harness",
+            "--model",
+            "fslm",
+            "--model_args",
+            f"stack={tiny_stack_file},final_prompt=plain,trace_dir={tmp_path / 'out'}",
+            "--tasks",
+            "local_piqa",
+            "--limit",
+            "2",
+            "--batch_size",
+            "auto",
+            "--max_batch_size",
+            "4",
+            "--output_path",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert "|local_piqa|" in completed.stdout.replace(" ", "")
@@ -183,12 +269,26 @@ def test_python_m_route_runs_lm_eval_with_the_fslm_model(tiny_stack_file, tmp_pa
 def test_python_m_route_reports_fslm_errors_in_one_line(tiny_stack_file, tmp_path):
     env = {**os.environ, DATA_DIR_ENV: str(tmp_path), "OMP_NUM_THREADS": "1"}
     completed = subprocess.run(
-        [sys.executable, "-m", "fslm_core.harness", "--model", "fslm", "--model_args", f"stack={tiny_stack_file}",
-         "--tasks", "local_piqa", "--limit", "1"],
-        capture_output=True, text=True, env=env, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "fslm_core.harness",
+            "--model",
+            "fslm",
+            "--model_args",
+            f"stack={tiny_stack_file}",
+            "--tasks",
+            "local_piqa",
+            "--limit",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert completed.returncode == 1
-    assert f"error: benchmark 'local_piqa': default data file" in completed.stderr
+    assert "error: benchmark 'local_piqa': default data file" in completed.stderr
     assert "Traceback" not in completed.stderr
 
 
@@ -207,9 +307,22 @@ def one_torch_thread():
 def test_eval_smollm2_stack_against_the_model_alone(capsys, fixture_data, tmp_path, one_torch_thread):
     """The issue's demo on fixtures: the fslm-paper stack on SmolLM2 beside SmolLM2 alone, offline."""
     code, out, err = run_cli(
-        capsys, "eval", "--decomposition", "fslm-paper", "--model", "smollm2-135m-instruct",
-        "--tasks", "local_arc_easy", "--limit", "5", "--num-fewshot", "0",
-        "--baseline", "smollm2-135m-instruct", "--output", str(tmp_path),
+        capsys,
+        "eval",
+        "--decomposition",
+        "fslm-paper",
+        "--model",
+        "smollm2-135m-instruct",
+        "--tasks",
+        "local_arc_easy",
+        "--limit",
+        "5",
+        "--num-fewshot",
+        "0",
+        "--baseline",
+        "smollm2-135m-instruct",
+        "--output",
+        str(tmp_path),
     )
     assert code == 0, err
     (row,) = [line.split() for line in out.splitlines() if line.startswith("local_arc_easy")]

@@ -60,15 +60,31 @@ def test_stack_mixing_pythia_and_phi_stages_loads_each_base_once(tiny_families, 
         name="pythia-and-phi",
         router="parallel",
         stages=[
-            Stage(name="interpret", model="phi-4-mini-instruct", model_path=phi3,
-                  adapter=build_random_adapter(phi3, tmp_path / "interpret", seed=1, target_modules=phi_targets),
-                  instruction="Restate the request.", generation=SHORT),
-            Stage(name="recall", model="pythia-160m", model_path=neox,
-                  adapter=build_random_adapter(neox, tmp_path / "recall", seed=2, target_modules=pythia_targets),
-                  instruction="List the key facts.", generation=SHORT),
-            Stage(name="answer", model="pythia-160m", model_path=neox, reads=("interpret", "recall"),
-                  adapter=build_random_adapter(neox, tmp_path / "answer", seed=3, target_modules=pythia_targets),
-                  instruction="Answer the request.", generation=SHORT),
+            Stage(
+                name="interpret",
+                model="phi-4-mini-instruct",
+                model_path=phi3,
+                adapter=build_random_adapter(phi3, tmp_path / "interpret", seed=1, target_modules=phi_targets),
+                instruction="Restate the request.",
+                generation=SHORT,
+            ),
+            Stage(
+                name="recall",
+                model="pythia-160m",
+                model_path=neox,
+                adapter=build_random_adapter(neox, tmp_path / "recall", seed=2, target_modules=pythia_targets),
+                instruction="List the key facts.",
+                generation=SHORT,
+            ),
+            Stage(
+                name="answer",
+                model="pythia-160m",
+                model_path=neox,
+                reads=("interpret", "recall"),
+                adapter=build_random_adapter(neox, tmp_path / "answer", seed=3, target_modules=pythia_targets),
+                instruction="Answer the request.",
+                generation=SHORT,
+            ),
         ],
     )
     pool = ModelPool()
@@ -98,19 +114,36 @@ def test_mixed_stack_distils_trains_and_runs_with_each_family_lora_targets(tiny_
     neox, phi3 = tiny_families["gpt_neox"], tiny_families["phi3"]
     paper = decomposition("fslm-paper").build("pythia-160m", model_path=neox)
     stages = [
-        stage if stage.name in ("interpret", "recall")
+        stage
+        if stage.name in ("interpret", "recall")
         else stage.model_copy(update={"model": "phi-4-mini-instruct", "model_path": phi3})
         for stage in paper.stages
     ]
     mixed = paper.model_copy(update={"name": "pythia-and-phi-paper", "stages": tuple(stages)})
     instructions = tmp_path / "instructions.json"
     instructions.write_text(json.dumps(INSTRUCTIONS))
-    distill(instructions, tmp_path / "distilled", teacher="pythia-160m", teacher_model_path=neox,
-            max_new_tokens=6, progress=False)
+    distill(
+        instructions,
+        tmp_path / "distilled",
+        teacher="pythia-160m",
+        teacher_model_path=neox,
+        max_new_tokens=6,
+        progress=False,
+    )
     training_pool = ModelPool()
 
-    result = train_stack(tmp_path / "distilled", tmp_path / "trained", stack=mixed, epochs=2, batch_size=2, rank=4,
-                         learning_rate=1e-2, eval_fraction=0.0, progress=False, pool=training_pool)
+    result = train_stack(
+        tmp_path / "distilled",
+        tmp_path / "trained",
+        stack=mixed,
+        epochs=2,
+        batch_size=2,
+        rank=4,
+        learning_rate=1e-2,
+        eval_fraction=0.0,
+        progress=False,
+        pool=training_pool,
+    )
 
     assert len(training_pool.loaded()) == 2
     for stage in mixed.stages:

@@ -141,8 +141,9 @@ def test_broken_external_plugins_are_reported_and_others_still_load(tmp_path):
     text = fslm("plugins", pythonpath=tmp_path)
     assert "broken plugin importfail" in text.stdout
 
-    disabled = fslm("plugins", "--json", pythonpath=tmp_path,
-                    env_extra={"FSLM_DISABLE_PLUGINS": "importfail,registerfail,misspelt"})
+    disabled = fslm(
+        "plugins", "--json", pythonpath=tmp_path, env_extra={"FSLM_DISABLE_PLUGINS": "importfail,registerfail,misspelt"}
+    )
     assert json.loads(disabled.stdout)["broken"] == []
 
 

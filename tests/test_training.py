@@ -110,8 +110,13 @@ def test_each_stage_is_scored_on_held_out_examples(trained, distilled_dir):
     # The same scores through the API, for any stack and any registered evaluator.
     data = load_distilled(distilled_dir)
     held_out = split_examples(data.examples(), FAST.eval_fraction, FAST.max_eval_examples, FAST.seed)[1]
-    again = evaluate_stages(load_stack(trained.output), data, [e.example_id for e in held_out],
-                            evaluators=["target-loss", "exact-match"], pool=ModelPool())
+    again = evaluate_stages(
+        load_stack(trained.output),
+        data,
+        [e.example_id for e in held_out],
+        evaluators=["target-loss", "exact-match"],
+        pool=ModelPool(),
+    )
     for name in STAGES:
         assert again[name]["target_loss"] == pytest.approx(trained.evaluation[name]["target_loss"], abs=1e-3)
         assert "exact_match" in again[name]
@@ -128,8 +133,10 @@ def test_interrupted_training_resumes_without_redoing_or_losing_work(trained, di
     output = tmp_path / "stack"
     with pytest.raises(Stop):
         train_stack(distilled_dir, output, FAST, model=tiny_model_id, progress=False, on_step=stop_in_reason)
-    finished = {name: (output / "adapters" / name / "adapter_model.safetensors").stat().st_mtime_ns
-                for name in ("interpret", "recall")}
+    finished = {
+        name: (output / "adapters" / name / "adapter_model.safetensors").stat().st_mtime_ns
+        for name in ("interpret", "recall")
+    }
     assert not (output / "adapters" / "reason").exists()
     assert [p.name for p in (output / "checkpoints" / "reason").iterdir()] == ["step-00000005"]
 
@@ -226,8 +233,20 @@ def run_cli(args, capsys) -> tuple[int, str, str]:
 
 def test_cli_trains_and_reports_each_stage(distilled_dir, tiny_model_id, tmp_path, capsys):
     code, out, err = run_cli(
-        ["train", str(distilled_dir), "--model", tiny_model_id, "--output", str(tmp_path / "stack"),
-         "--epochs", "1", "--batch-size", "4", "--stages", "recall,answer"],
+        [
+            "train",
+            str(distilled_dir),
+            "--model",
+            tiny_model_id,
+            "--output",
+            str(tmp_path / "stack"),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "4",
+            "--stages",
+            "recall,answer",
+        ],
         capsys,
     )
     assert code == 0, err
@@ -241,12 +260,18 @@ def test_cli_trains_and_reports_each_stage(distilled_dir, tiny_model_id, tmp_pat
 def test_cli_bad_training_input_is_one_line_without_traceback(distilled_dir, tiny_model_id, tmp_path, capsys):
     get_registry().decomposition("fslm-paper").build(tiny_model_id, name="other").save(tmp_path / "taken")
     cases = [
-        (["train", str(tmp_path / "nowhere"), "--output", str(tmp_path / "x")],
-         "error: distilled data: folder not found"),
-        (["train", str(distilled_dir), "--model", tiny_model_id, "--output", str(tmp_path / "taken")],
-         "error: output: "),
-        (["train", str(distilled_dir), "--model", "no-such-model", "--output", str(tmp_path / "y")],
-         "error: stages.0.model: unknown model id 'no-such-model'"),
+        (
+            ["train", str(tmp_path / "nowhere"), "--output", str(tmp_path / "x")],
+            "error: distilled data: folder not found",
+        ),
+        (
+            ["train", str(distilled_dir), "--model", tiny_model_id, "--output", str(tmp_path / "taken")],
+            "error: output: ",
+        ),
+        (
+            ["train", str(distilled_dir), "--model", "no-such-model", "--output", str(tmp_path / "y")],
+            "error: stages.0.model: unknown model id 'no-such-model'",
+        ),
     ]
     for args, message in cases:
         code, out, err = run_cli(args, capsys)
@@ -261,10 +286,32 @@ def test_two_processes_under_accelerate_launch(distilled_dir, tiny_model_id, tmp
     accelerate = Path(sys.executable).parent / "accelerate"
     output = tmp_path / "stack"
     command = [
-        str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no",
-        "-m", "fslm_core.cli", "train", str(distilled_dir), "--model", tiny_model_id, "--output", str(output),
-        "--epochs", "3", "--batch-size", "2", "--learning-rate", "0.03", "--json",
+        str(accelerate),
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "fslm_core.cli",
+        "train",
+        str(distilled_dir),
+        "--model",
+        tiny_model_id,
+        "--output",
+        str(output),
+        "--epochs",
+        "3",
+        "--batch-size",
+        "2",
+        "--learning-rate",
+        "0.03",
+        "--json",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
@@ -293,8 +340,16 @@ def test_end_to_end_on_the_embedded_model(tmp_path):
     assert len(data.dataset) == 3 * len(STAGES)
 
     result = train_stack(
-        data, tmp_path / "stack", epochs=2, batch_size=2, learning_rate=2e-3, eval_fraction=0.34, max_length=192,
-        evaluators=("target-loss",), pool=pool, progress=False,
+        data,
+        tmp_path / "stack",
+        epochs=2,
+        batch_size=2,
+        learning_rate=2e-3,
+        eval_fraction=0.34,
+        max_length=192,
+        evaluators=("target-loss",),
+        pool=pool,
+        progress=False,
     )
     for name, stage in result.stages.items():
         assert stage.steps == 2 and stage.final_loss < stage.first_loss, (name, stage.losses)

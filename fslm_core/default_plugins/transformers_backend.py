@@ -354,11 +354,15 @@ class TransformersBackend(ModelBackend):
         results: list[tuple[float, bool] | None] = [None] * len(rows)
         for (context, adapter), members in shared.items():
             if len(members) > 1:
-                scores = self._score_after_shared_context(list(context), [rows[i][1] for i in members], adapter, batch_size)
+                scores = self._score_after_shared_context(
+                    list(context), [rows[i][1] for i in members], adapter, batch_size
+                )
                 for index, score in zip(members, scores):
                     results[index] = score
         rest = [index for index, result in enumerate(results) if result is None]
-        for index, score in zip(rest, self._score_whole_rows([rows[i] for i in rest], [adapters[i] for i in rest], batch_size)):
+        for index, score in zip(
+            rest, self._score_whole_rows([rows[i] for i in rest], [adapters[i] for i in rest], batch_size)
+        ):
             results[index] = score
         return results  # type: ignore[return-value]
 
@@ -401,7 +405,7 @@ class TransformersBackend(ModelBackend):
     def _score_after_shared_context(
         self, context: list[int], continuations: list[list[int]], adapter: str | None, batch_size: int
     ) -> list[tuple[float, bool]]:
-        """Continuations after one context: the context runs once, each batch of continuations on a copy of its cache."""
+        """Continuations after one context: the context runs once, each batch of them on a copy of its cache."""
         import copy
 
         results = []
@@ -424,12 +428,16 @@ class TransformersBackend(ModelBackend):
                         input_ids[row, : len(continuation) - 1] = torch.tensor(continuation[:-1], dtype=torch.long)
                     rest = self.model(
                         input_ids=input_ids.to(self.device),
-                        attention_mask=torch.ones((len(chunk), len(context) + width), dtype=torch.long, device=self.device),
+                        attention_mask=torch.ones(
+                            (len(chunk), len(context) + width), dtype=torch.long, device=self.device
+                        ),
                         past_key_values=chunk_cache,
                     ).logits
                     rest = torch.log_softmax(rest.float(), dim=-1)
                 for row, continuation in enumerate(chunk):
-                    logprobs = first if len(continuation) == 1 else torch.cat([first, rest[row, : len(continuation) - 1]])
+                    logprobs = (
+                        first if len(continuation) == 1 else torch.cat([first, rest[row, : len(continuation) - 1]])
+                    )
                     results.append(_continuation_score(logprobs, continuation))
         return results
 
@@ -445,7 +453,7 @@ DEFAULT_MAX_LENGTH = 2048  # lm-eval's default when neither spec nor config name
 
 
 def _continuation_score(logprobs: torch.Tensor, continuation: list[int]) -> tuple[float, bool]:
-    """Summed log-probability of ``continuation`` under per-position ``logprobs``, and whether each token is the argmax."""
+    """Summed log-probability of ``continuation`` under per-position ``logprobs``, and whether each token is argmax."""
     targets = torch.tensor(continuation, dtype=torch.long, device=logprobs.device)
     total = logprobs.gather(-1, targets.unsqueeze(-1)).sum()
     return float(total), bool((logprobs.argmax(dim=-1) == targets).all())
