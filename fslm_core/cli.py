@@ -24,9 +24,12 @@ from .plugins import DEFAULT_DECOMPOSITION, DEFAULT_MODEL, DISABLE_ENV, get_regi
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--log-json", is_flag=True, help="Log lines as JSON (for machines).")
 @click.option("--log-level", default="WARNING", show_default=True, help="DEBUG, INFO, WARNING or ERROR.")
+@click.option("-v", "--verbose", count=True, help="Log more: -v for INFO, -vv for DEBUG (overrides --log-level).")
 @click.version_option(package_name="fslm-core")
-def cli(log_json: bool, log_level: str) -> None:
+def cli(log_json: bool, log_level: str, verbose: int) -> None:
     """Fine-tuned stacks of small language models."""
+    if verbose:
+        log_level = "INFO" if verbose == 1 else "DEBUG"
     configure_logging(json=log_json, level=log_level)
 
 

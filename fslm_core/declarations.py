@@ -12,10 +12,8 @@ the folder are written relative to it, so the folder can be moved or shared.
 
 from __future__ import annotations
 
-import json
 import os
 import string
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,13 +23,14 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from .errors import InputError, StackFileError, format_validation_error
+from .errors import InputError, StackFileError
+from .files import atomic_write_text
+from .validation import validate_settings
 
 if TYPE_CHECKING:
     from .messages import Trace
@@ -208,44 +207,6 @@ def _relative_if_inside(path: Path, folder: Path) -> str:
         return str(path)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        # mkstemp creates the file private (0600); give it the mode a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def read_format_file(
-    file: Path, marker: str, version: int, what: str, field: str = "", remedy: str = ""
-) -> dict | None:
-    """The JSON object in ``file`` that fslm wrote as ``what`` (``{marker: version, ...}``); None if there is no file.
-
-    ``field`` prefixes error messages with the argument at fault; ``remedy``
-    tells the user what to do with a file that is not valid JSON.
-    """
-    if not file.is_file():
-        return None
-    try:
-        content = json.loads(file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
-        raise InputError(f"{field}{file} is not valid JSON; {remedy}") from None
-    if not isinstance(content, dict) or content.get(marker) != version:
-        raise InputError(f"{field}{file} is not {what} (format {version})")
-    return content
-
-
 def stack_file_path(path: str | os.PathLike) -> Path:
     """The YAML file of a stack given as a file or a folder."""
     path = Path(path).expanduser()
@@ -278,10 +239,9 @@ def load_stack(path: str | os.PathLike) -> Stack:
 
 def validate_stack(data: dict, source: str = "stack", base_dir: Path | None = None) -> Stack:
     """Build a Stack from plain data, turning validation errors into one line naming the field."""
-    try:
-        return Stack.model_validate(data, context={"base_dir": base_dir})
-    except ValidationError as error:
-        raise StackFileError(f"invalid stack {source}: {format_validation_error(error)}") from None
+    return validate_settings(
+        Stack, data, f"invalid stack {source}", error=StackFileError, context={"base_dir": base_dir}
+    )
 
 
 def check_prompts(prompts: Sequence[str]) -> list[str]:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -34,23 +33,30 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
 from .backends import ModelPool
-from .declarations import GenerationSettings, atomic_write_text, read_format_file
+from .declarations import GenerationSettings
 from .decompositions import Decomposition, StageRecipe
 from .engine import bind_stack, stage_input
-from .errors import InputError, format_validation_error
+from .errors import InputError
+from .files import (
+    atomic_write_json,
+    existing_run_state,
+    read_versioned_json,
+    remove_temporaries,
+    write_folder_atomically,
+)
 from .formats import MessageFormat
 from .logs import get_logger
 from .messages import Message, Trace
 from .plugins import DEFAULT_DECOMPOSITION, DEFAULT_MODEL, Registry, get_registry
+from .validation import with_overrides
 
 DISTILL_FORMAT = 1
 MANIFEST_NAME = "manifest.json"
 SHARD_PREFIX = "shard-"
-_TMP_PREFIX = ".tmp-"
 REFERENCE = "reference"  # target_source of targets copied from the example's output
 TEACHER = "teacher"
 
@@ -245,7 +251,7 @@ def _identity(config: DistillConfig, decomposition: Decomposition, data: Instruc
 
 
 def _read_manifest(folder: Path) -> dict | None:
-    return read_format_file(
+    return read_versioned_json(
         folder / MANIFEST_NAME,
         "fslm_distill",
         DISTILL_FORMAT,
@@ -261,14 +267,8 @@ def shard_folders(folder: Path) -> list[Path]:
 
 def _check_output(folder: Path, identity: dict) -> dict | None:
     """The existing manifest if ``folder`` continues the same distillation; an error if it holds other data."""
-    if folder.exists() and not folder.is_dir():
-        raise InputError(f"output: {folder} is a file; give a folder")
-    manifest = _read_manifest(folder) if folder.is_dir() else None
+    manifest = existing_run_state(folder, MANIFEST_NAME, _read_manifest)
     if manifest is None:
-        if folder.is_dir() and any(not p.name.startswith(".") for p in folder.iterdir()):
-            raise InputError(
-                f"output: {folder} is not empty and holds no {MANIFEST_NAME}; choose an empty or new folder"
-            )
         return None
     previous = manifest.get("identity", {})
     for key, value in identity.items():
@@ -296,19 +296,18 @@ def _done_example_ids(shards: Sequence[Path]) -> set[int]:
 def _write_shard(folder: Path, index: int, rows: list[dict]) -> Path:
     import datasets
 
-    final = folder / f"{SHARD_PREFIX}{index:05d}"
-    tmp = folder / f"{_TMP_PREFIX}{final.name}"
-    shutil.rmtree(tmp, ignore_errors=True)
     # A progress bar per shard would bury the distillation's own bar.
     bars_were_on = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()
     try:
-        datasets.Dataset.from_list(rows, features=distilled_features()).save_to_disk(str(tmp))
+        # A shard appears whole or not at all.
+        return write_folder_atomically(
+            folder / f"{SHARD_PREFIX}{index:05d}",
+            lambda tmp: datasets.Dataset.from_list(rows, features=distilled_features()).save_to_disk(str(tmp)),
+        )
     finally:
         if bars_were_on:
             datasets.enable_progress_bars()
-    os.rename(tmp, final)  # a shard appears whole or not at all
-    return final
 
 
 def distilled_features():
@@ -383,10 +382,7 @@ def distill(
     is on disk. Returns a summary with the counts of skipped rows.
     """
     started = time.perf_counter()
-    try:
-        config = DistillConfig.model_validate({**(config or DistillConfig()).model_dump(), **settings})
-    except ValidationError as error:
-        raise InputError(f"distillation settings: {format_validation_error(error)}") from None
+    config = with_overrides(DistillConfig, config, settings, "distillation settings")
     registry = registry or get_registry()
     pool = pool or ModelPool()
     decomposition = registry.decomposition(config.decomposition, field="decomposition")
@@ -399,8 +395,7 @@ def distill(
     identity = _identity(config, decomposition, instruction_data)
     manifest = _check_output(folder, identity)
     folder.mkdir(parents=True, exist_ok=True)
-    for stale in folder.glob(f"{_TMP_PREFIX}*"):  # a shard an interruption left half-written
-        shutil.rmtree(stale, ignore_errors=True)
+    remove_temporaries(folder)  # a shard an interruption left half-written
 
     shards = shard_folders(folder)
     done = _done_example_ids(shards)
@@ -417,7 +412,7 @@ def distill(
         "examples": len(done),
         "shards": len(shards),
     }
-    atomic_write_text(folder / MANIFEST_NAME, json.dumps(manifest, indent=2))
+    atomic_write_json(folder / MANIFEST_NAME, manifest)
     log.info(
         "distillation planned",
         output=str(folder),
@@ -438,7 +433,7 @@ def distill(
                 path = _write_shard(folder, next_index, rows)
                 distilled_now += len(chunk)
                 manifest.update(examples=len(done) + distilled_now, shards=len(shard_folders(folder)))
-                atomic_write_text(folder / MANIFEST_NAME, json.dumps(manifest, indent=2))
+                atomic_write_json(folder / MANIFEST_NAME, manifest)
                 log.info("shard written", shard=path.name, examples=len(chunk), total=manifest["examples"])
                 if on_shard is not None:
                     on_shard(ShardWritten(path, next_index, len(chunk), manifest["examples"]))

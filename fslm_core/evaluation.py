@@ -41,9 +41,10 @@ import lm_eval.models  # noqa: F401
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
-from .declarations import GenerationSettings, Stack, Stage, atomic_write_text, load_stack
+from .declarations import GenerationSettings, Stack, Stage, load_stack
 from .engine import bind_stack, render_stage_prompt, run_stack, stage_input
 from .errors import InputError
+from .files import atomic_write_text, safe_file_name
 from .logs import get_logger
 from .messages import Message, Trace
 from .plugins import get_registry
@@ -425,7 +426,3 @@ class FslmLM(LM):
         }
         atomic_write_text(path, json.dumps(payload, indent=2, ensure_ascii=False))
         return path
-
-
-def safe_file_name(name: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)

@@ -34,9 +34,10 @@ from typing import Any
 from lm_eval.tasks import TaskManager
 from lm_eval.tasks._index import Entry, Kind
 
-from .declarations import Stack, atomic_write_text
+from .declarations import Stack
 from .errors import FslmError, InputError, UnknownNameError
-from .logs import get_logger
+from .files import atomic_write_text, safe_file_name
+from .logs import configure_logging, get_logger
 from .plugins import Registry, get_registry
 
 DATA_DIR_ENV = "FSLM_DATA_DIR"  # read by the benchmark plugins to find their data folder
@@ -358,7 +359,7 @@ def evaluate_command(
             for by_model in runs.values():
                 for model, run in by_model.items():
                     for name, samples in ((run.results or {}).get("samples") or {}).items():
-                        atomic_write_text(folder / f"samples_{_file_name(name)}_{model}.json", _json(samples))
+                        atomic_write_text(folder / f"samples_{safe_file_name(name)}_{model}.json", _json(samples))
         echo(f"results and traces written to {folder}")
     return report
 
@@ -386,10 +387,6 @@ def _without_samples(results: dict | None) -> dict | None:
     if results is None:
         return None
     return {key: value for key, value in results.items() if key != "samples"}
-
-
-def _file_name(name: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
 
 
 # python -m fslm_core.harness ------------------------------------------------------------
@@ -439,6 +436,7 @@ def main(argv: list[str] | None = None) -> None:
 
     if argv is not None:
         sys.argv = [sys.argv[0], *argv]
+    configure_logging()
     try:
         prepare_lm_eval(sys.argv[1:])
         cli_evaluate()

@@ -29,7 +29,6 @@ last checkpoint (same epoch, same batch, same optimizer and random state).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import random
@@ -47,19 +46,28 @@ from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
 from .backends import ModelBackend, ModelPool
-from .declarations import STACK_FILE_NAME, Stack, atomic_write_text, load_stack, read_format_file, validate_stack
+from .declarations import STACK_FILE_NAME, Stack, load_stack, validate_stack
 from .distillation import DistilledData, DistilledExample, load_distilled, targets_trace
 from .engine import BoundStack, bind_stack, render_stage_prompt
 from .errors import AdapterError, FslmError, InputError
+from .files import (
+    atomic_write_json,
+    existing_run_state,
+    read_versioned_json,
+    replace_folder,
+    temporary_folder,
+    temporary_name,
+    write_folder_atomically,
+)
 from .logs import get_logger
 from .plugins import Registry, get_registry
+from .validation import validate_settings, with_overrides
 
 TRAIN_FORMAT = 1
 STATE_NAME = "training.json"
 ADAPTERS_DIR = "adapters"
 CHECKPOINTS_DIR = "checkpoints"
 IGNORE_INDEX = -100  # label of tokens that do not count in the loss
-_TMP_PREFIX = ".tmp-"
 
 log = get_logger(__name__)
 
@@ -365,7 +373,7 @@ def _stack_identity(stack: Stack) -> dict:
 
 
 def _read_state(folder: Path) -> dict | None:
-    return read_format_file(
+    return read_versioned_json(
         folder / STATE_NAME,
         "fslm_train",
         TRAIN_FORMAT,
@@ -377,12 +385,10 @@ def _read_state(folder: Path) -> dict | None:
 
 def _check_output(folder: Path, identity: dict) -> dict | None:
     """The training state to continue, or None for a fresh folder; an error if the folder holds something else."""
-    if folder.exists() and not folder.is_dir():
-        raise InputError(f"output: {folder} is a file; give a folder for the trained stack")
-    if not folder.is_dir():
-        return None
-    stack_file = folder / STACK_FILE_NAME
-    if stack_file.is_file():
+
+    def check_stack(folder: Path) -> None:
+        if not (folder / STACK_FILE_NAME).is_file():
+            return
         try:
             existing = load_stack(folder)
         except FslmError as error:
@@ -394,10 +400,9 @@ def _check_output(folder: Path, identity: dict) -> dict | None:
                 f"output: {folder} already holds a different stack ({existing.name!r}); "
                 "choose another folder or remove it"
             )
-    state = _read_state(folder)
+
+    state = existing_run_state(folder, STATE_NAME, _read_state, " for the trained stack", check_folder=check_stack)
     if state is None:
-        if stack_file.is_file() or any(not p.name.startswith(".") for p in folder.iterdir()):
-            raise InputError(f"output: {folder} is not empty and holds no {STATE_NAME}; choose an empty or new folder")
         return None
     previous = state.get("identity", {})
     for key, what in (("stack", "stack"), ("config", "training settings"), ("data", "distilled data")):
@@ -424,18 +429,6 @@ def save_adapter(peft_model, folder: Path) -> None:
         # here); a base read from a GGUF file has none, and the warning would repeat for every save.
         warnings.filterwarnings("ignore", message="Could not find a config file")
         peft_model.save_pretrained(str(folder))
-
-
-def _atomic_dir(final: Path, write: Callable[[Path], None]) -> Path:
-    """Write a folder under a temporary name with ``write(tmp)``, then rename it into place."""
-    tmp = final.parent / f"{_TMP_PREFIX}{final.name}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    write(tmp)
-    if final.exists():
-        shutil.rmtree(final)
-    os.rename(tmp, final)
-    return final
 
 
 # Training -------------------------------------------------------------------------
@@ -505,10 +498,9 @@ def _save_checkpoint(run: _Run, stage: str, model, optimizer, scheduler, progres
     accelerator = run.accelerator
     root = run.output / CHECKPOINTS_DIR / stage
     final = root / f"step-{progress['optimizer_step']:08d}"
-    tmp = root / f"{_TMP_PREFIX}{final.name}"
+    tmp = temporary_folder(final) if run.main else temporary_name(final)
     if run.main:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+        tmp.mkdir()
     accelerator.wait_for_everyone()
     torch.save(_rng_state(), tmp / f"rng-{accelerator.process_index}.pt")
     accelerator.wait_for_everyone()
@@ -523,7 +515,7 @@ def _save_checkpoint(run: _Run, stage: str, model, optimizer, scheduler, progres
             },
             tmp / "state.pt",
         )
-        os.rename(tmp, final)
+        replace_folder(tmp, final)
         for older in root.glob("step-*"):
             if older != final:
                 shutil.rmtree(older, ignore_errors=True)
@@ -697,7 +689,7 @@ def _train_stage(run: _Run, stage_index: int, stage_name: str, examples: list[En
     trained = accelerator.unwrap_model(model)
     adapter = run.output / ADAPTERS_DIR / stage_name
     if run.main:
-        _atomic_dir(adapter, lambda tmp: save_adapter(trained, tmp))
+        write_folder_atomically(adapter, lambda tmp: save_adapter(trained, tmp))
         shutil.rmtree(run.output / CHECKPOINTS_DIR / stage_name, ignore_errors=True)
     accelerator.wait_for_everyone()
     # Back to the plain base for the next stage; its weights were never changed.
@@ -778,7 +770,7 @@ def train_stack(
 
     Rerunning with the same arguments resumes an interrupted run.
     """
-    config = _settings(TrainConfig, config, settings, "training settings")
+    config = with_overrides(TrainConfig, config, settings, "training settings")
     registry = registry or get_registry()
     data = distilled if isinstance(distilled, DistilledData) else load_distilled(distilled)
     stack = _stack_to_train(data, stack, model, model_path, registry)
@@ -816,7 +808,7 @@ def train_stack(
     state = state or {"fslm_train": TRAIN_FORMAT, "identity": identity, "stages": {}}
     if run.main:
         folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(folder / STATE_NAME, json.dumps(state, indent=2))
+        atomic_write_json(folder / STATE_NAME, state)
 
     results: dict[str, StageTraining] = {}
     for index, stage in enumerate(stack.stages):
@@ -838,7 +830,7 @@ def train_stack(
         results[name] = _train_stage(run, index, name, encoded)
         state["stages"][name] = results[name].model_dump(mode="json", exclude={"already_trained"})
         if run.main:
-            atomic_write_text(folder / STATE_NAME, json.dumps(state, indent=2))
+            atomic_write_json(folder / STATE_NAME, state)
 
     adapters = {name: folder / ADAPTERS_DIR / name for name in to_train if _adapter_done(folder / ADAPTERS_DIR / name)}
     trained = _with_adapters(stack, adapters)
@@ -860,25 +852,13 @@ def train_stack(
                 stages=to_train,
             )
             state["evaluation"] = evaluation
-            atomic_write_text(folder / STATE_NAME, json.dumps(state, indent=2))
+            atomic_write_json(folder / STATE_NAME, state)
     else:
         stack_file = folder / STACK_FILE_NAME
     run.accelerator.wait_for_everyone()
     return TrainResult(
         output=folder, stack_file=stack_file, stages=results, held_out_examples=len(held_out), evaluation=evaluation
     )
-
-
-def _settings(kind, config, overrides: dict, what: str):
-    """``config`` (or the defaults) with ``overrides`` applied, validated; bad values raise InputError."""
-    from pydantic import ValidationError
-
-    from .errors import format_validation_error
-
-    try:
-        return kind.model_validate({**(config or kind()).model_dump(), **overrides})
-    except ValidationError as error:
-        raise InputError(f"{what}: {format_validation_error(error)}") from None
 
 
 def _has_adapters(model) -> bool:
@@ -941,9 +921,6 @@ def load_train_config(path: str | os.PathLike | None = None, overrides: dict | N
     Comma-separated strings are accepted for ``stages``, ``target_modules`` and ``evaluators``.
     """
     import yaml
-    from pydantic import ValidationError
-
-    from .errors import format_validation_error
 
     values: dict = {}
     if path is not None:
@@ -960,10 +937,7 @@ def load_train_config(path: str | os.PathLike | None = None, overrides: dict | N
     for key in ("stages", "target_modules", "evaluators"):
         if isinstance(values.get(key), str):
             values[key] = tuple(item.strip() for item in values[key].split(",") if item.strip())
-    try:
-        return TrainConfig.model_validate(values)
-    except ValidationError as error:
-        raise InputError(f"training settings: {format_validation_error(error)}") from None
+    return validate_settings(TrainConfig, values, "training settings")
 
 
 def is_main_process() -> bool:

@@ -1,0 +1,136 @@
+"""Durability rules for everything fslm writes.
+
+An interrupted run must leave only whole files and folders: each is written
+under a temporary name in its final folder and renamed into place (a rename
+within one file system is atomic). Temporary names start with
+:data:`TMP_PREFIX`, so a rerun can sweep what an interruption left behind.
+Files that a later run reads back (a distillation's manifest, a training
+state) are JSON objects carrying a format marker and version, and the output
+folder of a resumable run holds that run only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError
+
+TMP_PREFIX = ".tmp-"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        # mkstemp creates the file private (0600); give it the mode a plain open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, content: Any) -> None:
+    """Write ``content`` as indented JSON, atomically."""
+    atomic_write_text(path, json.dumps(content, indent=2))
+
+
+def temporary_name(final: Path) -> Path:
+    """Where ``final`` is written before :func:`replace_folder` renames it into place."""
+    return final.parent / f"{TMP_PREFIX}{final.name}"
+
+
+def temporary_folder(final: Path) -> Path:
+    """:func:`temporary_name` of ``final``, cleared of what an interrupted write left there."""
+    tmp = temporary_name(final)
+    shutil.rmtree(tmp, ignore_errors=True)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    return tmp
+
+
+def replace_folder(tmp: Path, final: Path) -> Path:
+    """Rename the finished temporary folder ``tmp`` to ``final``, replacing an older ``final``."""
+    if final.exists():
+        shutil.rmtree(final)
+    os.rename(tmp, final)
+    return final
+
+
+def write_folder_atomically(final: Path, write: Callable[[Path], None]) -> Path:
+    """Write a folder under a temporary name with ``write(tmp)``, then rename it into place."""
+    tmp = temporary_folder(final)
+    write(tmp)
+    return replace_folder(tmp, final)
+
+
+def remove_temporaries(folder: Path) -> None:
+    """Remove what an interrupted write left in ``folder`` (temporary files and folders)."""
+    for stale in folder.glob(f"{TMP_PREFIX}*"):
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+
+
+def read_versioned_json(
+    file: Path, marker: str, version: int, what: str, field: str = "", remedy: str = ""
+) -> dict | None:
+    """The JSON object in ``file`` that fslm wrote as ``what`` (``{marker: version, ...}``); None if there is no file.
+
+    ``field`` prefixes error messages with the argument at fault; ``remedy``
+    tells the user what to do with a file that is not valid JSON.
+    """
+    if not file.is_file():
+        return None
+    try:
+        content = json.loads(file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        raise InputError(f"{field}{file} is not valid JSON; {remedy}") from None
+    if not isinstance(content, dict) or content.get(marker) != version:
+        raise InputError(f"{field}{file} is not {what} (format {version})")
+    return content
+
+
+def existing_run_state(
+    folder: Path,
+    state_file: str,
+    read_state: Callable[[Path], dict | None],
+    purpose: str = "",
+    check_folder: Callable[[Path], None] | None = None,
+) -> dict | None:
+    """The state of the earlier run in output ``folder`` to continue, or None for a new or empty folder.
+
+    A resumable command's output folder holds that command's run only: a file,
+    or a folder with anything else in it, is refused. ``check_folder`` may
+    refuse more before the state is read; ``purpose`` ends the message for a
+    file (" for the trained stack"). Whether the earlier run matches this one
+    is the caller's to check.
+    """
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"output: {folder} is a file; give a folder{purpose}")
+    if not folder.is_dir():
+        return None
+    if check_folder is not None:
+        check_folder(folder)
+    state = read_state(folder)
+    if state is None and any(not path.name.startswith(".") for path in folder.iterdir()):
+        raise InputError(f"output: {folder} is not empty and holds no {state_file}; choose an empty or new folder")
+    return state
+
+
+def safe_file_name(name: str) -> str:
+    """``name`` with every character but letters, digits, ``-``, ``_`` and ``.`` replaced by ``_``."""
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
