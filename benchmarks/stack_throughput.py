@@ -51,7 +51,7 @@ def paper_stack():
 
 def run_engine(prompts: list[str], batch_size: int) -> dict:
     from fslm_core import ModelPool
-    from fslm_core.engine import bind_stack
+    from fslm_core.runtime import bind_stack
 
     stack, pool = paper_stack(), ModelPool()
     started = time.perf_counter()
@@ -70,7 +70,7 @@ def run_naive(prompts: list[str]) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from fslm_core import get_registry
-    from fslm_core.engine import stage_input, stage_instruction
+    from fslm_core.runtime import stage_input, stage_instruction
     from fslm_core.messages import Message, Trace
 
     stack = paper_stack()

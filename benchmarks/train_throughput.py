@@ -146,8 +146,8 @@ def main(argv=None) -> dict:
     import torch
 
     from fslm_core import TrainConfig
-    from fslm_core.backends import ModelPool
-    from fslm_core.engine import bind_stack
+    from fslm_core import ModelPool
+    from fslm_core.runtime import bind_stack
     from fslm_core.plugins import get_registry
     from fslm_core.training import _lora_config, encode_example, split_examples, stage_pairs
 

@@ -3,18 +3,16 @@
 Declare a :class:`Stack` of :class:`Stage` s, run it with :meth:`Stack.run`,
 and read every inter-stage :class:`Message` in the returned :class:`Trace` s.
 Plugins add model families, decompositions, message formats, routers,
-evaluators and benchmarks through the hooks in :mod:`fslm_core.hookspecs`.
+evaluators and benchmarks through the hooks in :mod:`fslm_core.api.hookspecs`.
 """
 
-from .backends import Generation, ModelBackend, ModelPool, ModelSpec
+from .api import Decomposition, Generation, ModelBackend, ModelSpec, StageRecipe, hookimpl
 from .declarations import GenerationSettings, Stack, Stage, load_stack
-from .decompositions import Decomposition, StageRecipe
 from .distillation import DistillConfig, distill, load_distilled
-from .engine import run_stack
 from .errors import FslmError
-from .hookspecs import hookimpl
 from .messages import Message, Trace
 from .plugins import get_registry, register_plugin
+from .runtime import ModelPool, run_stack
 from .stage_evaluation import evaluate_stages
 from .training import TrainConfig, train_stack
 

@@ -14,11 +14,11 @@ from pathlib import Path
 import click
 from pydantic import ValidationError
 
-from .backends import with_local_weights
-from .declarations import Stack, load_stack
-from .errors import FslmError, InputError, format_validation_error
+from .declarations import Stack
+from .errors import FslmError, InputError, StackChoiceError, format_validation_error
 from .logs import configure_logging
-from .plugins import DEFAULT_DECOMPOSITION, DEFAULT_MODEL, DISABLE_ENV, get_registry
+from .plugins import CLI_ARGUMENTS, DEFAULT_DECOMPOSITION, DEFAULT_MODEL, DISABLE_ENV, get_registry, resolve_stack
+from .runtime import with_local_weights
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -36,17 +36,12 @@ def cli(log_json: bool, log_level: str, verbose: int) -> None:
 # Stacks --------------------------------------------------------------------
 
 
-def resolve_stack(
-    stack_path: str | None, decomposition: str | None, model: str | None, model_path: str | None
-) -> Stack:
+def chosen_stack(stack_path: str | None, decomposition: str | None, model: str | None, model_path: str | None) -> Stack:
     """The stack a command works on: a stack file, or a decomposition built for a model."""
-    if stack_path and decomposition:
-        raise click.UsageError("give either --stack or --decomposition, not both")
-    if stack_path:
-        if model or model_path:
-            raise click.UsageError("--model and --model-path apply to --decomposition; a stack file names its models")
-        return load_stack(stack_path)
-    return get_registry().stack_from_decomposition(decomposition, model, model_path, field="--decomposition")
+    try:
+        return resolve_stack(stack_path, decomposition, model, model_path, arguments=CLI_ARGUMENTS)
+    except StackChoiceError as error:
+        raise click.UsageError(str(error)) from None
 
 
 def stack_options(command):
@@ -116,7 +111,7 @@ def run(
     seed,
 ):
     """Run a stack on PROMPTS and print each answer with its per-stage trace."""
-    stack = resolve_stack(stack_path, decomposition, model, model_path)
+    stack = chosen_stack(stack_path, decomposition, model, model_path)
     collected = read_prompts(prompts, input_file)
     output = Path(output_file) if output_file else None
     done = count_lines(output) if output and resume else 0
@@ -157,7 +152,7 @@ def append_jsonl(path: Path, lines: list[str]) -> None:
 @stack_options
 def new_stack(destination, stack_path, decomposition, model, model_path):
     """Write a stack file (DESTINATION.yaml) or folder built from a decomposition, to edit by hand."""
-    stack = resolve_stack(stack_path, decomposition, model, model_path)
+    stack = chosen_stack(stack_path, decomposition, model, model_path)
     click.echo(stack.save(destination))
 
 
@@ -234,7 +229,7 @@ def eval_command(
         final_prompt=final_prompt,
         data_files=parse_data_files(data_files),
     )
-    stack = resolve_stack(stack_path, decomposition, model, model_path)
+    stack = chosen_stack(stack_path, decomposition, model, model_path)
     evaluate_command(stack, settings, output=output, baseline=baseline, data_dir=data_dir, echo=click.echo)
 
 
@@ -323,7 +318,7 @@ def train_command(distilled, stack_path, decomposition, model, model_path, outpu
     from .training import is_main_process, load_train_config, train_stack
 
     data = load_distilled(distilled)
-    stack = resolve_stack(stack_path, decomposition or (None if stack_path else data.decomposition), model, model_path)
+    stack = chosen_stack(stack_path, decomposition or (None if stack_path else data.decomposition), model, model_path)
     config = load_train_config(config_file, settings)
     result = train_stack(data, output, config, stack=stack, progress=sys.stderr.isatty())
     if is_main_process():

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import string
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +28,7 @@ from pydantic import (
     model_validator,
 )
 
-from .errors import InputError, StackFileError
+from .errors import StackFileError
 from .files import atomic_write_text
 from .validation import validate_settings
 
@@ -39,6 +39,17 @@ STACK_FILE_NAME = "stack.yaml"
 STACK_FORMAT_VERSION = 1
 PROMPT_FIELD = "prompt"
 _NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
+
+
+# Declarations sit below the engine and cannot import it; the engine installs itself here when imported
+# (importing any part of fslm_core imports it), so `Stack.run` works without a cycle.
+_stack_runner: Callable[..., list[Trace]] | None = None
+
+
+def set_stack_runner(runner: Callable[..., list[Trace]]) -> None:
+    """Make :meth:`Stack.run` call ``runner(stack, prompts, **options)``."""
+    global _stack_runner
+    _stack_runner = runner
 
 
 class GenerationSettings(BaseModel):
@@ -166,12 +177,12 @@ class Stack(BaseModel):
         raise KeyError(name)
 
     def run(self, prompts: str | Sequence[str], **options: Any) -> list[Trace]:
-        """Run the stack over prompts; see :func:`fslm_core.engine.run_stack` for options."""
-        from .engine import run_stack
-
+        """Run the stack over prompts; see :func:`fslm_core.runtime.run_stack` for options."""
+        if _stack_runner is None:
+            raise RuntimeError("no engine to run stacks: import fslm_core")
         if isinstance(prompts, str):
             prompts = [prompts]
-        return run_stack(self, prompts, **options)
+        return _stack_runner(self, prompts, **options)
 
     def to_yaml(self, relative_to: Path | None = None) -> str:
         """The stack as YAML; paths under ``relative_to`` are written relative to it."""
@@ -242,16 +253,3 @@ def validate_stack(data: dict, source: str = "stack", base_dir: Path | None = No
     return validate_settings(
         Stack, data, f"invalid stack {source}", error=StackFileError, context={"base_dir": base_dir}
     )
-
-
-def check_prompts(prompts: Sequence[str]) -> list[str]:
-    """The prompts as a list, refusing an empty list or an empty prompt."""
-    if isinstance(prompts, str):
-        raise InputError("prompts must be a list of strings, not one string")
-    prompts = list(prompts)
-    if not prompts:
-        raise InputError("no prompts given: the prompt list is empty")
-    for index, prompt in enumerate(prompts):
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise InputError(f"prompt {index} is empty")
-    return prompts

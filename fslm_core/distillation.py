@@ -36,10 +36,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
-from .backends import ModelPool
+from .api.decompositions import Decomposition, StageRecipe
+from .api.formats import MessageFormat
 from .declarations import GenerationSettings
-from .decompositions import Decomposition, StageRecipe
-from .engine import bind_stack, stage_input
 from .errors import InputError
 from .files import (
     atomic_write_json,
@@ -48,10 +47,11 @@ from .files import (
     remove_temporaries,
     write_folder_atomically,
 )
-from .formats import MessageFormat
 from .logs import get_logger
 from .messages import Message, Trace
 from .plugins import DEFAULT_DECOMPOSITION, DEFAULT_MODEL, Registry, get_registry
+from .runtime.engine import bind_stack, stage_input
+from .runtime.pool import ModelPool
 from .validation import with_overrides
 
 DISTILL_FORMAT = 1

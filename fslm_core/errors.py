@@ -59,6 +59,10 @@ class InputError(FslmError, ValueError):
     """Prompts or data given to a run are unusable (empty list, empty prompt...)."""
 
 
+class StackChoiceError(InputError):
+    """The arguments that choose a stack contradict each other or name none (a usage error)."""
+
+
 def format_validation_error(error, prefix: str = "") -> str:
     """One line for a pydantic ``ValidationError``: ``field.path: message``."""
     parts = []

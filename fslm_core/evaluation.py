@@ -41,59 +41,22 @@ import lm_eval.models  # noqa: F401
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
-from .declarations import GenerationSettings, Stack, Stage, load_stack
-from .engine import bind_stack, render_stage_prompt, run_stack, stage_input
+from .api.backends import TokenizedBackend
+from .declarations import GenerationSettings, Stack
 from .errors import InputError
 from .files import atomic_write_text, safe_file_name
 from .logs import get_logger
 from .messages import Message, Trace
-from .plugins import get_registry
+from .plugins import LM_EVAL_ARGUMENTS, resolve_stack
+from .runtime.engine import bind_stack, render_stage_prompt, run_stack, stage_input
 
 FINAL_PROMPT_MODES = ("stage", "plain")
 DEFAULT_BATCH_SIZE = 16
 DEFAULT_MAX_GEN_TOKS = 256  # lm-eval's default for generate_until requests without max_gen_toks
-SINGLE_MODEL_INSTRUCTION = "Answer the user's request. Be correct and concise."
 # Arguments lm-eval's CLI may add to every model's arguments; meaningless for a stack.
 IGNORED_MODEL_ARGS = frozenset({"trust_remote_code", "pretrained", "dtype", "revision", "parallelize"})
 
 log = get_logger(__name__)
-
-
-def single_model_stack(
-    model: str, model_path: str | os.PathLike | None = None, instruction: str = SINGLE_MODEL_INSTRUCTION
-) -> Stack:
-    """A one-stage stack: the model alone, no adapter, reading the prompt as it is."""
-    stage = Stage(name="answer", model=model, model_path=model_path, instruction=instruction, template="{prompt}")
-    return Stack(name=f"single:{model}", description=f"{model} alone", stages=[stage])
-
-
-def build_stack(
-    stack: Stack | str | os.PathLike | None = None,
-    decomposition: str | None = None,
-    model: str | None = None,
-    model_path: str | os.PathLike | None = None,
-) -> Stack:
-    """The stack named by lm-eval model args: a stack file or folder, a decomposition for a model, or a model alone."""
-    if isinstance(stack, Stack):
-        return stack
-    if stack and decomposition:
-        raise InputError("model_args: give either stack=PATH or decomposition=NAME, not both")
-    if stack:
-        if model or model_path:
-            raise InputError(
-                "model_args: model= and model_path= apply to decomposition= or a model alone; "
-                "a stack file names its models"
-            )
-        return load_stack(stack)
-    if decomposition:
-        return get_registry().stack_from_decomposition(
-            decomposition, model, model_path, field="model_args.decomposition"
-        )
-    if model:
-        return single_model_stack(model, model_path)
-    raise InputError(
-        "model_args: name what to evaluate: stack=PATH, decomposition=NAME,model=ID, or model=ID (the model alone)"
-    )
 
 
 def parse_batch_size(batch_size: int | str | None, max_batch_size: int | str | None = None) -> int:
@@ -161,7 +124,9 @@ class FslmLM(LM):
             raise InputError(
                 f"model_args.final_prompt: expected one of {list(FINAL_PROMPT_MODES)}, got {final_prompt!r}"
             )
-        self.stack = build_stack(stack, decomposition, model, model_path)
+        self.stack = resolve_stack(
+            stack, decomposition, model, model_path, model_alone=True, arguments=LM_EVAL_ARGUMENTS
+        )
         self.batch_size = parse_batch_size(batch_size, max_batch_size)
         self.final_prompt = final_prompt
         self.seed = None if seed is None else int(seed)
@@ -173,7 +138,7 @@ class FslmLM(LM):
         self.final = self.bound.stages[self.final_stage.name]
         if self._device is not None:
             for backend in {id(item.backend): item.backend for item in self.bound.stages.values()}.values():
-                if hasattr(backend, "move_to"):
+                if isinstance(backend, TokenizedBackend):
                     backend.move_to(self._device)
         upstream = self.stack.stages[:-1]
         self.upstream_stack = self.stack.model_copy(update={"stages": upstream}) if upstream else None

@@ -289,7 +289,8 @@ def evaluate_command(
 
     Returns the report written to ``results.json`` (None on processes other than the first).
     """
-    from .evaluation import FslmLM, single_model_stack
+    from .evaluation import FslmLM
+    from .plugins import single_model_stack
 
     if data_dir is not None:
         folder = Path(data_dir).expanduser().resolve()

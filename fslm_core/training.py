@@ -33,11 +33,10 @@ import math
 import os
 import random
 import shutil
-import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -45,10 +44,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
-from .backends import ModelBackend, ModelPool
+from .api.backends import ModelBackend
 from .declarations import STACK_FILE_NAME, Stack, load_stack, validate_stack
 from .distillation import DistilledData, DistilledExample, load_distilled, targets_trace
-from .engine import BoundStack, bind_stack, render_stage_prompt
 from .errors import AdapterError, FslmError, InputError
 from .files import (
     atomic_write_json,
@@ -60,14 +58,24 @@ from .files import (
     write_folder_atomically,
 )
 from .logs import get_logger
-from .plugins import Registry, get_registry
+from .plugins import Registry, get_registry, resolve_stack
+from .runtime.devices import default_device
+from .runtime.engine import BoundStack, bind_stack, render_stage_prompt
+from .runtime.pool import ModelPool
+from .runtime.scoring import (
+    EncodedExample,
+    collate,
+    encode_example,
+    require_tokenized_backend,
+    slices_logits,
+    target_loss,
+)
 from .validation import validate_settings, with_overrides
 
 TRAIN_FORMAT = 1
 STATE_NAME = "training.json"
 ADAPTERS_DIR = "adapters"
 CHECKPOINTS_DIR = "checkpoints"
-IGNORE_INDEX = -100  # label of tokens that do not count in the loss
 
 log = get_logger(__name__)
 
@@ -122,93 +130,6 @@ class TrainConfig(BaseModel):
 
 
 # Examples as tokens ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class EncodedExample:
-    """Token ids of prompt + target; the loss counts positions from ``target_start`` on."""
-
-    input_ids: tuple[int, ...]
-    target_start: int
-
-    def __len__(self) -> int:
-        return len(self.input_ids)
-
-    @property
-    def target_tokens(self) -> int:
-        return len(self.input_ids) - self.target_start
-
-
-def require_transformers_backend(backend: ModelBackend, stage_name: str) -> None:
-    if not (hasattr(backend, "model") and hasattr(backend, "tokenizer") and hasattr(backend, "encode")):
-        raise InputError(
-            f"stage {stage_name!r}: backend {backend.name!r} exposes no transformers model; "
-            "fslm trains and scores stages on transformers models"
-        )
-
-
-def encode_example(backend, prompt: str, target: str, max_length: int) -> EncodedExample:
-    """Tokens the model reads (the rendered prompt) and must write (the target, then end of turn).
-
-    The prompt is encoded exactly as the backend encodes it for generation; the
-    target on its own, as the model would generate it after the prompt.
-    """
-    prompt_ids = list(backend.encode(prompt))
-    target_ids = list(backend.tokenizer(target, add_special_tokens=False)["input_ids"])
-    eos = backend.tokenizer.eos_token_id
-    if eos is not None:
-        target_ids.append(eos)
-    if len(prompt_ids) + len(target_ids) > max_length:
-        # Keep the whole target when it fits in half the window; cut the prompt from the left, as generation does.
-        target_ids = target_ids[: max(max_length // 2, max_length - len(prompt_ids))]
-        prompt_ids = prompt_ids[-(max_length - len(target_ids)) :]
-    return EncodedExample(tuple(prompt_ids + target_ids), len(prompt_ids))
-
-
-def collate(examples: Sequence[EncodedExample], pad_id: int, device) -> dict:
-    """Right-padded tensors: input ids, attention mask and labels (-100 outside the targets)."""
-    import torch
-
-    width = max(len(example) for example in examples)
-    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
-    attention = torch.zeros((len(examples), width), dtype=torch.long)
-    for row, example in enumerate(examples):
-        ids = torch.tensor(example.input_ids, dtype=torch.long)
-        input_ids[row, : len(ids)] = ids
-        attention[row, : len(ids)] = 1
-        labels[row, example.target_start : len(ids)] = ids[example.target_start :]
-    return {"input_ids": input_ids.to(device), "attention_mask": attention.to(device), "labels": labels.to(device)}
-
-
-def slices_logits(model) -> bool:
-    """Whether the model's forward takes a boolean ``logits_to_keep`` mask (transformers' slice_logits_to_keep)."""
-    from peft import PeftModel
-
-    inner = getattr(model, "module", model)  # DistributedDataParallel
-    if isinstance(inner, PeftModel):
-        inner = inner.get_base_model()
-    return hasattr(sys.modules.get(type(inner).__module__), "slice_logits_to_keep")
-
-
-def target_loss(model, batch: dict, slice_logits: bool):
-    """Summed cross-entropy over target tokens, and their count.
-
-    Logits are computed only where the next token is a target when the model
-    supports it: the vocabulary projection of prompt positions is wasted work.
-    """
-    import torch.nn.functional as F
-
-    labels = batch["labels"]
-    keep = labels.new_zeros(labels.shape, dtype=bool)
-    keep[:, :-1] = labels[:, 1:] != IGNORE_INDEX  # position p predicts token p + 1
-    targets = labels[:, 1:][keep[:, :-1]]
-    options = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "use_cache": False}
-    if slice_logits:
-        logits = model(**options, logits_to_keep=keep).logits
-    else:
-        logits = model(**options).logits[keep]
-    return F.cross_entropy(logits.float(), targets, reduction="sum"), targets.numel()
 
 
 def epoch_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
@@ -439,8 +360,6 @@ class _Run:
 
     def __init__(self, config: TrainConfig, output: Path, bound: BoundStack, progress: bool, on_step):
         from accelerate import Accelerator
-
-        from .default_plugins.transformers_backend import default_device
 
         self.config = config
         self.output = output
@@ -719,16 +638,6 @@ def _train_stage(run: _Run, stage_index: int, stage_name: str, examples: list[En
     return result
 
 
-def _stack_to_train(
-    distilled: DistilledData, stack: Stack | None, model: str | None, model_path: str | Path | None, registry: Registry
-) -> Stack:
-    if stack is None:
-        return registry.stack_from_decomposition(distilled.decomposition, model, model_path)
-    if model or model_path:
-        raise InputError("model and model_path apply when no stack is given; a stack names its own models")
-    return stack
-
-
 def _without_adapters(stack: Stack) -> Stack:
     data = stack.model_dump()
     for stage in data["stages"]:
@@ -773,7 +682,7 @@ def train_stack(
     config = with_overrides(TrainConfig, config, settings, "training settings")
     registry = registry or get_registry()
     data = distilled if isinstance(distilled, DistilledData) else load_distilled(distilled)
-    stack = _stack_to_train(data, stack, model, model_path, registry)
+    stack = resolve_stack(stack, None if stack else data.decomposition, model, model_path, registry=registry)
     plain = _without_adapters(stack)
     distilled_stages = set(data.stage_names)
     to_train = list(config.stages) if config.stages else [stage.name for stage in stack.stages]
@@ -796,7 +705,7 @@ def train_stack(
     pool = pool or ModelPool()
     bound = bind_stack(plain, registry, pool)
     for name in to_train:
-        require_transformers_backend(bound.stages[name].backend, name)
+        require_tokenized_backend(bound.stages[name].backend, name)
         if _has_adapters(bound.stages[name].backend.model):
             raise InputError(
                 f"stage {name!r}: the pool's copy of {stack.stage(name).model!r} already has adapters attached; "
@@ -876,43 +785,6 @@ def _max_length(configured: int, backend) -> int:
     if isinstance(positions, int) and positions > 0:
         limits.append(positions)
     return min(limits)
-
-
-@contextmanager
-def active_adapter(backend, adapter_name: str | None) -> Iterator[Any]:
-    """The backend's model with one attached adapter active, or the plain base for None."""
-    from peft import PeftModel
-
-    model = backend.model
-    if not isinstance(model, PeftModel):
-        if adapter_name is not None:
-            raise AdapterError(f"model {backend.spec.id!r} has no adapter {adapter_name!r} attached")
-        yield model
-    elif adapter_name is None:
-        with model.disable_adapter():
-            yield model
-    else:
-        model.set_adapter(adapter_name)
-        yield model
-
-
-def mean_target_loss(backend, adapter_name: str | None, examples: Sequence[EncodedExample], batch_size: int) -> float:
-    """Mean loss per target token of ``examples`` under an adapter (teacher forcing, no training)."""
-    import torch
-
-    if not examples:
-        return float("nan")
-    total, count = 0.0, 0
-    pad_id = backend.tokenizer.pad_token_id if backend.tokenizer.pad_token_id is not None else 0
-    order = sorted(range(len(examples)), key=lambda i: len(examples[i]))
-    with active_adapter(backend, adapter_name) as model, torch.inference_mode():
-        slice_logits = slices_logits(model)
-        for start in range(0, len(order), batch_size):
-            batch = collate([examples[i] for i in order[start : start + batch_size]], pad_id, backend.device)
-            loss_sum, tokens = target_loss(model, batch, slice_logits)
-            total += float(loss_sum)
-            count += tokens
-    return total / count if count else float("nan")
 
 
 def load_train_config(path: str | os.PathLike | None = None, overrides: dict | None = None) -> TrainConfig:

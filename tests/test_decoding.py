@@ -9,8 +9,16 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from fslm_core import GenerationSettings, decoding
-from fslm_core.decoding import compaction, decode, full_attention_only, prefill_chunks, select_rows, shared_prefix
+from fslm_core import GenerationSettings
+from fslm_core.runtime import decoding
+from fslm_core.runtime.decoding import (
+    compaction,
+    decode,
+    full_attention_only,
+    prefill_chunks,
+    select_rows,
+    shared_prefix,
+)
 from fslm_core.testing import build_tiny_model, tiny_config
 
 PROMPTS = ["What is the capital of France?", "Hi", "Name three primary colors, please, in order."]

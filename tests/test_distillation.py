@@ -17,9 +17,9 @@ from fslm_core.distillation import (
     shard_folders,
     targets_trace,
 )
-from fslm_core.engine import stage_input
 from fslm_core.errors import FslmError, InputError, UnknownNameError
 from fslm_core.plugins import get_registry
+from fslm_core.runtime import stage_input
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

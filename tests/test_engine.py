@@ -3,11 +3,11 @@
 import pytest
 
 from fslm_core import GenerationSettings, ModelPool, Stack, Stage, Trace
-from fslm_core.default_plugins.transformers_backend import cut_at_stop
-from fslm_core.engine import bind_stack, stage_input
 from fslm_core.errors import AdapterError, InputError, UnknownNameError
 from fslm_core.formats import ListFormat
 from fslm_core.routers import ParallelRouter, Router
+from fslm_core.runtime import bind_stack, stage_input
+from fslm_core.runtime.decoding import cut_at_stop
 
 PROMPTS = ["What is the capital of France?", "Name three primary colors.", "What is 12 + 7?"]
 SHORT = GenerationSettings(max_new_tokens=6)

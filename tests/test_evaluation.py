@@ -10,10 +10,11 @@ from lm_eval import simple_evaluate
 from lm_eval.api.instance import Instance
 
 from fslm_core.declarations import GenerationSettings, Stack, Stage
-from fslm_core.default_plugins.transformers_backend import cut_at_stop
 from fslm_core.errors import InputError, StackFileError, UnknownNameError
-from fslm_core.evaluation import FslmLM, parse_batch_size, single_model_stack
+from fslm_core.evaluation import FslmLM, parse_batch_size
 from fslm_core.harness import task_manager
+from fslm_core.plugins import single_model_stack
+from fslm_core.runtime.decoding import cut_at_stop
 
 
 @pytest.fixture

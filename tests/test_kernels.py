@@ -4,7 +4,13 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from fslm_core.kernels import CPU_TUNING_ENV, pack_linear_layers, packing_available, tune_for_cpu, unpack_linear_layers
+from fslm_core.runtime.kernels import (
+    CPU_TUNING_ENV,
+    pack_linear_layers,
+    packing_available,
+    tune_for_cpu,
+    unpack_linear_layers,
+)
 
 pytestmark = pytest.mark.skipif(not packing_available(), reason="this PyTorch build has no oneDNN")
 

@@ -18,8 +18,7 @@ from fslm_core import (
     run_stack,
     train_stack,
 )
-from fslm_core.backends import MODELS_DIR_ENV, local_model_folder, with_local_weights
-from fslm_core.engine import bind_stack
+from fslm_core.runtime import MODELS_DIR_ENV, bind_stack, local_model_folder, with_local_weights
 from fslm_core.testing import TINY_INSTRUCTIONS, build_random_adapter, build_tiny_model, tiny_config
 
 SHORT = GenerationSettings(max_new_tokens=6)

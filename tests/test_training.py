@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fslm_core import TrainConfig, distill, evaluate_stages, load_distilled, load_stack, train_stack
-from fslm_core.backends import ModelPool
+from fslm_core import ModelPool, TrainConfig, distill, evaluate_stages, load_distilled, load_stack, train_stack
 from fslm_core.cli import main
 from fslm_core.distillation import DistillConfig
 from fslm_core.errors import InputError
@@ -208,7 +207,7 @@ def test_batches_group_lengths_and_split_evenly_over_processes():
 
 
 def test_targets_are_what_the_model_learns_to_write(tiny_model_id):
-    from fslm_core.engine import bind_stack
+    from fslm_core.runtime import bind_stack
 
     stack = get_registry().decomposition("fslm-paper").build(tiny_model_id)
     backend = bind_stack(stack, pool=ModelPool()).stages["answer"].backend

@@ -1,8 +1,8 @@
-from ..evaluators import BUILTIN_EVALUATORS
-from ..hookspecs import hookimpl
+from ..api.evaluators import BUILTIN_EVALUATORS
+from ..api.hookspecs import hookimpl
 
 
-@hookimpl
+@hookimpl(tryfirst=True)
 def register_evaluators(register):
     for evaluator in BUILTIN_EVALUATORS:
         register(evaluator)

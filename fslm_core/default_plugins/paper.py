@@ -6,8 +6,8 @@ published; these are ours. ``recall`` reads only the prompt, so under the
 ``parallel`` router it runs in one mixed-adapter batch with ``interpret``.
 """
 
-from ..decompositions import Decomposition, StageRecipe
-from ..hookspecs import hookimpl
+from ..api.decompositions import Decomposition, StageRecipe
+from ..api.hookspecs import hookimpl
 
 FSLM_PAPER = Decomposition(
     name="fslm-paper",
@@ -57,6 +57,6 @@ FSLM_PAPER = Decomposition(
 )
 
 
-@hookimpl
+@hookimpl(tryfirst=True)
 def register_decompositions(register):
     register(FSLM_PAPER)

@@ -1,8 +1,8 @@
-from ..hookspecs import hookimpl
-from ..routers import BUILTIN_ROUTERS
+from ..api.hookspecs import hookimpl
+from ..api.routers import BUILTIN_ROUTERS
 
 
-@hookimpl
+@hookimpl(tryfirst=True)
 def register_routers(register):
     for router in BUILTIN_ROUTERS:
         register(router)

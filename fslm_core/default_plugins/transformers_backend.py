@@ -17,13 +17,15 @@ from pathlib import Path
 
 import torch
 
-from ..backends import MODELS_DIR_ENV, Generation, ModelBackend, ModelSpec
+from ..api.backends import Generation, ModelSpec, TokenizedBackend
+from ..api.hookspecs import hookimpl
 from ..declarations import GenerationSettings
-from ..decoding import decode
 from ..errors import AdapterError, ModelLoadError
-from ..hookspecs import hookimpl
-from ..kernels import tune_for_cpu
 from ..logs import get_logger
+from ..runtime.decoding import cut_at_stop, decode
+from ..runtime.devices import default_device
+from ..runtime.kernels import tune_for_cpu
+from ..runtime.pool import MODELS_DIR_ENV
 
 HF_PREFIX = "hf:"
 BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in mixed-adapter batches
@@ -31,15 +33,11 @@ BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in mixed-adapter batch
 log = get_logger(__name__)
 
 
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def _looks_like_path(source: str) -> bool:
     return source.startswith(("/", ".", "~")) or Path(source).expanduser().exists()
 
 
-class TransformersBackend(ModelBackend):
+class TransformersBackend(TokenizedBackend):
     """A transformers causal LM with any number of peft LoRA adapters on it."""
 
     name = "transformers"
@@ -132,9 +130,6 @@ class TransformersBackend(ModelBackend):
         # A chat template already holds its special tokens; plain prompts get the tokenizer's own.
         return self.tokenizer(text, add_special_tokens=not self.uses_chat_template)["input_ids"]
 
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
     # Generation --------------------------------------------------------------
 
     def generate(
@@ -226,12 +221,7 @@ class TransformersBackend(ModelBackend):
             options["adapter_names"] = [name or BASE_ADAPTER for name in adapters]
             yield
 
-    # Scoring (lm-eval's loglikelihood requests) -------------------------------
-    #
-    # Tokenisation and windows follow lm-eval's own `hf` model (HFLM), so a
-    # stage without adapter scores what HFLM scores: trailing spaces of the
-    # context move to the continuation, the pair is encoded whole and split at
-    # the context's length, an empty context is the BOS (else EOS) token.
+    # Scoring -------------------------------------------------------------------
 
     @property
     def max_sequence_length(self) -> int:
@@ -245,89 +235,6 @@ class TransformersBackend(ModelBackend):
             if value is not None:
                 return int(value)
         return DEFAULT_MAX_LENGTH
-
-    @property
-    def prefix_token_id(self) -> int:
-        """The token an empty context stands for (BOS, else EOS)."""
-        if self.tokenizer.bos_token_id is not None:
-            return self.tokenizer.bos_token_id
-        return self.tokenizer.eos_token_id
-
-    def encode_for_scoring(self, text: str, add_special_tokens: bool | None = None) -> list[int]:
-        """Token ids of ``text`` to score.
-
-        ``None`` encodes like a generation prompt (:meth:`encode`); ``True`` adds
-        the tokenizer's special tokens unless the text already starts with the
-        BOS token, as lm-eval's ``hf`` model does for plain-text prompts.
-        """
-        if add_special_tokens is None:
-            return self.encode(text)
-        if add_special_tokens and text.startswith(self.tokenizer.decode([self.prefix_token_id])):
-            add_special_tokens = False
-        return self.tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"]
-
-    def encode_pair(
-        self, context: str, continuation: str, add_special_tokens: bool | None = None
-    ) -> tuple[list[int], list[int]]:
-        """Context and continuation token ids, split where the context's own encoding ends."""
-        spaces = len(context) - len(context.rstrip())
-        if spaces and context.strip():
-            continuation = context[-spaces:] + continuation
-            context = context[:-spaces]
-        if not context.strip():
-            tokens = self.encode_for_scoring(continuation, add_special_tokens=False)
-            if tokens and tokens[0] == self.prefix_token_id:
-                return tokens[:1], tokens[1:]
-            return [self.prefix_token_id], tokens
-        whole = self.encode_for_scoring(context + continuation, add_special_tokens)
-        context_ids = self.encode_for_scoring(context, add_special_tokens)
-        return context_ids, whole[len(context_ids) :]
-
-    def loglikelihood(
-        self,
-        pairs: Sequence[tuple[str, str]],
-        adapters: Sequence[str | None],
-        batch_size: int,
-        *,
-        add_special_tokens: bool | None = None,
-    ) -> list[tuple[float, bool]]:
-        """Log-probability of each continuation after its (rendered) context, and whether greedy decoding writes it.
-
-        Pair ``i`` is scored with adapter ``adapters[i]`` (None: plain base).
-        ``add_special_tokens`` as in :meth:`encode_for_scoring`.
-        """
-        if len(pairs) != len(adapters):
-            raise ValueError("loglikelihood: one adapter (or None) per pair")
-        rows = [self.encode_pair(context, continuation, add_special_tokens) for context, continuation in pairs]
-        return self.score_tokens(rows, adapters, batch_size)
-
-    def loglikelihood_rolling(
-        self,
-        texts: Sequence[str],
-        adapters: Sequence[str | None],
-        batch_size: int,
-    ) -> list[float]:
-        """Log-probability of each whole text after the BOS token, in disjoint windows of the model's context."""
-        from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
-
-        if len(texts) != len(adapters):
-            raise ValueError("loglikelihood_rolling: one adapter (or None) per text")
-        rows: list[tuple[list[int], list[int]]] = []
-        owners: list[int] = []
-        for index, text in enumerate(texts):
-            windows = get_rolling_token_windows(
-                token_list=self.encode_for_scoring(text, add_special_tokens=True),
-                prefix_token=self.prefix_token_id,
-                max_seq_len=self.max_sequence_length,
-                context_len=1,
-            )
-            for window in map(make_disjoint_window, windows):
-                rows.append(window)
-                owners.append(index)
-        totals = [0.0] * len(texts)
-        for owner, (logprob, _) in zip(owners, self.score_tokens(rows, [adapters[o] for o in owners], batch_size)):
-            totals[owner] += logprob
-        return totals
 
     def score_tokens(
         self,
@@ -467,17 +374,7 @@ def _accepts_logits_to_keep(model) -> bool:
     return "logits_to_keep" in inspect.signature(base.forward).parameters
 
 
-def cut_at_stop(text: str, stop: Sequence[str]) -> str:
-    """``text`` up to the first occurrence of any stop string."""
-    cut = len(text)
-    for marker in stop:
-        position = text.find(marker)
-        if position != -1:
-            cut = min(cut, position)
-    return text[:cut]
-
-
-@hookimpl
+@hookimpl(tryfirst=True)
 def register_backends(register):
     register(TransformersBackend)
 

@@ -13,8 +13,9 @@ while the spec stays stable. Built-in parts of fslm-core register through the
 same hooks (see ``fslm_core.default_plugins``).
 
 Registration hooks are called once per process, the first time the registry is
-needed; a plugin whose hook raises is reported by name and skipped, and the
-rest still load.
+needed, through pluggy: ``tryfirst``/``trylast`` order the plugins and hook
+wrappers wrap each plugin's call. A plugin whose hook raises is reported by
+name and skipped, and the rest still load.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def register_backends(register):
     Called once when the registry is built.
 
     :param register: ``register(backend_class)``, where ``backend_class`` is a
-        subclass of :class:`fslm_core.backends.ModelBackend` with a unique
+        subclass of :class:`fslm_core.api.ModelBackend` with a unique
         ``name`` class attribute. Model specs name their backend by that name.
     """
 
@@ -44,7 +45,7 @@ def register_models(register):
     Called once when the registry is built.
 
     :param register: ``register(spec)``, where ``spec`` is a
-        :class:`fslm_core.backends.ModelSpec` (id, backend, source of weights,
+        :class:`fslm_core.api.ModelSpec` (id, backend, source of weights,
         LoRA target modules, chat-template use, dtype, context length...).
     """
 
@@ -58,7 +59,7 @@ def resolve_model(model_id):
     order until one returns a spec.
 
     :param str model_id: the id as written in the declaration.
-    :return: a :class:`fslm_core.backends.ModelSpec`, or ``None`` if this
+    :return: a :class:`fslm_core.api.ModelSpec`, or ``None`` if this
         plugin does not handle the id.
     """
 
@@ -71,7 +72,7 @@ def register_formats(register):
     and renders it for the stages that read it.
 
     :param register: ``register(message_format)``, an instance of
-        :class:`fslm_core.formats.MessageFormat` with a unique ``name``.
+        :class:`fslm_core.api.MessageFormat` with a unique ``name``.
     """
 
 
@@ -80,7 +81,7 @@ def register_routers(register):
     """Register routers: policies that decide which stages run, and in which waves.
 
     :param register: ``register(router)``, an instance of
-        :class:`fslm_core.routers.Router` with a unique ``name``.
+        :class:`fslm_core.api.Router` with a unique ``name``.
     """
 
 
@@ -92,7 +93,7 @@ def register_decompositions(register):
     prompts used to distil each stage's training targets.
 
     :param register: ``register(decomposition)``, an instance of
-        :class:`fslm_core.decompositions.Decomposition` with a unique ``name``.
+        :class:`fslm_core.api.Decomposition` with a unique ``name``.
     """
 
 
@@ -101,7 +102,9 @@ def register_evaluators(register):
     """Register evaluators that score a stage's outputs against targets.
 
     :param register: ``register(evaluator)``, an instance of
-        :class:`fslm_core.evaluators.Evaluator` with a unique ``name``.
+        :class:`fslm_core.api.Evaluator` (scores the texts a stage writes) or
+        :class:`fslm_core.api.StageScorer` (scores the stage's model), with a
+        unique ``name``.
     """
 
 
@@ -113,6 +116,6 @@ def register_benchmarks(register):
     harness's own tasks.
 
     :param register: ``register(benchmark)``, a
-        :class:`fslm_core.benchmarks.Benchmark` holding a task name and a
+        :class:`fslm_core.api.Benchmark` holding a task name and a
         builder of the lm-eval task config (a dict).
     """

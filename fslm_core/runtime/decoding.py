@@ -41,7 +41,7 @@ from transformers.generation.logits_process import (
 )
 from transformers.generation.stopping_criteria import StopStringCriteria
 
-from .declarations import GenerationSettings
+from ..declarations import GenerationSettings
 
 PREFILL_TOKENS = 2048
 """Most prompt tokens (padding included) read by one prefill forward pass."""
@@ -364,3 +364,13 @@ def decode(
         positions = mask[:, : width + step + 1].sum(dim=1, keepdim=True) - 1
         logits = forward(tokens[:, None], mask[:, : width + step + 1], positions, cache, names)
     return generated
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    """``text`` up to the first occurrence of any stop string."""
+    cut = len(text)
+    for marker in stop:
+        position = text.find(marker)
+        if position != -1:
+            cut = min(cut, position)
+    return text[:cut]

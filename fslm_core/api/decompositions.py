@@ -2,7 +2,7 @@
 
 A decomposition knows, for each stage, the prompt the stage runs with and the
 prompt a teacher model uses to write that stage's training target. ``build``
-makes a ready :class:`~fslm_core.declarations.Stack` for any model id, with or
+makes a ready :class:`~fslm_core.Stack` for any model id, with or
 without trained adapters.
 """
 
@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .declarations import GenerationSettings, Stack, Stage
-from .errors import DeclarationError
+from ..declarations import GenerationSettings, Stack, Stage
+from ..errors import DeclarationError
 
 
 @dataclass(frozen=True)

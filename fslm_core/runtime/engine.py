@@ -24,13 +24,15 @@ from functools import cached_property
 
 from tqdm.auto import tqdm
 
-from .backends import Generation, ModelBackend, ModelPool, default_pool, with_local_weights
-from .declarations import PROMPT_FIELD, GenerationSettings, Stack, Stage, check_prompts
-from .formats import MessageFormat
-from .logs import get_logger
-from .messages import Message, Trace
-from .plugins import Registry, get_registry
-from .routers import Router
+from ..api.backends import Generation, ModelBackend
+from ..api.formats import MessageFormat
+from ..api.routers import Router
+from ..declarations import PROMPT_FIELD, GenerationSettings, Stack, Stage, set_stack_runner
+from ..errors import InputError
+from ..logs import get_logger
+from ..messages import Message, Trace
+from ..plugins import Registry, get_registry
+from .pool import ModelPool, default_pool, with_local_weights
 
 MISSING_MESSAGE = "(none)"
 
@@ -130,6 +132,19 @@ def batch_groups(bound: BoundStack, wave: Sequence[Stage]) -> list[list[Stage]]:
     return list(groups.values())
 
 
+def check_prompts(prompts: Sequence[str]) -> list[str]:
+    """The prompts as a list, refusing an empty list or an empty prompt."""
+    if isinstance(prompts, str):
+        raise InputError("prompts must be a list of strings, not one string")
+    prompts = list(prompts)
+    if not prompts:
+        raise InputError("no prompts given: the prompt list is empty")
+    for index, prompt in enumerate(prompts):
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise InputError(f"prompt {index} is empty")
+    return prompts
+
+
 def run_stack(
     stack: Stack,
     prompts: Sequence[str],
@@ -186,3 +201,6 @@ def run_stack(
         answer = trace.message(final)
         trace.answer = answer.text if answer else None
     return traces
+
+
+set_stack_runner(run_stack)

@@ -1,0 +1,37 @@
+"""What plugin authors subclass, return or decorate: the extension points of fslm.
+
+Nothing here imports torch or loads a model, so a plugin can be imported (and
+its registrations listed) cheaply.
+"""
+
+from .backends import Generation, ModelBackend, ModelSpec, TokenizedBackend
+from .benchmarks import Benchmark
+from .decompositions import Decomposition, StageRecipe
+from .evaluators import Evaluator, ExactMatch, StageJob, StageScorer, TokenF1, normalise
+from .formats import JsonFormat, KeyValueFormat, ListFormat, MessageFormat
+from .hookspecs import hookimpl, hookspec
+from .routers import ParallelRouter, Router
+
+__all__ = [
+    "Benchmark",
+    "Decomposition",
+    "Evaluator",
+    "ExactMatch",
+    "Generation",
+    "JsonFormat",
+    "KeyValueFormat",
+    "ListFormat",
+    "MessageFormat",
+    "ModelBackend",
+    "ModelSpec",
+    "ParallelRouter",
+    "Router",
+    "StageJob",
+    "StageRecipe",
+    "StageScorer",
+    "TokenF1",
+    "TokenizedBackend",
+    "hookimpl",
+    "hookspec",
+    "normalise",
+]

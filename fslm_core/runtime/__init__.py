@@ -1,0 +1,56 @@
+"""Running stacks: loaded models, the engine, decoding on a CPU, and teacher-forced scoring.
+
+Importing this package loads no model and imports no torch; :mod:`.decoding`,
+:mod:`.kernels` and :mod:`.devices` (which do) are imported by the backends
+that use them.
+"""
+
+from .engine import (
+    MISSING_MESSAGE,
+    BoundStack,
+    BoundStage,
+    bind_stack,
+    check_prompts,
+    default_template,
+    render_stage_prompt,
+    run_stack,
+    stage_input,
+    stage_instruction,
+)
+from .pool import MODELS_DIR_ENV, ModelPool, default_pool, local_model_folder, with_local_weights
+from .scoring import (
+    IGNORE_INDEX,
+    EncodedExample,
+    active_adapter,
+    collate,
+    encode_example,
+    mean_target_loss,
+    require_tokenized_backend,
+    target_loss,
+)
+
+__all__ = [
+    "IGNORE_INDEX",
+    "MISSING_MESSAGE",
+    "MODELS_DIR_ENV",
+    "BoundStack",
+    "BoundStage",
+    "EncodedExample",
+    "ModelPool",
+    "active_adapter",
+    "bind_stack",
+    "check_prompts",
+    "collate",
+    "default_pool",
+    "default_template",
+    "encode_example",
+    "local_model_folder",
+    "mean_target_loss",
+    "render_stage_prompt",
+    "require_tokenized_backend",
+    "run_stack",
+    "stage_input",
+    "stage_instruction",
+    "target_loss",
+    "with_local_weights",
+]
