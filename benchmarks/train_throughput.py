@@ -85,7 +85,7 @@ def run_trainer(args, backend, encoded, config, lora_config, run_index: int) -> 
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
     from transformers.trainer_callback import PrinterCallback
 
-    from fslm_core.training import IGNORE_INDEX
+    from fslm_core.runtime import IGNORE_INDEX
 
     rows = {
         "input_ids": [list(example.input_ids) for example in encoded],
@@ -149,7 +149,9 @@ def main(argv=None) -> dict:
     from fslm_core import ModelPool
     from fslm_core.runtime import bind_stack
     from fslm_core.plugins import get_registry
-    from fslm_core.training import _lora_config, encode_example, split_examples, stage_pairs
+    from fslm_core.runtime import encode_example
+    from fslm_core.training import lora_config as _lora_config
+    from fslm_core.training import split_examples, stage_pairs
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -8,13 +8,11 @@ evaluators and benchmarks through the hooks in :mod:`fslm_core.api.hookspecs`.
 
 from .api import Decomposition, Generation, ModelBackend, ModelSpec, StageRecipe, hookimpl
 from .declarations import GenerationSettings, Stack, Stage, load_stack
-from .distillation import DistillConfig, distill, load_distilled
 from .errors import FslmError
 from .messages import Message, Trace
 from .plugins import get_registry, register_plugin
 from .runtime import ModelPool, run_stack
-from .stage_evaluation import evaluate_stages
-from .training import TrainConfig, train_stack
+from .training import DistillConfig, TrainConfig, distill, evaluate_stages, load_distilled, train_stack
 
 
 def decomposition(name: str):

@@ -273,7 +273,7 @@ def distill_command(
     as_json,
 ):
     """Have a teacher model write every stage's training target for the examples in --data."""
-    from .distillation import DistillConfig, distill
+    from .training import DistillConfig, distill
 
     config = DistillConfig(
         decomposition=decomposition or DEFAULT_DECOMPOSITION,
@@ -314,8 +314,7 @@ def train_command(distilled, stack_path, decomposition, model, model_path, outpu
     The stack is --stack, or the distilled data's decomposition built for --model. Rerun the same
     command to resume an interrupted run.
     """
-    from .distillation import load_distilled
-    from .training import is_main_process, load_train_config, train_stack
+    from .training import is_main_process, load_distilled, load_train_config, train_stack
 
     data = load_distilled(distilled)
     stack = chosen_stack(stack_path, decomposition or (None if stack_path else data.decomposition), model, model_path)

@@ -9,7 +9,10 @@ import pytest
 
 from fslm_core import distill, load_distilled
 from fslm_core.cli import main
-from fslm_core.distillation import (
+from fslm_core.errors import FslmError, InputError, UnknownNameError
+from fslm_core.plugins import get_registry
+from fslm_core.runtime import stage_input
+from fslm_core.training import (
     REFERENCE,
     TEACHER,
     DistillConfig,
@@ -17,9 +20,6 @@ from fslm_core.distillation import (
     shard_folders,
     targets_trace,
 )
-from fslm_core.errors import FslmError, InputError, UnknownNameError
-from fslm_core.plugins import get_registry
-from fslm_core.runtime import stage_input
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

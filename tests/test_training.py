@@ -13,11 +13,11 @@ import torch
 
 from fslm_core import ModelPool, TrainConfig, distill, evaluate_stages, load_distilled, load_stack, train_stack
 from fslm_core.cli import main
-from fslm_core.distillation import DistillConfig
 from fslm_core.errors import InputError
 from fslm_core.plugins import get_registry
+from fslm_core.runtime import encode_example
 from fslm_core.training import (
-    encode_example,
+    DistillConfig,
     epoch_batches,
     load_train_config,
     process_share,
