@@ -11,8 +11,7 @@ from lm_eval.api.instance import Instance
 
 from fslm_core.declarations import GenerationSettings, Stack, Stage
 from fslm_core.errors import InputError, StackFileError, UnknownNameError
-from fslm_core.evaluation import FslmLM, parse_batch_size
-from fslm_core.harness import task_manager
+from fslm_core.harness import FslmLM, parse_batch_size, task_manager
 from fslm_core.plugins import single_model_stack
 from fslm_core.runtime.decoding import cut_at_stop
 

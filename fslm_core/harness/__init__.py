@@ -1,0 +1,37 @@
+"""lm-evaluation-harness with fslm: a stack as an lm-eval model, the plugins' benchmark tasks, ``fslm eval``.
+
+:class:`FslmLM` (:mod:`.model`) is the ``fslm`` model of lm-eval;
+:mod:`.tasks` adds the plugins' benchmark tasks to lm-eval's task manager;
+:mod:`.evaluate` is ``fslm eval`` and :mod:`.report` its table;
+``python -m fslm_core.harness`` (:mod:`.lm_eval_cli`) is lm-eval's own command line with both.
+"""
+
+from .evaluate import EvalSettings, evaluate_command, parse_data_files, run_task, split_tasks
+from .lm_eval_cli import main, prepare_lm_eval, requested_tasks
+from .model import DEFAULT_BATCH_SIZE, FINAL_PROMPT_MODES, FslmLM, parse_batch_size
+from .report import RunResult, comparison_table, metric_rows, render_table
+from .tasks import DATA_DIR_ENV, BenchmarkTaskManager, LocalTaskManager, local_task_names, task_manager
+
+__all__ = [
+    "DATA_DIR_ENV",
+    "DEFAULT_BATCH_SIZE",
+    "FINAL_PROMPT_MODES",
+    "BenchmarkTaskManager",
+    "EvalSettings",
+    "FslmLM",
+    "LocalTaskManager",
+    "RunResult",
+    "comparison_table",
+    "evaluate_command",
+    "local_task_names",
+    "main",
+    "metric_rows",
+    "parse_batch_size",
+    "parse_data_files",
+    "prepare_lm_eval",
+    "render_table",
+    "requested_tasks",
+    "run_task",
+    "split_tasks",
+    "task_manager",
+]

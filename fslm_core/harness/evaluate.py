@@ -1,0 +1,206 @@
+"""``fslm eval``: evaluate a stack (and, with ``--baseline``, its final model alone) task by task.
+
+Prints one side-by-side table and writes results and traces as JSON. From
+Python, pass ``task_manager=task_manager()`` to ``lm_eval.simple_evaluate``
+to use the benchmark tasks with any lm-eval model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..declarations import Stack
+from ..errors import InputError
+from ..files import atomic_write_text, safe_file_name
+from ..logs import get_logger
+from ..plugins import single_model_stack
+from .model import FslmLM
+from .report import RunResult, comparison_table, render_table
+from .tasks import DATA_DIR_ENV, BenchmarkTaskManager, task_manager
+
+log = get_logger(__name__)
+
+
+@dataclass
+class EvalSettings:
+    """What ``fslm eval`` hands to lm-eval, besides the model."""
+
+    tasks: list[str]
+    limit: float | None = None
+    num_fewshot: int | None = None
+    batch_size: str = "16"
+    max_batch_size: int | None = None
+    device: str | None = None
+    gen_kwargs: str | None = None
+    log_samples: bool = False
+    bootstrap_iters: int = 100_000
+    seed: int = 0
+    final_prompt: str = "stage"
+    data_files: dict[str, str] = field(default_factory=dict)
+
+
+def split_tasks(tasks: str | Sequence[str]) -> list[str]:
+    items = [tasks] if isinstance(tasks, str) else list(tasks)
+    names = [name.strip() for item in items for name in item.split(",") if name.strip()]
+    if not names:
+        raise InputError("--tasks: no task given; name one or more tasks, comma-separated (see `fslm plugins`)")
+    return list(dict.fromkeys(names))
+
+
+def parse_data_files(items: Sequence[str]) -> dict[str, str]:
+    """``TASK=PATH`` items as a mapping."""
+    files = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise InputError(f"--data-file: expected TASK=PATH, got {item!r}")
+        files[name.strip()] = path.strip()
+    return files
+
+
+def run_task(lm, task: str, manager: BenchmarkTaskManager, settings: EvalSettings) -> RunResult:
+    """Evaluate one LM on one task with lm-eval's ``simple_evaluate``."""
+    from lm_eval import simple_evaluate
+
+    started = time.perf_counter()
+    upstream_before = getattr(lm, "upstream_seconds", 0.0)
+    results = simple_evaluate(
+        model=lm,
+        tasks=[task],
+        task_manager=manager,
+        num_fewshot=settings.num_fewshot,
+        limit=settings.limit,
+        log_samples=settings.log_samples,
+        gen_kwargs=settings.gen_kwargs,
+        bootstrap_iters=settings.bootstrap_iters,
+        random_seed=settings.seed,
+        numpy_random_seed=settings.seed,
+        torch_random_seed=settings.seed,
+        fewshot_random_seed=settings.seed,
+    )
+    elapsed = time.perf_counter() - started
+    cost = {**lm.task_cost(task), "upstream_seconds": round(getattr(lm, "upstream_seconds", 0.0) - upstream_before, 2)}
+    return RunResult(results, elapsed, cost)
+
+
+def _json(value: Any) -> str:
+    from lm_eval.utils import handle_non_serializable
+
+    return json.dumps(value, indent=2, ensure_ascii=False, default=handle_non_serializable)
+
+
+def evaluate_command(
+    stack: Stack,
+    settings: EvalSettings,
+    output: str | os.PathLike | None = None,
+    baseline: str | None = None,
+    baseline_model_path: str | os.PathLike | None = None,
+    data_dir: str | os.PathLike | None = None,
+    echo=print,
+) -> dict | None:
+    """``fslm eval``: evaluate ``stack`` (and ``baseline`` alone) task by task; print and write the comparison.
+
+    Returns the report written to ``results.json`` (None on processes other than the first).
+    """
+    if data_dir is not None:
+        folder = Path(data_dir).expanduser().resolve()
+        if not folder.is_dir():
+            raise InputError(f"--data-dir: folder not found: {folder}")
+        os.environ[DATA_DIR_ENV] = str(folder)
+    manager = task_manager(settings.tasks, data_files=settings.data_files)
+    manager.check_tasks(settings.tasks)
+    for name in settings.tasks:
+        # Build local configs now: a missing data file fails before any model loads.
+        for benchmark in sorted(manager.benchmark_tags.get(name, [])) or ([name] if name in manager.benchmarks else []):
+            manager.benchmark_config(benchmark)
+        if not manager.is_local(name):
+            _check_reachable(manager, name)
+    model_options = dict(
+        batch_size=settings.batch_size,
+        max_batch_size=settings.max_batch_size,
+        device=settings.device,
+        final_prompt=settings.final_prompt,
+        seed=settings.seed,
+    )
+    stack_lm = FslmLM(stack=stack, **model_options)
+    baseline_lm = None
+    if baseline:
+        if baseline_model_path is None and baseline == stack.final_stage.model:
+            baseline_model_path = stack.final_stage.model_path
+        baseline_lm = FslmLM(stack=single_model_stack(baseline, baseline_model_path), **model_options)
+
+    runs: dict[str, dict[str, RunResult]] = {}
+    traces: dict[str, list[dict]] = {}
+    models = {"stack": stack_lm, "baseline": baseline_lm} if baseline_lm is not None else {"stack": stack_lm}
+    for task in settings.tasks:
+        runs[task] = {}
+        for label, lm in models.items():
+            run = run_task(lm, task, manager, settings)
+            # lm-eval shards documents across processes: count every process's documents.
+            documents = _gathered_traces(lm, task)
+            run.cost.update(lm.task_cost(task, documents))
+            runs[task][label] = run
+            if label == "stack":
+                traces[task] = documents
+    if stack_lm.rank != 0:
+        return None
+
+    rows = comparison_table(runs, with_baseline=baseline_lm is not None)
+    report = {
+        "stack": {"name": stack.name, "yaml": stack.to_yaml()},
+        "baseline": baseline,
+        "settings": {k: v for k, v in vars(settings).items()},
+        "table": rows,
+        "tasks": {
+            task: {
+                model: {"wall_time_s": run.wall_time_s, "cost": run.cost, "results": _without_samples(run.results)}
+                for model, run in by_model.items()
+            }
+            for task, by_model in runs.items()
+        },
+    }
+    echo(f"stack: {stack.name}" + (f"   baseline: {baseline} alone" if baseline else ""))
+    echo(render_table(rows, with_baseline=baseline_lm is not None))
+    if output is not None:
+        folder = Path(output).expanduser().resolve()
+        atomic_write_text(folder / "results.json", _json(report))
+        for task, documents in traces.items():
+            stack_lm.write_traces(folder, task, documents)
+        if settings.log_samples:
+            for by_model in runs.values():
+                for model, run in by_model.items():
+                    for name, samples in ((run.results or {}).get("samples") or {}).items():
+                        atomic_write_text(folder / f"samples_{safe_file_name(name)}_{model}.json", _json(samples))
+        echo(f"results and traces written to {folder}")
+    return report
+
+
+def _check_reachable(manager: BenchmarkTaskManager, name: str) -> None:
+    """Load an lm-eval task once, turning an unreachable Hub into one line that points at the local tasks."""
+    try:
+        manager.load([name])
+    except ConnectionError as error:
+        raise InputError(
+            f"--tasks: {name!r} needs its dataset from the Hugging Face Hub, which cannot be reached ({error}); "
+            f"offline, use the local tasks: {', '.join(sorted(manager.benchmarks))}"
+        ) from None
+
+
+def _gathered_traces(lm, task: str) -> list[dict]:
+    """A task's document traces from every process (lm-eval shards documents across them)."""
+    parts = lm.gather_object(lm.document_traces(task), dst=0)
+    if parts is None:
+        return []
+    return sorted((doc for part in parts for doc in part), key=lambda doc: doc["doc_id"])
+
+
+def _without_samples(results: dict | None) -> dict | None:
+    if results is None:
+        return None
+    return {key: value for key, value in results.items() if key != "samples"}

@@ -1,0 +1,55 @@
+"""``python -m fslm_core.harness ARGS``: lm-eval's own command line with the ``fslm`` model and the benchmark tasks.
+
+For example ``python -m fslm_core.harness --model fslm --model_args stack=my-stack --tasks local_arc_easy``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from ..errors import FslmError
+from ..logs import configure_logging
+from ..plugins import get_registry
+from . import model  # noqa: F401  (registers the fslm model with lm-eval)
+from .tasks import BenchmarkTaskManager, LocalTaskManager, local_task_names
+
+
+def requested_tasks(argv: Sequence[str]) -> list[str]:
+    """Task names given to lm-eval's ``--tasks`` option in ``argv`` (empty if none)."""
+    names: list[str] = []
+    for index, argument in enumerate(argv):
+        if argument in ("--tasks", "-t") and index + 1 < len(argv):
+            names += argv[index + 1].split(",")
+        elif argument.startswith("--tasks="):
+            names += argument.split("=", 1)[1].split(",")
+    return [name.strip() for name in names if name.strip()]
+
+
+def prepare_lm_eval(argv: Sequence[str] = ()) -> None:
+    """Make lm-eval's command line see the ``fslm`` model and the benchmark tasks (this process only).
+
+    When every task in ``argv`` is a benchmark task, lm-eval's own task index
+    (about 13 s to build) is skipped.
+    """
+    import lm_eval.tasks
+
+    local = local_task_names(get_registry())
+    tasks = requested_tasks(argv)
+    local_only = bool(tasks) and all(name in local for name in tasks)
+    lm_eval.tasks.TaskManager = LocalTaskManager if local_only else BenchmarkTaskManager
+
+
+def main(argv: list[str] | None = None) -> None:
+    """lm-eval's command line (``lm_eval ...``) with fslm's model and benchmark tasks."""
+    from lm_eval.__main__ import cli_evaluate
+
+    if argv is not None:
+        sys.argv = [sys.argv[0], *argv]
+    configure_logging()
+    try:
+        prepare_lm_eval(sys.argv[1:])
+        cli_evaluate()
+    except FslmError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(error.exit_code)
