@@ -1,5 +1,6 @@
 """Bad input on the command line: one clear line on stderr, exit code 1, no traceback."""
 
+import json
 import os
 import subprocess
 import sys
@@ -91,3 +92,12 @@ def test_new_stack_writes_an_editable_stack_file(tmp_path, tiny_model_id):
 
     stack = load_stack(tmp_path / "paper.yaml")
     assert [s.name for s in stack.stages] == ["interpret", "recall", "reason", "answer"]
+
+
+@pytest.mark.slow  # a model load in a fresh process: about 20 s
+def test_verbose_shows_progress_lines_and_log_json_writes_them_as_json(tiny_model_id):
+    result = run_cli("-v", "--log-json", "run", "--model", tiny_model_id, "--answers-only", "hi")
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    assert any(line["event"] == "loaded base model" and line["level"] == "info" for line in lines)
+    assert result.stdout.count("\n") == 1  # the answer only: log lines never mix into the output

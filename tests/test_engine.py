@@ -3,9 +3,8 @@
 import pytest
 
 from fslm_core import GenerationSettings, ModelPool, Stack, Stage, Trace
+from fslm_core.api import ListFormat, ParallelRouter, Router
 from fslm_core.errors import AdapterError, InputError, UnknownNameError
-from fslm_core.formats import ListFormat
-from fslm_core.routers import ParallelRouter, Router
 from fslm_core.runtime import bind_stack, stage_input
 from fslm_core.runtime.decoding import cut_at_stop
 

@@ -64,7 +64,7 @@ def test_hf_prefix_resolves_any_transformers_model(fresh_registry):
 
 
 def test_plugin_registered_in_process_adds_items(fresh_registry):
-    from fslm_core.formats import MessageFormat
+    from fslm_core.api import MessageFormat
 
     class Shout(MessageFormat):
         name = "shout"
@@ -103,6 +103,49 @@ def test_plugin_raising_during_registration_is_named_and_the_rest_load(fresh_reg
     registry = get_registry()
     assert [(b.name, b.stage) for b in registry.broken] == [("exploding", "register_routers")]
     assert "parallel" in registry.names("routers")
+
+
+def test_registration_follows_pluggy_order_tryfirst_trylast_and_wrappers(fresh_registry):
+    from fslm_core.api import MessageFormat
+
+    calls = []
+
+    def format_plugin(label, **marker):
+        class Format(MessageFormat):
+            name = "shared-name"
+            description = label
+
+        class Plugin:
+            @hookimpl(**marker)
+            def register_formats(self, register):
+                calls.append(label)
+                register(Format())
+
+        return Plugin()
+
+    class Wrapper:
+        @hookimpl(wrapper=True)
+        def register_formats(self, register):
+            calls.append("before")
+            result = yield
+            calls.append("after")
+            return result
+
+    # Registered in this order; pluggy calls tryfirst first and trylast last, else the latest plugin first.
+    register_plugin(format_plugin("last", trylast=True), name="last")
+    register_plugin(format_plugin("first", tryfirst=True), name="first")
+    register_plugin(format_plugin("middle"), name="middle")
+    calls.clear()  # each registration rebuilt the registry; count only the last build
+    register_plugin(Wrapper(), name="wrapper")
+    registry = get_registry()
+
+    assert [call for call in calls if call not in ("before", "after")] == ["first", "middle", "last"]
+    assert registry.format("shared-name").description == "first"  # the first one called wins
+    assert registry.provider("formats", "shared-name").plugin == "first"
+    assert calls[:3] == ["before", "first", "after"]  # the wrapper wraps each plugin's call
+    assert calls.count("before") == calls.count("after") == 4  # three plugins and the built-in formats
+    assert registry.provider("formats", "text").plugin == "formats"  # built-ins are tryfirst too
+    assert registry.broken == []
 
 
 def test_broken_external_plugins_are_reported_and_others_still_load(tmp_path):
