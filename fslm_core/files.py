@@ -5,7 +5,7 @@ under a temporary name in its final folder and renamed into place (a rename
 within one file system is atomic). Temporary names start with
 :data:`TMP_PREFIX`, so a rerun can sweep what an interruption left behind.
 Files that a later run reads back (a distillation's manifest, a training
-state) are JSON objects carrying a format marker and version, and the output
+state) are :class:`VersionedJson` objects carrying a format marker and version, and the output
 folder of a resumable run holds that run only.
 """
 
@@ -16,6 +16,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -85,29 +86,43 @@ def remove_temporaries(folder: Path) -> None:
             stale.unlink(missing_ok=True)
 
 
-def read_versioned_json(
-    file: Path, marker: str, version: int, what: str, field: str = "", remedy: str = ""
-) -> dict | None:
-    """The JSON object in ``file`` that fslm wrote as ``what`` (``{marker: version, ...}``); None if there is no file.
+@dataclass(frozen=True)
+class VersionedJson:
+    """A JSON file that fslm writes and reads back: one object that starts with ``{marker: version}``.
 
-    ``field`` prefixes error messages with the argument at fault; ``remedy``
-    tells the user what to do with a file that is not valid JSON.
+    ``what`` names the file in errors ("a training state of fslm"), ``remedy``
+    says what to do with one that is not valid JSON, and ``field`` prefixes
+    error messages with the argument at fault ("output: ").
     """
-    if not file.is_file():
-        return None
-    try:
-        content = json.loads(file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
-        raise InputError(f"{field}{file} is not valid JSON; {remedy}") from None
-    if not isinstance(content, dict) or content.get(marker) != version:
-        raise InputError(f"{field}{file} is not {what} (format {version})")
-    return content
+
+    name: str
+    marker: str
+    version: int
+    what: str
+    remedy: str
+    field: str = ""
+
+    def read(self, folder: Path) -> dict | None:
+        """The object in ``folder``; None if there is no file; an error if the file is not this kind."""
+        file = folder / self.name
+        if not file.is_file():
+            return None
+        try:
+            content = json.loads(file.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            raise InputError(f"{self.field}{file} is not valid JSON; {self.remedy}") from None
+        if not isinstance(content, dict) or content.get(self.marker) != self.version:
+            raise InputError(f"{self.field}{file} is not {self.what} (format {self.version})")
+        return content
+
+    def write(self, folder: Path, content: dict) -> None:
+        """Write ``content`` (stamped with the marker and version) to ``folder``, atomically."""
+        atomic_write_json(folder / self.name, {self.marker: self.version, **content})
 
 
 def existing_run_state(
     folder: Path,
-    state_file: str,
-    read_state: Callable[[Path], dict | None],
+    state: VersionedJson,
     purpose: str = "",
     check_folder: Callable[[Path], None] | None = None,
 ) -> dict | None:
@@ -125,10 +140,10 @@ def existing_run_state(
         return None
     if check_folder is not None:
         check_folder(folder)
-    state = read_state(folder)
-    if state is None and any(not path.name.startswith(".") for path in folder.iterdir()):
-        raise InputError(f"output: {folder} is not empty and holds no {state_file}; choose an empty or new folder")
-    return state
+    content = state.read(folder)
+    if content is None and any(not path.name.startswith(".") for path in folder.iterdir()):
+        raise InputError(f"output: {folder} is not empty and holds no {state.name}; choose an empty or new folder")
+    return content
 
 
 def safe_file_name(name: str) -> str:

@@ -17,13 +17,13 @@ from .examples import epoch_batches, process_share, split_examples, stage_pairs
 from .instruction_data import InstructionData, InstructionExample, alpaca_prompt, read_instruction_data
 from .loop import lora_config
 from .results import StageTraining, TrainResult, TrainStep, weakest_stage
-from .shards import MANIFEST_NAME, REFERENCE, TEACHER, shard_folders
+from .shards import MANIFEST, REFERENCE, TEACHER, shard_folders
 from .stage_evaluation import StageEvalJob, evaluate_stages
 from .teacher import teacher_instruction
 from .train import is_main_process, train_stack
 
 __all__ = [
-    "MANIFEST_NAME",
+    "MANIFEST",
     "REFERENCE",
     "TEACHER",
     "DistillConfig",

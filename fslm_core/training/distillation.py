@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from ..api.decompositions import Decomposition, StageRecipe
 from ..errors import InputError
-from ..files import atomic_write_json, existing_run_state, remove_temporaries
+from ..files import existing_run_state, remove_temporaries
 from ..logs import get_logger
 from ..plugins import Registry, get_registry
 from ..runtime.pool import ModelPool
@@ -41,12 +41,10 @@ from ..validation import with_overrides
 from .distill_config import DistillConfig, DistillSummary, ShardWritten
 from .instruction_data import InstructionData, read_instruction_data
 from .shards import (
-    DISTILL_FORMAT,
-    MANIFEST_NAME,
+    MANIFEST,
     SHARD_PREFIX,
     count_empty_targets,
     done_example_ids,
-    read_manifest,
     shard_folders,
     write_shard,
 )
@@ -81,7 +79,7 @@ def _identity(config: DistillConfig, decomposition: Decomposition, data: Instruc
 
 def check_output(folder: Path, identity: dict) -> dict | None:
     """The existing manifest if ``folder`` continues the same distillation; an error if it holds other data."""
-    manifest = existing_run_state(folder, MANIFEST_NAME, read_manifest)
+    manifest = existing_run_state(folder, MANIFEST)
     if manifest is None:
         return None
     previous = manifest.get("identity", {})
@@ -134,7 +132,6 @@ def distill(
     wanted = instruction_data.examples[: config.limit] if config.limit else instruction_data.examples
     todo = [example for example in wanted if example.example_id not in done]
     manifest = {
-        "fslm_distill": DISTILL_FORMAT,
         "identity": identity,
         "data_path": str(instruction_data.path),
         "rows_read": instruction_data.rows,
@@ -144,7 +141,7 @@ def distill(
         "examples": len(done),
         "shards": len(shards),
     }
-    atomic_write_json(folder / MANIFEST_NAME, manifest)
+    MANIFEST.write(folder, manifest)
     log.info(
         "distillation planned",
         output=str(folder),
@@ -165,7 +162,7 @@ def distill(
                 path = write_shard(folder, next_index, rows)
                 distilled_now += len(chunk)
                 manifest.update(examples=len(done) + distilled_now, shards=len(shard_folders(folder)))
-                atomic_write_json(folder / MANIFEST_NAME, manifest)
+                MANIFEST.write(folder, manifest)
                 log.info("shard written", shard=path.name, examples=len(chunk), total=manifest["examples"])
                 if on_shard is not None:
                     on_shard(ShardWritten(path, next_index, len(chunk), manifest["examples"]))

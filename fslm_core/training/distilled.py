@@ -13,7 +13,7 @@ from typing import Any
 from ..api.formats import MessageFormat
 from ..errors import InputError
 from ..messages import Message, Trace
-from .shards import MANIFEST_NAME, read_manifest, shard_folders
+from .shards import MANIFEST, shard_folders
 
 
 @dataclass(frozen=True)
@@ -74,9 +74,9 @@ def load_distilled(folder: str | os.PathLike) -> DistilledData:
     folder = Path(folder).expanduser().resolve()
     if not folder.is_dir():
         raise InputError(f"distilled data: folder not found: {folder}; create it with `fslm distill`")
-    manifest = read_manifest(folder)
+    manifest = MANIFEST.read(folder)
     if manifest is None:
-        raise InputError(f"distilled data: {folder} has no {MANIFEST_NAME}; it was not written by `fslm distill`")
+        raise InputError(f"distilled data: {folder} has no {MANIFEST.name}; it was not written by `fslm distill`")
     shards = shard_folders(folder)
     if not shards:
         raise InputError(f"distilled data: {folder} holds no finished shard yet; run `fslm distill` to fill it")

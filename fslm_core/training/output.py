@@ -14,12 +14,16 @@ from pathlib import Path
 
 from ..declarations import STACK_FILE_NAME, Stack, load_stack
 from ..errors import FslmError, InputError
-from ..files import existing_run_state, read_versioned_json
+from ..files import VersionedJson, existing_run_state
 
-TRAIN_FORMAT = 1
-
-
-STATE_NAME = "training.json"
+STATE = VersionedJson(
+    "training.json",
+    "fslm_train",
+    1,
+    "a training state of fslm",
+    remedy="remove it or choose another folder",
+    field="output: ",
+)
 
 
 ADAPTERS_DIR = "adapters"
@@ -33,17 +37,6 @@ def stack_identity(stack: Stack) -> dict:
     for stage in data["stages"]:
         stage.pop("adapter", None)
     return data
-
-
-def read_state(folder: Path) -> dict | None:
-    return read_versioned_json(
-        folder / STATE_NAME,
-        "fslm_train",
-        TRAIN_FORMAT,
-        "a training state of fslm",
-        field="output: ",
-        remedy="remove it or choose another folder",
-    )
 
 
 def check_output(folder: Path, identity: dict) -> dict | None:
@@ -64,7 +57,7 @@ def check_output(folder: Path, identity: dict) -> dict | None:
                 "choose another folder or remove it"
             )
 
-    state = existing_run_state(folder, STATE_NAME, read_state, " for the trained stack", check_folder=check_stack)
+    state = existing_run_state(folder, STATE, " for the trained stack", check_folder=check_stack)
     if state is None:
         return None
     previous = state.get("identity", {})

@@ -11,12 +11,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import InputError
-from ..files import read_versioned_json, write_folder_atomically
+from ..files import VersionedJson, write_folder_atomically
 
-DISTILL_FORMAT = 1
-
-
-MANIFEST_NAME = "manifest.json"
+MANIFEST = VersionedJson(
+    "manifest.json",
+    "fslm_distill",
+    1,
+    "a manifest of fslm distill",
+    remedy="remove the folder or choose another output",
+)
 
 
 SHARD_PREFIX = "shard-"
@@ -43,16 +46,6 @@ def distilled_features():
             "target_source": Value("string"),
             "teacher": Value("string"),
         }
-    )
-
-
-def read_manifest(folder: Path) -> dict | None:
-    return read_versioned_json(
-        folder / MANIFEST_NAME,
-        "fslm_distill",
-        DISTILL_FORMAT,
-        "a manifest of fslm distill",
-        remedy="remove the folder or choose another output",
     )
 
 

@@ -22,7 +22,6 @@ from typing import Any
 
 from ..declarations import STACK_FILE_NAME, Stack, validate_stack
 from ..errors import InputError
-from ..files import atomic_write_json
 from ..logs import get_logger
 from ..plugins import Registry, get_registry, resolve_stack
 from ..runtime.engine import bind_stack
@@ -33,7 +32,7 @@ from .config import TrainConfig
 from .distilled import DistilledData, load_distilled
 from .examples import split_examples, stage_pairs
 from .loop import TrainingRun, train_stage
-from .output import ADAPTERS_DIR, STATE_NAME, TRAIN_FORMAT, adapter_done, check_output, stack_identity
+from .output import ADAPTERS_DIR, STATE, adapter_done, check_output, stack_identity
 from .results import StageTraining, TrainResult, TrainStep
 from .stage_evaluation import evaluate_stages
 
@@ -116,10 +115,10 @@ def train_stack(
     run = TrainingRun(config, folder, bound, progress, on_step)
     done = {name for name in to_train if adapter_done(folder / ADAPTERS_DIR / name)}
     run.accelerator.wait_for_everyone()  # every process has seen which stages are done before any writes
-    state = state or {"fslm_train": TRAIN_FORMAT, "identity": identity, "stages": {}}
+    state = state or {"identity": identity, "stages": {}}
     if run.main:
         folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(folder / STATE_NAME, state)
+        STATE.write(folder, state)
 
     results: dict[str, StageTraining] = {}
     for index, stage in enumerate(stack.stages):
@@ -141,7 +140,7 @@ def train_stack(
         results[name] = train_stage(run, index, name, encoded)
         state["stages"][name] = results[name].model_dump(mode="json", exclude={"already_trained"})
         if run.main:
-            atomic_write_json(folder / STATE_NAME, state)
+            STATE.write(folder, state)
 
     adapters = {name: folder / ADAPTERS_DIR / name for name in to_train if adapter_done(folder / ADAPTERS_DIR / name)}
     trained = _with_adapters(stack, adapters)
@@ -161,7 +160,7 @@ def train_stack(
                 stages=to_train,
             )
             state["evaluation"] = evaluation
-            atomic_write_json(folder / STATE_NAME, state)
+            STATE.write(folder, state)
     else:
         stack_file = folder / STACK_FILE_NAME
     run.accelerator.wait_for_everyone()

@@ -1,0 +1,81 @@
+"""The ``fslm`` command group, the options its commands share, and the entry point.
+
+Errors caused by input (:class:`~fslm_core.errors.FslmError`) print one line
+on stderr and exit 1, without a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+from pydantic import ValidationError
+
+from ..declarations import Stack
+from ..errors import FslmError, StackChoiceError, format_validation_error
+from ..logs import configure_logging
+from ..plugins import CLI_ARGUMENTS, DEFAULT_DECOMPOSITION, DEFAULT_MODEL, resolve_stack
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--log-json", is_flag=True, help="Log lines as JSON (for machines).")
+@click.option("--log-level", default="WARNING", show_default=True, help="DEBUG, INFO, WARNING or ERROR.")
+@click.option("-v", "--verbose", count=True, help="Log more: -v for INFO, -vv for DEBUG (overrides --log-level).")
+@click.version_option(package_name="fslm-core")
+def cli(log_json: bool, log_level: str, verbose: int) -> None:
+    """Fine-tuned stacks of small language models."""
+    if verbose:
+        log_level = "INFO" if verbose == 1 else "DEBUG"
+    configure_logging(json=log_json, level=log_level)
+
+
+def chosen_stack(stack_path: str | None, decomposition: str | None, model: str | None, model_path: str | None) -> Stack:
+    """The stack a command works on: a stack file, or a decomposition built for a model."""
+    try:
+        return resolve_stack(stack_path, decomposition, model, model_path, arguments=CLI_ARGUMENTS)
+    except StackChoiceError as error:
+        raise click.UsageError(str(error)) from None
+
+
+def stack_options(command):
+    options = [
+        click.option("--stack", "stack_path", type=click.Path(), help="Stack file (.yaml) or stack folder."),
+        click.option(
+            "--decomposition",
+            help=f"Registered decomposition to build a stack from (default: {DEFAULT_DECOMPOSITION}).",
+        ),
+        click.option("--model", help=f"Model id for --decomposition (default: {DEFAULT_MODEL}); see `fslm plugins`."),
+        click.option("--model-path", type=click.Path(), help="Local folder with the model's weights (offline use)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def count_option(name: str, default: int, help: str | None = None, minimum: int = 1):
+    """An integer option with its default shown (batch and chunk sizes, iterations)."""
+    return click.option(name, default=default, show_default=True, type=click.IntRange(min=minimum), help=help)
+
+
+batch_size_option = count_option("--batch-size", 16)
+seed_option = click.option("--seed", default=0, show_default=True, type=int)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI, turning input errors into one line and exit code 1."""
+    try:
+        cli.main(args=argv, prog_name="fslm", standalone_mode=False)
+    except click.exceptions.Exit as done:
+        sys.exit(done.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(error.exit_code)
+    except FslmError as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(error.exit_code)
+    except ValidationError as error:
+        click.echo(f"error: {format_validation_error(error)}", err=True)
+        sys.exit(1)

@@ -1,0 +1,103 @@
+"""``fslm run`` and ``fslm new-stack``: run a stack on prompts, or write one to edit."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from ..errors import InputError
+from .app import batch_size_option, chosen_stack, cli, count_option, seed_option, stack_options
+
+
+def read_prompts(prompts: tuple[str, ...], input_file: str | None) -> list[str]:
+    collected = list(prompts)
+    if input_file:
+        path = Path(input_file)
+        if not path.is_file():
+            raise InputError(f"--input: file not found: {path}")
+        collected += [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not collected:
+        raise InputError("no prompts given: pass a prompt or --input FILE with one prompt per line")
+    return collected
+
+
+def count_lines(path: Path) -> int:
+    if not path.exists():
+        return 0
+    with path.open(encoding="utf-8") as handle:
+        return sum(1 for line in handle if line.strip())
+
+
+@cli.command()
+@click.argument("prompts", nargs=-1)
+@stack_options
+@click.option("--input", "input_file", type=click.Path(), help="Text file with one prompt per line.")
+@click.option("--output", "output_file", type=click.Path(), help="Append one JSON trace per line to this file.")
+@click.option("--resume", is_flag=True, help="With --output: skip prompts whose traces the file already holds.")
+@click.option("--json", "as_json", is_flag=True, help="Print traces as JSON lines instead of text.")
+@click.option("--answers-only", is_flag=True, help="Print only the final answers.")
+@batch_size_option
+@count_option("--chunk-size", 256, "Prompts per engine run; --output is written after each chunk.")
+@seed_option
+def run(
+    prompts,
+    stack_path,
+    decomposition,
+    model,
+    model_path,
+    input_file,
+    output_file,
+    resume,
+    as_json,
+    answers_only,
+    batch_size,
+    chunk_size,
+    seed,
+):
+    """Run a stack on PROMPTS and print each answer with its per-stage trace."""
+    stack = chosen_stack(stack_path, decomposition, model, model_path)
+    collected = read_prompts(prompts, input_file)
+    output = Path(output_file) if output_file else None
+    done = count_lines(output) if output and resume else 0
+    if output and output.exists() and not resume and output.stat().st_size > 0:
+        raise InputError(
+            f"--output: {output} already holds traces; pass --resume to continue it or choose another file"
+        )
+    if done >= len(collected):
+        click.echo(f"all {len(collected)} prompts already have traces in {output}", err=True)
+        return
+    show_progress = len(collected) - done > 1 and sys.stderr.isatty()
+    for start in range(done, len(collected), chunk_size):
+        traces = stack.run(
+            collected[start : start + chunk_size], batch_size=batch_size, seed=seed, progress=show_progress
+        )
+        if output:
+            append_jsonl(output, [trace.to_json() for trace in traces])
+        for trace in traces:
+            if as_json:
+                click.echo(trace.to_json())
+            elif answers_only:
+                click.echo(trace.answer)
+            else:
+                click.echo(trace.render() + "\n")
+
+
+def append_jsonl(path: Path, lines: list[str]) -> None:
+    """Append lines and make them durable before the next chunk starts."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write("".join(line + "\n" for line in lines))
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+@cli.command("new-stack")
+@click.argument("destination", type=click.Path())
+@stack_options
+def new_stack(destination, stack_path, decomposition, model, model_path):
+    """Write a stack file (DESTINATION.yaml) or folder built from a decomposition, to edit by hand."""
+    stack = chosen_stack(stack_path, decomposition, model, model_path)
+    click.echo(stack.save(destination))
