@@ -4,7 +4,7 @@ For each example of an Alpaca-style data set (``instruction``, ``input``,
 ``output``) and each stage of a decomposition, in stage order, a teacher model
 writes the stage's target message. A stage's teacher prompt is its recipe's
 ``teacher_instruction`` applied to the stage input exactly as the engine would
-build it (:func:`fslm_core.engine.stage_input`), with the earlier stages'
+build it (:func:`fslm_core.runtime.stage_input`), with the earlier stages'
 targets standing in for the messages those stages would have written. A stage
 without a teacher instruction (the final one) takes the example's reference
 output as its target.

@@ -70,7 +70,7 @@ def train_stack(
 ) -> TrainResult:
     """Train one LoRA adapter per stage on distilled targets and save the trained stack in ``output``.
 
-    :param distilled: a folder written by :func:`fslm_core.distillation.distill` (or its loaded data).
+    :param distilled: a folder written by :func:`fslm_core.training.distill` (or its loaded data).
     :param stack: the stack to train; by default the distilled decomposition built for ``model``
         (default: the embedded model).
     :param settings: override fields of ``config`` (``epochs=1``, ``rank=16``...).
