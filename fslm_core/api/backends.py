@@ -179,6 +179,7 @@ class TokenizedBackend(ModelBackend):
     # stage without adapter scores what HFLM scores: trailing spaces of the
     # context move to the continuation, the pair is encoded whole and split at
     # the context's length, an empty context is the BOS (else EOS) token.
+
     @property
     def prefix_token_id(self) -> int:
         """The token an empty context stands for (BOS, else EOS)."""

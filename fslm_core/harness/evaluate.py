@@ -64,12 +64,12 @@ def parse_data_files(items: Sequence[str]) -> dict[str, str]:
     return files
 
 
-def run_task(lm, task: str, manager: BenchmarkTaskManager, settings: EvalSettings) -> RunResult:
+def run_task(lm: FslmLM, task: str, manager: BenchmarkTaskManager, settings: EvalSettings) -> RunResult:
     """Evaluate one LM on one task with lm-eval's ``simple_evaluate``."""
     from lm_eval import simple_evaluate
 
     started = time.perf_counter()
-    upstream_before = getattr(lm, "upstream_seconds", 0.0)
+    upstream_before = lm.upstream_seconds
     results = simple_evaluate(
         model=lm,
         tasks=[task],
@@ -85,7 +85,7 @@ def run_task(lm, task: str, manager: BenchmarkTaskManager, settings: EvalSetting
         fewshot_random_seed=settings.seed,
     )
     elapsed = time.perf_counter() - started
-    cost = {**lm.task_cost(task), "upstream_seconds": round(getattr(lm, "upstream_seconds", 0.0) - upstream_before, 2)}
+    cost = {**lm.task_cost(task), "upstream_seconds": round(lm.upstream_seconds - upstream_before, 2)}
     return RunResult(results, elapsed, cost)
 
 
@@ -192,7 +192,7 @@ def _check_reachable(manager: BenchmarkTaskManager, name: str) -> None:
         ) from None
 
 
-def _gathered_traces(lm, task: str) -> list[dict]:
+def _gathered_traces(lm: FslmLM, task: str) -> list[dict]:
     """A task's document traces from every process (lm-eval shards documents across them)."""
     parts = lm.gather_object(lm.document_traces(task), dst=0)
     if parts is None:
