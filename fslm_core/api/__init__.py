@@ -6,7 +6,7 @@ its registrations listed) cheaply.
 
 from .backends import Generation, ModelBackend, ModelSpec, TokenizedBackend
 from .benchmarks import Benchmark
-from .decompositions import Decomposition, StageRecipe
+from .decompositions import Decomposition, StageRecipe, TeacherNotes
 from .evaluators import Evaluator, ExactMatch, StageJob, StageScorer, TokenF1, normalise
 from .formats import JsonFormat, KeyValueFormat, ListFormat, MessageFormat
 from .hookspecs import hookimpl, hookspec
@@ -28,6 +28,7 @@ __all__ = [
     "Router",
     "StageJob",
     "StageRecipe",
+    "TeacherNotes",
     "StageScorer",
     "TokenF1",
     "TokenizedBackend",

@@ -21,6 +21,12 @@ from .app import batch_size_option, chosen_stack, cli, count_option, seed_option
 @click.option("--decomposition", help=f"Decomposition whose stages get targets (default: {DEFAULT_DECOMPOSITION}).")
 @click.option("--teacher", help=f"Model id that writes the targets (default: {DEFAULT_MODEL}); see `fslm plugins`.")
 @click.option("--teacher-model-path", type=click.Path(), help="Local folder with the teacher's weights (offline use).")
+@click.option(
+    "--teacher-prompt",
+    type=click.Choice(["auto", "notes", "per-stage"]),
+    help="notes: one answer-aware call per example writes all intermediate targets; per-stage: one call per "
+    "stage; auto (default): notes when the decomposition has them.",
+)
 @click.option("--limit", type=click.IntRange(min=1), help="Distil only the first N usable examples.")
 @click.option("--max-new-tokens", type=click.IntRange(min=1), help="Cap on tokens per teacher target.")
 @batch_size_option

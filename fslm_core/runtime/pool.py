@@ -53,7 +53,7 @@ class ModelPool:
 
     @staticmethod
     def key(spec: ModelSpec) -> tuple:
-        return (spec.backend, spec.source, spec.gguf_file, spec.dtype)
+        return (spec.backend, spec.source, spec.gguf_file, spec.dtype, spec.quantize)
 
     def get(self, spec: ModelSpec, backend_class: type[ModelBackend]) -> ModelBackend:
         if spec.source is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -22,6 +23,12 @@ class DistillConfig(BaseModel):
         default=DEFAULT_MODEL, description="Model id that writes the targets (any registered id or hf:<path>)."
     )
     teacher_model_path: Path | None = Field(default=None, description="Local folder with the teacher's weights.")
+    teacher_prompt: Literal["auto", "notes", "per-stage"] = Field(
+        default="auto",
+        description="`notes`: one answer-aware call per example writes every intermediate target (the "
+        "decomposition's teacher_notes); `per-stage`: one call per stage, without the reference answer; "
+        "`auto`: notes when the decomposition has them.",
+    )
     max_new_tokens: int | None = Field(
         default=None, gt=0, description="Cap on tokens per teacher target; None uses each stage's own limit."
     )

@@ -23,6 +23,8 @@ holds yet.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import time
 from collections.abc import Callable
@@ -48,7 +50,7 @@ from .shards import (
     shard_folders,
     write_shard,
 )
-from .teacher import Teacher
+from .teacher import Teacher, teacher_notes
 
 log = get_logger(__name__)
 
@@ -66,9 +68,12 @@ def _recipe_identity(recipe: StageRecipe) -> dict:
 
 def _identity(config: DistillConfig, decomposition: Decomposition, data: InstructionData) -> dict:
     """Everything that decides the targets; a resumed run must agree on all of it."""
+    notes = teacher_notes(config, decomposition)
     return {
         "decomposition": decomposition.name,
         "stages": [_recipe_identity(recipe) for recipe in decomposition.stages],
+        # Through JSON, so tuples compare equal to the lists a manifest reads back.
+        "teacher_notes": json.loads(json.dumps(dataclasses.asdict(notes))) if notes is not None else None,
         "teacher": config.teacher,
         "teacher_model_path": str(config.teacher_model_path) if config.teacher_model_path else None,
         "max_new_tokens": config.max_new_tokens,
@@ -86,9 +91,11 @@ def check_output(folder: Path, identity: dict) -> dict | None:
     for key, value in identity.items():
         if previous.get(key) != value:
             what = "the data file's content" if key == "data_sha256" else f"{key!r}"
+            values = f" ({previous.get(key)!r} there, {value!r} now)"
+            if len(values) > 120:  # stage recipes and teacher notes: the name says enough
+                values = ""
             raise InputError(
-                f"output: {folder} holds a distillation with a different {what} "
-                f"({previous.get(key)!r} there, {value!r} now); choose another output folder"
+                f"output: {folder} holds a distillation with a different {what}{values}; choose another output folder"
             )
     return manifest
 

@@ -6,7 +6,7 @@ import hashlib
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,8 @@ class DistilledExample:
     prompt: str
     targets: dict[str, str]
     stage_inputs: dict[str, str]
+    hit_token_limit: dict[str, bool] = field(default_factory=dict)
+    """Stages whose teacher stopped at its token limit (the target may be cut off)."""
 
 
 @dataclass
@@ -61,6 +63,7 @@ class DistilledData:
             example = grouped.setdefault(row["example_id"], DistilledExample(row["example_id"], row["prompt"], {}, {}))
             example.targets[row["stage"]] = row["target"]
             example.stage_inputs[row["stage"]] = row["stage_input"]
+            example.hit_token_limit[row["stage"]] = bool(row.get("hit_token_limit", False))
         return list(grouped.values())
 
     def __len__(self) -> int:

@@ -45,6 +45,10 @@ def distilled_features():
             "target": Value("string"),
             "target_source": Value("string"),
             "teacher": Value("string"),
+            # The teacher's whole reply (answer-aware notes: one reply holds several stages' targets).
+            "teacher_reply": Value("string"),
+            # The teacher stopped at its token limit, so the target may be cut off.
+            "hit_token_limit": Value("bool"),
         }
     )
 

@@ -1,0 +1,184 @@
+"""Checks that a stage's text does its role, used twice: to drop bad teacher targets before training,
+and to score what trained stages write.
+
+A check reads the text, the user prompt and the reference answer, and returns
+why the text fails (a short reason) or None. Every teacher-written target is
+checked for being empty, cut off at the teacher's token limit, a copy of the
+prompt, or repeating itself; a stage's recipe adds its role checks by name
+(:data:`ROLE_CHECKS`). An example with any failing target is left out of
+training for every stage, since later stages read the earlier targets.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from ..api.decompositions import Decomposition
+from .distilled import DistilledExample
+
+_WORD = re.compile(r"[a-z0-9]+")
+_STOPWORDS = frozenset(
+    "a an and are as at be by for from has have in is it its of on or that the their this to was were will with "
+    "which who what when where why how your you can should would could not no yes do does did than then there "
+    "these those they them he she his her we our i me my so if but also into about over more most such".split()
+)
+_LIST_ITEM = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)])\s+\S")
+
+
+def words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def content_words(text: str) -> set[str]:
+    return {word for word in words(text) if word not in _STOPWORDS and len(word) > 1}
+
+
+def _longest_common_run(needle: Sequence[str], haystack: Sequence[str]) -> int:
+    """Length of the longest run of words that appears in both, in order."""
+    best = 0
+    previous = [0] * (len(haystack) + 1)
+    for a in needle:
+        current = [0] * (len(haystack) + 1)
+        for j, b in enumerate(haystack, start=1):
+            if a == b:
+                current[j] = previous[j - 1] + 1
+                best = max(best, current[j])
+        previous = current
+    return best
+
+
+def copies_prompt(text: str, prompt: str, reference: str = "") -> str | None:
+    """Most of the text is one verbatim run of the prompt's words."""
+    text_words = words(text)
+    if len(text_words) >= 5 and _longest_common_run(text_words, words(prompt)) >= 0.8 * len(text_words):
+        return "copies the prompt"
+    return None
+
+
+def repeats(text: str, prompt: str = "", reference: str = "") -> str | None:
+    """A line or sentence of four or more words appears twice."""
+    seen = set()
+    for piece in re.split(r"[\n.!?]+", text):
+        key = " ".join(words(piece))
+        if len(key.split()) < 4:
+            continue
+        if key in seen:
+            return "repeats itself"
+        seen.add(key)
+    return None
+
+
+def restates(text: str, prompt: str, reference: str) -> str | None:
+    """A restatement: one or two sentences that do not give away the answer.
+
+    The answer's giveaway is the content words of the reference answer that the
+    prompt does not contain: a restatement holding half of them answers.
+    """
+    if re.match(r"^\s*(yes|no)\b", text, re.IGNORECASE):
+        return "answers instead of restating"
+    novel = content_words(reference) - content_words(prompt)
+    if novel and len(novel & content_words(text)) >= 0.5 * len(novel):
+        return "answers instead of restating"
+    if len(words(text)) > 60:
+        return "too long to be a restatement"
+    return None
+
+
+def is_list(text: str, prompt: str = "", reference: str = "") -> str | None:
+    """Two or more list items, one per line."""
+    items = [line for line in text.splitlines() if _LIST_ITEM.match(line)]
+    if len(items) < 2:
+        return "not a list"
+    return None
+
+
+def no_repeats(text: str, prompt: str = "", reference: str = "") -> str | None:
+    return repeats(text)
+
+
+Check = Callable[[str, str, str], "str | None"]
+
+ROLE_CHECKS: dict[str, Check] = {"restates": restates, "is-list": is_list, "no-repeats": no_repeats}
+"""Role checks a :class:`~fslm_core.api.StageRecipe` names in ``checks``."""
+
+
+def target_problem(
+    text: str, prompt: str, reference: str, checks: Iterable[str], hit_token_limit: bool = False
+) -> str | None:
+    """Why a teacher-written target should not be trained on, or None."""
+    if not text.strip():
+        return "empty"
+    if hit_token_limit:
+        return "cut off at the teacher's token limit"
+    for check in (copies_prompt, repeats, *(ROLE_CHECKS[name] for name in checks)):
+        problem = check(text, prompt, reference)
+        if problem:
+            return problem
+    return None
+
+
+def role_problem(text: str, prompt: str, reference: str, checks: Iterable[str]) -> str | None:
+    """Why a stage's output fails its role checks (empty counts), or None."""
+    if not text.strip():
+        return "empty"
+    for name in checks:
+        problem = ROLE_CHECKS[name](text, prompt, reference)
+        if problem:
+            return problem
+    return None
+
+
+@dataclass
+class FilterReport:
+    """What target filtering kept and dropped, with each stage's reasons."""
+
+    kept: list[DistilledExample]
+    dropped: list[DistilledExample]
+    reasons: dict[str, Counter] = field(default_factory=dict)
+    """Stage -> reason -> examples whose target for that stage failed for that reason (first reason only)."""
+
+    def as_dict(self) -> dict:
+        return {
+            "kept": len(self.kept),
+            "dropped": len(self.dropped),
+            "reasons": {stage: dict(counter.most_common()) for stage, counter in self.reasons.items() if counter},
+        }
+
+    def render(self) -> str:
+        lines = [f"targets: kept {len(self.kept)} examples, dropped {len(self.dropped)}"]
+        for stage, counter in self.reasons.items():
+            for reason, count in counter.most_common():
+                lines.append(f"  {stage}: {count} {reason}")
+        return "\n".join(lines)
+
+
+def filter_examples(examples: Sequence[DistilledExample], decomposition: Decomposition) -> FilterReport:
+    """Keep the examples whose every teacher-written target passes its checks.
+
+    The reference stage (the final one) is never dropped for its own text, since
+    it is the data set's answer, not the teacher's.
+    """
+    report = FilterReport(kept=[], dropped=[], reasons={recipe.name: Counter() for recipe in decomposition.stages})
+    reference_stage = decomposition.stages[-1].name
+    checked = [recipe for recipe in decomposition.stages if recipe.name != reference_stage]
+    for example in examples:
+        reference = example.targets.get(reference_stage, "")
+        failed = False
+        for recipe in checked:
+            if recipe.name not in example.targets:
+                continue
+            problem = target_problem(
+                example.targets[recipe.name],
+                example.prompt,
+                reference,
+                recipe.checks,
+                example.hit_token_limit.get(recipe.name, False),
+            )
+            if problem:
+                report.reasons[recipe.name][problem] += 1
+                failed = True
+        (report.dropped if failed else report.kept).append(example)
+    return report

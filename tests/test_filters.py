@@ -1,0 +1,98 @@
+"""Teacher notes parsing and the checks that keep bad targets out of training."""
+
+from __future__ import annotations
+
+import pytest
+
+from fslm_core.api import StageRecipe, TeacherNotes
+from fslm_core.api.decompositions import Decomposition
+from fslm_core.errors import DeclarationError
+from fslm_core.plugins import get_registry
+from fslm_core.training import DistilledExample
+from fslm_core.training.filters import filter_examples, is_list, restates, role_problem, target_problem
+
+NOTES = get_registry().decomposition("fslm-paper").teacher_notes
+
+
+def test_notes_reply_splits_into_one_target_per_stage():
+    reply = (
+        "RESTATEMENT: The task asks for the boiling point of water in Fahrenheit.\n\n"
+        "KEY FACTS:\n- Water boils at 100 C.\n- F = C x 9/5 + 32.\n\n"
+        "DRAFT: 100 x 9/5 + 32 = 212.\n\nFinal answer: 212 F"
+    )
+    assert NOTES.parse(reply) == {
+        "interpret": "The task asks for the boiling point of water in Fahrenheit.",
+        "recall": "- Water boils at 100 C.\n- F = C x 9/5 + 32.",
+        "reason": "100 x 9/5 + 32 = 212.",
+    }
+    # Labels in markdown bold still count; a missing section is absent, not empty.
+    assert NOTES.parse("RESTATEMENT: The task asks x.\n**DRAFT:** y") == {
+        "interpret": "The task asks x.",
+        "reason": "y",
+    }
+
+
+def test_notes_show_a_cut_reference_and_name_known_stages_only():
+    message = NOTES.user_message("Write an essay.", "word " * 500)
+    assert message.startswith("Task:\nWrite an essay.\n\nFinal answer:\nword") and message.endswith(" ...")
+    assert len(message) < NOTES.reference_chars + 60
+    with pytest.raises(DeclarationError, match="unknown stages"):
+        Decomposition(
+            name="bad",
+            description="",
+            stages=(StageRecipe(name="answer", instruction="x"),),
+            teacher_notes=TeacherNotes(instruction="x", sections=(("nope", "NOPE"),)),
+        )
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("The task asks which city is the largest in the US.", None),
+        ("New York City is the answer.", "answers instead of restating"),
+        ("No.", "answers instead of restating"),
+        ("The task asks " + "to name a city " * 20, "too long to be a restatement"),
+    ],
+)
+def test_restatement_check_catches_answers(text, problem):
+    assert restates(text, "Name the largest city in the US.", "New York City.") == problem
+
+
+def test_list_check_and_generic_target_problems():
+    assert is_list("- one\n- two") is None and is_list("1. one\n2) two") is None
+    assert is_list("just a sentence") == "not a list"
+    prompt = "Explain how entrepreneurs utilize crowdfunding to raise money for projects."
+    assert target_problem("", prompt, "", ()) == "empty"
+    assert target_problem("fine text here", prompt, "", (), hit_token_limit=True).startswith("cut off")
+    assert target_problem("explain how entrepreneurs utilize crowdfunding to raise money", prompt, "", ()) == (
+        "copies the prompt"
+    )
+    repeated = "The cost starts at 800 dollars.\nThe cost starts at 800 dollars."
+    assert target_problem(repeated, prompt, "", ()) == "repeats itself"
+    assert role_problem("- a\n- b", prompt, "", ("is-list",)) is None
+    assert role_problem("  ", prompt, "", ("is-list",)) == "empty"
+
+
+def test_filter_drops_an_example_for_any_bad_intermediate_target_and_counts_reasons():
+    decomposition = get_registry().decomposition("fslm-paper")
+
+    def example(example_id, interpret, recall="- a fact\n- another fact", reason="So it is x.", limit=False):
+        targets = {"interpret": interpret, "recall": recall, "reason": reason, "answer": "Paris."}
+        limits = {"interpret": False, "recall": False, "reason": limit, "answer": False}
+        return DistilledExample(example_id, "What is the capital of France?", targets, {}, limits)
+
+    examples = [
+        example(0, "The task asks for the capital of France."),
+        example(1, "Paris is the capital."),
+        example(2, "The task asks for the capital of France.", recall="Paris"),
+        example(3, "The task asks for the capital of France.", limit=True),
+    ]
+    report = filter_examples(examples, decomposition)
+    assert [e.example_id for e in report.kept] == [0]
+    assert [e.example_id for e in report.dropped] == [1, 2, 3]
+    assert report.as_dict()["reasons"] == {
+        "interpret": {"answers instead of restating": 1},
+        "recall": {"not a list": 1},
+        "reason": {"cut off at the teacher's token limit": 1},
+    }
+    assert "dropped 3" in report.render()
