@@ -9,7 +9,7 @@ from fslm_core.api.decompositions import Decomposition
 from fslm_core.errors import DeclarationError
 from fslm_core.plugins import get_registry
 from fslm_core.training import DistilledExample
-from fslm_core.training.filters import filter_examples, is_list, restates, role_problem, target_problem
+from fslm_core.training.filters import filter_examples, is_list, restates, role_problem, target_problem, tidy_target
 
 NOTES = get_registry().decomposition("fslm-paper").teacher_notes
 
@@ -58,12 +58,21 @@ def test_restatement_check_catches_answers(text, problem):
     assert restates(text, "Name the largest city in the US.", "New York City.") == problem
 
 
+def test_targets_are_tidied_to_their_role():
+    assert tidy_target("- a\n* b\n1. c\nnot an item\n- a", ("is-list",)) == "- a\n- b\n- c"
+    assert tidy_target("- a\n- b\n- half an it", ("is-list",), cut_off=True) == "- a\n- b"
+    assert (
+        tidy_target("Step 1. Add 2 and 2. The sum is 4. Then", (), cut_off=True) == "Step 1. Add 2 and 2. The sum is 4."
+    )
+    assert tidy_target("The task asks for a list (of 3). It is x.", ("restates",)) == "The task asks for a list (of 3)."
+
+
 def test_list_check_and_generic_target_problems():
     assert is_list("- one\n- two") is None and is_list("1. one\n2) two") is None
     assert is_list("just a sentence") == "not a list"
     prompt = "Explain how entrepreneurs utilize crowdfunding to raise money for projects."
     assert target_problem("", prompt, "", ()) == "empty"
-    assert target_problem("fine text here", prompt, "", (), hit_token_limit=True).startswith("cut off")
+    assert target_problem("", prompt, "", (), hit_token_limit=True).startswith("cut off")
     assert target_problem("explain how entrepreneurs utilize crowdfunding to raise money", prompt, "", ()) == (
         "copies the prompt"
     )
@@ -82,14 +91,18 @@ def test_filter_drops_an_example_for_any_bad_intermediate_target_and_counts_reas
         return DistilledExample(example_id, "What is the capital of France?", targets, {}, limits)
 
     examples = [
-        example(0, "The task asks for the capital of France."),
+        example(0, "The task asks for the capital of France. It is Paris."),
         example(1, "Paris is the capital."),
         example(2, "The task asks for the capital of France.", recall="Paris"),
-        example(3, "The task asks for the capital of France.", limit=True),
+        example(3, "The task asks for the capital of France.", reason="The capital is", limit=True),
+        example(4, "The task asks for the capital of France.", reason="It is Paris. Paris has", limit=True),
     ]
     report = filter_examples(examples, decomposition)
-    assert [e.example_id for e in report.kept] == [0]
+    assert [e.example_id for e in report.kept] == [0, 4]
     assert [e.example_id for e in report.dropped] == [1, 2, 3]
+    # Kept targets are tidied: a restatement keeps its first sentence, a cut-off text its finished ones.
+    assert report.kept[0].targets["interpret"] == "The task asks for the capital of France."
+    assert report.kept[1].targets["reason"] == "It is Paris."
     assert report.as_dict()["reasons"] == {
         "interpret": {"answers instead of restating": 1},
         "recall": {"not a list": 1},

@@ -3,14 +3,17 @@ and to score what trained stages write.
 
 A check reads the text, the user prompt and the reference answer, and returns
 why the text fails (a short reason) or None. Every teacher-written target is
-checked for being empty, cut off at the teacher's token limit, a copy of the
-prompt, or repeating itself; a stage's recipe adds its role checks by name
+first tidied to its role's shape (:func:`tidy_target`: a restatement keeps its
+first sentence, a list its items, a text cut off at the teacher's token limit
+its finished sentences), then checked for being empty, a copy of the prompt,
+or repeating itself; a stage's recipe adds its role checks by name
 (:data:`ROLE_CHECKS`). An example with any failing target is left out of
 training for every stage, since later stages read the earlier targets.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -26,6 +29,11 @@ _STOPWORDS = frozenset(
     "these those they them he she his her we our i me my so if but also into about over more most such".split()
 )
 _LIST_ITEM = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)])\s+\S")
+_BULLET = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)])\s+")
+# A sentence ends at . ! or ? (and any closing quote) before a space or the end.
+_SENTENCE_END = re.compile(r"[.!?][\"'\u201d)]*(?=\s|$)")
+_ITEM_NUMBER = re.compile(r"(?:^|\n)[ \t]*\d{1,2}$")
+MAX_LIST_ITEMS = 5
 
 
 def words(text: str) -> list[str]:
@@ -99,6 +107,52 @@ def no_repeats(text: str, prompt: str = "", reference: str = "") -> str | None:
     return repeats(text)
 
 
+def sentence_ends(text: str) -> list[int]:
+    """Where each sentence of ``text`` ends; the "1." that numbers a list item ends none."""
+    return [m.end() for m in _SENTENCE_END.finditer(text) if not _ITEM_NUMBER.search(text, 0, m.start())]
+
+
+def first_sentence(text: str) -> str:
+    ends = sentence_ends(text)
+    return text[: ends[0]] if ends else text
+
+
+def finished_part(text: str) -> str:
+    """``text`` up to the end of its last finished sentence ("" if none finished)."""
+    ends = sentence_ends(text)
+    return text[: ends[-1]] if ends else ""
+
+
+def list_items(text: str) -> list[str]:
+    return [_BULLET.sub("", line).strip() for line in text.splitlines() if _LIST_ITEM.match(line)]
+
+
+def tidy_target(text: str, checks: Iterable[str], cut_off: bool = False) -> str:
+    """A teacher's section in its role's shape; what a token limit cut off is dropped.
+
+    Teachers write more than a 135M student should learn to: a second sentence
+    of a restatement often gives the answer away, and a list runs on past its
+    useful items.
+    """
+    checks = set(checks)
+    text = text.strip()
+    if "is-list" in checks:
+        items = list_items(text)
+        if not items:
+            return text  # left as written, so the check can say it is not a list
+        if cut_off:
+            items = items[:-1]  # the last item may stop mid-way
+        unique: dict[str, str] = {}
+        for item in items:
+            unique.setdefault(" ".join(words(item)), item)
+        return "\n".join(f"- {item}" for item in list(unique.values())[:MAX_LIST_ITEMS])
+    if cut_off:
+        text = finished_part(text)
+    if "restates" in checks:
+        text = first_sentence(text)
+    return text.strip()
+
+
 Check = Callable[[str, str, str], "str | None"]
 
 ROLE_CHECKS: dict[str, Check] = {"restates": restates, "is-list": is_list, "no-repeats": no_repeats}
@@ -108,11 +162,9 @@ ROLE_CHECKS: dict[str, Check] = {"restates": restates, "is-list": is_list, "no-r
 def target_problem(
     text: str, prompt: str, reference: str, checks: Iterable[str], hit_token_limit: bool = False
 ) -> str | None:
-    """Why a teacher-written target should not be trained on, or None."""
+    """Why a (tidied) teacher-written target should not be trained on, or None."""
     if not text.strip():
-        return "empty"
-    if hit_token_limit:
-        return "cut off at the teacher's token limit"
+        return "cut off at the teacher's token limit" if hit_token_limit else "empty"
     for check in (copies_prompt, repeats, *(ROLE_CHECKS[name] for name in checks)):
         problem = check(text, prompt, reference)
         if problem:
@@ -156,29 +208,30 @@ class FilterReport:
 
 
 def filter_examples(examples: Sequence[DistilledExample], decomposition: Decomposition) -> FilterReport:
-    """Keep the examples whose every teacher-written target passes its checks.
+    """Tidy every teacher-written target; keep the examples whose targets all pass their checks.
 
     The reference stage (the final one) is never dropped for its own text, since
-    it is the data set's answer, not the teacher's.
+    it is the data set's answer, not the teacher's. Kept examples carry the
+    tidied targets.
     """
     report = FilterReport(kept=[], dropped=[], reasons={recipe.name: Counter() for recipe in decomposition.stages})
     reference_stage = decomposition.stages[-1].name
     checked = [recipe for recipe in decomposition.stages if recipe.name != reference_stage]
     for example in examples:
         reference = example.targets.get(reference_stage, "")
+        targets = dict(example.targets)
         failed = False
         for recipe in checked:
-            if recipe.name not in example.targets:
+            if recipe.name not in targets:
                 continue
-            problem = target_problem(
-                example.targets[recipe.name],
-                example.prompt,
-                reference,
-                recipe.checks,
-                example.hit_token_limit.get(recipe.name, False),
-            )
+            cut_off = example.hit_token_limit.get(recipe.name, False)
+            targets[recipe.name] = tidy_target(targets[recipe.name], recipe.checks, cut_off)
+            problem = target_problem(targets[recipe.name], example.prompt, reference, recipe.checks, cut_off)
             if problem:
                 report.reasons[recipe.name][problem] += 1
                 failed = True
-        (report.dropped if failed else report.kept).append(example)
+        if failed:
+            report.dropped.append(example)
+        else:
+            report.kept.append(dataclasses.replace(example, targets=targets))
     return report
