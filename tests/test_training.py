@@ -226,6 +226,50 @@ def test_targets_are_what_the_model_learns_to_write(tiny_model_id):
     assert len(cut) == 12 and cut.input_ids[cut.target_start :] == example.input_ids[example.target_start :]
 
 
+def test_unmasked_right_padded_rows_score_exactly_what_masked_rows_do(tiny_model_id):
+    """target_loss passes no attention mask: causal attention keeps real tokens from seeing the pads after them."""
+    from fslm_core.runtime import bind_stack, collate, target_loss
+
+    backend = bind_stack(get_registry().decomposition("fslm-paper").build(tiny_model_id), pool=ModelPool())
+    backend = backend.stages["answer"].backend
+    rows = [
+        encode_example(backend, backend.render_prompt("Answer.", question), target, max_length=512)
+        for question, target in (("What is 2+2?", "Four."), ("Name a colour that is not red.", "Blue, or green."))
+    ]
+    batch = collate(rows, backend.tokenizer.pad_token_id, "cpu")
+    assert not batch["attention_mask"].all()  # the rows differ in length, so one is padded
+    with torch.no_grad():
+        unmasked, count = target_loss(backend.model, batch, slice_logits=False)
+        labels = batch["labels"]
+        logits = backend.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        masked = torch.nn.functional.cross_entropy(
+            logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100, reduction="sum"
+        )
+    assert count == sum(len(row) - row.target_start for row in rows)
+    assert torch.allclose(unmasked, masked, rtol=1e-5)
+
+
+def test_micro_batches_bound_the_padded_size_and_give_the_same_update(distilled_dir, tiny_model_id, tmp_path):
+    from fslm_core.runtime import EncodedExample, micro_batches
+
+    rows = [EncodedExample(tuple(range(n)), 1) for n in (10, 3, 7, 7, 2)]
+    groups = micro_batches(rows, max_tokens=14)
+    assert [[len(row) for row in group] for group in groups] == [[10], [7, 7], [3, 2]]
+    assert sorted(len(row) for group in micro_batches(rows, 1) for row in group) == [2, 3, 7, 7, 10]
+
+    settings = dict(stages=("answer",), epochs=1, batch_size=4, eval_fraction=0.0, learning_rate=1e-2)
+    whole = train_stack(distilled_dir, tmp_path / "whole", model=tiny_model_id, progress=False, **settings)
+    split = train_stack(
+        distilled_dir, tmp_path / "split", model=tiny_model_id, progress=False, max_batch_tokens=16, **settings
+    )
+    assert whole.stages["answer"].losses == pytest.approx(split.stages["answer"].losses, rel=1e-4)
+    from safetensors.torch import load_file
+
+    a = load_file(str(tmp_path / "whole" / "adapters" / "answer" / "adapter_model.safetensors"))
+    b = load_file(str(tmp_path / "split" / "adapters" / "answer" / "adapter_model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
 def run_cli(args, capsys) -> tuple[int, str, str]:
     try:
         main(args)

@@ -24,7 +24,7 @@ from ..errors import AdapterError, ModelLoadError
 from ..logs import get_logger
 from ..runtime.decoding import cut_at_stop, decode
 from ..runtime.devices import default_device
-from ..runtime.kernels import keep_freed_memory, quantize_linear_layers, tune_for_cpu
+from ..runtime.kernels import quantize_linear_layers, tune_for_cpu
 from ..runtime.pool import MODELS_DIR_ENV
 
 HF_PREFIX = "hf:"
@@ -84,7 +84,8 @@ class TransformersBackend(TokenizedBackend):
         if spec.quantize == "int8":
             if device.type != "cpu":
                 raise ModelLoadError(f"model {spec.id!r}: quantize=int8 runs on the CPU only")
-            tuning = {"int8_linear_layers": quantize_linear_layers(model), "keeps_freed_memory": keep_freed_memory()}
+            # No keep_freed_memory here: the replaced float32 weights are to be handed back, not kept.
+            tuning = {"int8_linear_layers": quantize_linear_layers(model)}
         else:
             tuning = tune_for_cpu(model) if device.type == "cpu" else {}
         tokenizer.padding_side = "left"

@@ -25,6 +25,7 @@ from .scoring import (
     collate,
     encode_example,
     mean_target_loss,
+    micro_batches,
     require_tokenized_backend,
     target_loss,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "encode_example",
     "local_model_folder",
     "mean_target_loss",
+    "micro_batches",
     "render_stage_prompt",
     "require_tokenized_backend",
     "run_stack",

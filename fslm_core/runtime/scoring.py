@@ -90,11 +90,34 @@ def slices_logits(model) -> bool:
     return hasattr(sys.modules.get(type(inner).__module__), "slice_logits_to_keep")
 
 
+def micro_batches(examples: Sequence[EncodedExample], max_tokens: int) -> list[list[EncodedExample]]:
+    """``examples`` in consecutive groups whose padded size (rows x longest row) stays within ``max_tokens``.
+
+    A group holds at least one example, however long. Activations grow with
+    the padded size of a forward pass, so this bounds a training step's
+    memory; the groups' gradients add up to the whole batch's.
+    """
+    groups: list[list[EncodedExample]] = []
+    for example in sorted(examples, key=len, reverse=True):
+        if groups and (len(groups[-1]) + 1) * len(groups[-1][0]) <= max_tokens:
+            groups[-1].append(example)
+        else:
+            groups.append([example])
+    return groups
+
+
 def target_loss(model, batch: dict, slice_logits: bool):
     """Summed cross-entropy over target tokens, and their count.
 
     Logits are computed only where the next token is a target when the model
     supports it: the vocabulary projection of prompt positions is wasted work.
+
+    No attention mask is passed: rows are right-padded, so under causal
+    attention a real token never sees a pad (pads only follow it), and every
+    real position computes what it would alone. Without a mask, PyTorch's
+    attention takes its fused causal kernel; with a padding mask it falls back
+    to a path that was several times slower and held far more memory in
+    training on a CPU (``docs/performance.md``).
     """
     import torch.nn.functional as F
 
@@ -102,7 +125,7 @@ def target_loss(model, batch: dict, slice_logits: bool):
     keep = labels.new_zeros(labels.shape, dtype=bool)
     keep[:, :-1] = labels[:, 1:] != IGNORE_INDEX  # position p predicts token p + 1
     targets = labels[:, 1:][keep[:, :-1]]
-    options = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "use_cache": False}
+    options = {"input_ids": batch["input_ids"], "use_cache": False}
     if slice_logits:
         logits = model(**options, logits_to_keep=keep).logits
     else:

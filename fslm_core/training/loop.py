@@ -24,7 +24,7 @@ from ..files import write_folder_atomically
 from ..logs import get_logger
 from ..runtime.devices import default_device
 from ..runtime.engine import BoundStack
-from ..runtime.scoring import EncodedExample, collate, slices_logits, target_loss
+from ..runtime.scoring import EncodedExample, collate, micro_batches, slices_logits, target_loss
 from .checkpoints import load_checkpoint, save_adapter, save_checkpoint
 from .config import TrainConfig
 from .examples import epoch_batches, process_share
@@ -71,10 +71,14 @@ def train_stage(run: TrainingRun, stage_index: int, stage_name: str, examples: l
     from peft import get_peft_model
     from transformers import get_linear_schedule_with_warmup, set_seed
 
+    from ..runtime.kernels import pack_linear_layers, tuning_enabled, unpack_linear_layers
+
     config, accelerator = run.config, run.accelerator
     backend = run.bound.stages[stage_name].backend
     # Seeded per stage, so a stage trains the same whether or not earlier stages ran in this process.
     set_seed(config.seed + stage_index)
+    # The packed inference copies of the base weights are never used while gradients are recorded.
+    unpack_linear_layers(backend.model)
     try:
         peft_model = get_peft_model(backend.model, lora_config(config, backend))
     except ValueError as error:
@@ -145,13 +149,18 @@ def train_stage(run: TrainingRun, stage_index: int, stage_name: str, examples: l
             first = progress["step"] if epoch == progress["epoch"] else 0
             for step in range(first, len(batches)):
                 started = time.perf_counter()
-                batch = collate([examples[i] for i in batches[step]], pad_id, device)
+                rows = [examples[i] for i in batches[step]]
+                # The batch's loss is the mean over all its target tokens, whichever micro-batch holds them.
+                count = sum(len(example) - max(example.target_start, 1) for example in rows)
+                batch_loss = 0.0
                 update = (step + 1) % config.gradient_accumulation_steps == 0 or step + 1 == len(batches)
                 with nullcontext() if update else accelerator.no_sync(model):
-                    with accelerator.autocast():
-                        loss_sum, count = target_loss(model, batch, slice_logits)
-                    loss = loss_sum / max(count, 1)
-                    accelerator.backward(loss / config.gradient_accumulation_steps)
+                    for part in micro_batches(rows, config.max_batch_tokens):
+                        with accelerator.autocast():
+                            part_sum, _ = target_loss(model, collate(part, pad_id, device), slice_logits)
+                        accelerator.backward(part_sum / max(count, 1) / config.gradient_accumulation_steps)
+                        batch_loss += float(part_sum.detach())
+                loss = batch_loss / max(count, 1)
                 if update:
                     if config.max_grad_norm:
                         accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
@@ -159,9 +168,7 @@ def train_stage(run: TrainingRun, stage_index: int, stage_name: str, examples: l
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
                     progress["optimizer_step"] += 1
-                counts = torch.tensor(
-                    [loss.detach().float().item(), int(batch["attention_mask"].sum()), count], device=device
-                )
+                counts = torch.tensor([loss, sum(len(example) for example in rows), count], device=device)
                 if accelerator.num_processes > 1:
                     counts = accelerator.reduce(counts, reduction="sum")
                     counts[0] /= accelerator.num_processes
@@ -205,6 +212,8 @@ def train_stage(run: TrainingRun, stage_index: int, stage_name: str, examples: l
     # Back to the plain base for the next stage; its weights were never changed.
     backend.model = trained.unload()
     backend.model.eval()
+    if tuning_enabled() and backend.device.type == "cpu":
+        pack_linear_layers(backend.model)
     accelerator.free_memory()
     result = StageTraining(
         stage=stage_name,
