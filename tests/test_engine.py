@@ -188,6 +188,16 @@ def test_bad_runs_fail_with_clear_errors(tiny_model_id, pool):
         Stack(name="r", router="random", stages=[make_stage("a", tiny_model_id)]).run(["x"], pool=pool)
 
 
+def test_a_mistake_in_the_last_stage_is_reported_before_any_model_loads(tiny_model_id, pool):
+    stages = [make_stage("a", tiny_model_id), make_stage("b", tiny_model_id, reads=["a"], format="yaml")]
+    with pytest.raises(UnknownNameError, match="stages.1.format"):
+        Stack(name="late", stages=stages).run(["x"], pool=pool)
+    assert pool.loaded() == []
+    with pytest.raises(UnknownNameError, match="stages.1.model"):
+        Stack(name="late", stages=[stages[0], make_stage("b", "gpt-17")]).run(["x"], pool=pool)
+    assert pool.loaded() == []
+
+
 def test_adapter_for_another_architecture_is_refused(tmp_path, tiny_model_id, pool):
     from transformers import GPT2Config
 

@@ -32,6 +32,7 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,15 @@ from ..files import atomic_write_text, safe_file_name
 from ..logs import get_logger
 from ..messages import Message, Trace
 from ..plugins import LM_EVAL_ARGUMENTS, resolve_stack
-from ..runtime.engine import bind_stack, render_stage_prompt, run_stack, stage_input
+from ..runtime.engine import (
+    BoundStack,
+    BoundStage,
+    bind_stack,
+    check_stack,
+    render_stage_prompt,
+    run_stack,
+    stage_input,
+)
 
 FINAL_PROMPT_MODES = ("stage", "plain")
 DEFAULT_BATCH_SIZE = 16
@@ -133,13 +142,10 @@ class FslmLM(LM):
         self.trace_dir = Path(trace_dir).expanduser().resolve() if trace_dir else None
         self.accelerator = None
         self._setup_processes(device)
-        self.bound = bind_stack(self.stack)
+        # Everything but the weights is checked now; the models load at the first request, so lm-eval's
+        # command line reports a bad task or a missing data file before spending time on them.
+        check_stack(self.stack)
         self.final_stage = self.stack.final_stage
-        self.final = self.bound.stages[self.final_stage.name]
-        if self._device is not None:
-            for backend in {id(item.backend): item.backend for item in self.bound.stages.values()}.values():
-                if isinstance(backend, TokenizedBackend):
-                    backend.move_to(self._device)
         upstream = self.stack.stages[:-1]
         self.upstream_stack = self.stack.model_copy(update={"stages": upstream}) if upstream else None
         self._upstream_traces: dict[str, Trace] = {}
@@ -168,6 +174,20 @@ class FslmLM(LM):
             if device is None:
                 self._device = self.accelerator.device
             log.info("evaluating in parallel", rank=self._rank, world_size=self._world_size)
+
+    @cached_property
+    def bound(self) -> BoundStack:
+        """The stack with its models loaded (at first use)."""
+        bound = bind_stack(self.stack)
+        if self._device is not None:
+            for backend in {id(item.backend): item.backend for item in bound.stages.values()}.values():
+                if isinstance(backend, TokenizedBackend):
+                    backend.move_to(self._device)
+        return bound
+
+    @property
+    def final(self) -> BoundStage:
+        return self.bound.stages[self.final_stage.name]
 
     @property
     def device(self):

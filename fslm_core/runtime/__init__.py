@@ -11,13 +11,21 @@ from .engine import (
     BoundStage,
     bind_stack,
     check_prompts,
+    check_stack,
     default_template,
     render_stage_prompt,
     run_stack,
     stage_input,
     stage_instruction,
 )
-from .pool import MODELS_DIR_ENV, ModelPool, default_pool, local_model_folder, with_local_weights
+from .pool import (
+    MODELS_DIR_ENV,
+    ModelPool,
+    check_installed,
+    default_pool,
+    local_model_folder,
+    with_local_weights,
+)
 from .scoring import (
     IGNORE_INDEX,
     EncodedExample,
@@ -40,7 +48,9 @@ __all__ = [
     "ModelPool",
     "active_adapter",
     "bind_stack",
+    "check_installed",
     "check_prompts",
+    "check_stack",
     "collate",
     "default_pool",
     "default_template",

@@ -24,7 +24,7 @@ from functools import cached_property
 
 from tqdm.auto import tqdm
 
-from ..api.backends import Generation, ModelBackend
+from ..api.backends import Generation, ModelBackend, ModelSpec
 from ..api.formats import MessageFormat
 from ..api.routers import Router
 from ..declarations import PROMPT_FIELD, GenerationSettings, Stack, Stage, set_stack_runner
@@ -32,7 +32,7 @@ from ..errors import InputError
 from ..logs import get_logger
 from ..messages import Message, Trace
 from ..plugins import Registry, get_registry
-from .pool import ModelPool, default_pool, with_local_weights
+from .pool import ModelPool, check_installed, default_pool, with_local_weights
 
 MISSING_MESSAGE = "(none)"
 
@@ -61,15 +61,34 @@ class BoundStack:
         return {name: item.format for name, item in self.stages.items()}
 
 
+def check_stack(stack: Stack, registry: Registry | None = None) -> list[ModelSpec]:
+    """Check every name a stack uses and that its weights are installed, loading nothing; return each stage's spec.
+
+    :func:`bind_stack` calls it first, so a mistake in the last stage is
+    reported before the first stage's model takes its time to load.
+    """
+    registry = registry or get_registry()
+    registry.router(stack.router, field="router")
+    specs = []
+    for index, stage in enumerate(stack.stages):
+        where = f"stages.{index}"
+        spec = with_local_weights(registry.model(stage.model, field=f"{where}.model"), stage.model_path)
+        registry.format(stage.format, field=f"{where}.format")
+        registry.backend(spec.backend, field=f"{where}.model")
+        check_installed(spec)
+        specs.append(spec)
+    return specs
+
+
 def bind_stack(stack: Stack, registry: Registry | None = None, pool: ModelPool | None = None) -> BoundStack:
     """Resolve names through the registry, load each base once and attach adapters."""
     registry = registry or get_registry()
     pool = pool or default_pool
+    specs = check_stack(stack, registry)
     router = registry.router(stack.router, field="router")
     bound: dict[str, BoundStage] = {}
-    for index, stage in enumerate(stack.stages):
+    for index, (stage, spec) in enumerate(zip(stack.stages, specs, strict=True)):
         where = f"stages.{index}"
-        spec = with_local_weights(registry.model(stage.model, field=f"{where}.model"), stage.model_path)
         message_format = registry.format(stage.format, field=f"{where}.format")
         backend = pool.get(spec, registry.backend(spec.backend, field=f"{where}.model"))
         adapter_name = backend.attach_adapter(stage.adapter) if stage.adapter else None

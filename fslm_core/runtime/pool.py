@@ -40,6 +40,13 @@ def with_local_weights(spec: ModelSpec, model_path: Path | None = None) -> Model
     return spec.with_source(folder) if folder is not None else spec
 
 
+def check_installed(spec: ModelSpec) -> None:
+    """Raise if the spec has no weights to load (a plugin registered the id, but its weights package is missing)."""
+    if spec.source is None:
+        hint = spec.install_hint or "register it with a `source`"
+        raise ModelLoadError(f"model {spec.id!r}: weights are not installed; {hint}")
+
+
 class ModelPool:
     """Loaded base models of this process, one per (backend, source, file, dtype).
 
@@ -56,9 +63,7 @@ class ModelPool:
         return (spec.backend, spec.source, spec.gguf_file, spec.dtype, spec.quantize)
 
     def get(self, spec: ModelSpec, backend_class: type[ModelBackend]) -> ModelBackend:
-        if spec.source is None:
-            hint = spec.install_hint or "register it with a `source`"
-            raise ModelLoadError(f"model {spec.id!r}: weights are not installed; {hint}")
+        check_installed(spec)
         key = self.key(spec)
         with self._lock:
             if key not in self._loaded:
