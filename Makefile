@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo test test-fast test-wheels bench clean
 
 install: $(VENV)/.installed
 
@@ -33,6 +33,10 @@ test: install
 
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow"
+
+# The README's user install path: wheels built from this checkout in a fresh virtualenv (a few minutes; CI runs it).
+test-wheels: install
+	$(BIN)/python -m pytest -m wheels tests/test_lm_eval_entry_points.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build dist *.egg-info

@@ -22,3 +22,20 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+MEASUREMENTS = pytest.StashKey[list]()
+
+
+@pytest.fixture(scope="session")
+def report_measurement(request):
+    """``report_measurement(line)``: a figure a test measured, printed in the summary at the end of the run."""
+    return request.config.stash.setdefault(MEASUREMENTS, []).append
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    lines = config.stash.get(MEASUREMENTS, [])
+    if lines:
+        terminalreporter.section("measurements")
+        for line in lines:
+            terminalreporter.write_line(line)

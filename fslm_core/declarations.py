@@ -12,6 +12,7 @@ the folder are written relative to it, so the folder can be moved or shared.
 
 from __future__ import annotations
 
+import json
 import os
 import string
 from collections.abc import Callable, Sequence
@@ -62,6 +63,13 @@ class GenerationSettings(BaseModel):
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     repetition_penalty: float = Field(default=1.0, gt=0.0)
     stop: tuple[str, ...] = Field(default=(), description="Generation ends at the first of these strings.")
+    max_prompt_tokens: int | None = Field(
+        default=None,
+        gt=0,
+        description="Most tokens the stage reads (its whole prompt: instruction, template, prompt and messages). "
+        "A longer user prompt is cut from its start, keeping its end. None: the model's context length "
+        "minus max_new_tokens.",
+    )
 
     @property
     def greedy(self) -> bool:
@@ -229,14 +237,23 @@ def stack_file_path(path: str | os.PathLike) -> Path:
 
 
 def load_stack(path: str | os.PathLike) -> Stack:
-    """Load a stack saved by :meth:`Stack.save` (a YAML file or a stack folder)."""
+    """Load a stack saved by :meth:`Stack.save` (a YAML file or a stack folder), or written as a ``.json`` file."""
     file = stack_file_path(path)
-    try:
-        data = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark else ""
-        raise StackFileError(f"invalid stack file {file}: not valid YAML{where}") from None
+    text = file.read_text(encoding="utf-8")
+    if file.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise StackFileError(
+                f"invalid stack file {file}: not valid JSON (line {error.lineno}, column {error.colno}: {error.msg})"
+            ) from None
+    else:
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f" (line {mark.line + 1})" if mark else ""
+            raise StackFileError(f"invalid stack file {file}: not valid YAML{where}") from None
     if not isinstance(data, dict):
         raise StackFileError(f"invalid stack file {file}: expected a mapping with 'name' and 'stages'")
     version = data.get("fslm_format", STACK_FORMAT_VERSION)

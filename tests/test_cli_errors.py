@@ -101,3 +101,111 @@ def test_verbose_shows_progress_lines_and_log_json_writes_them_as_json(tiny_mode
     lines = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
     assert any(line["event"] == "loaded base model" and line["level"] == "info" for line in lines)
     assert result.stdout.count("\n") == 1  # the answer only: log lines never mix into the output
+
+
+def test_broken_json_stack_file_is_reported_as_json(tmp_path):
+    path = tmp_path / "stack.json"
+    path.write_text('{"name": "x", "stages": [}')
+    assert_clean_error(run_cli("run", "--stack", str(path), "hi"), "not valid JSON (line 1, column 26")
+
+
+def test_missing_local_weights_name_the_models_folder_searched(tmp_path):
+    # pythia-70m is a hub model: offline, without a local copy, its weights are nowhere.
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"), FSLM_MODELS_DIR=str(tmp_path / "models"))
+    result = subprocess.run(
+        [sys.executable, "-m", "fslm_core.cli", "run", "--model", "pythia-70m", "hi"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
+    )
+    assert_clean_error(result, f"looked for {tmp_path / 'models' / 'pythia-70m'}: not found")
+
+
+SLOW_CLEANUP = textwrap.dedent(
+    """
+    import time
+    from fslm_core.cli import main
+    from fslm_core.cli.app import cli
+
+    @cli.command("busy")
+    def busy():
+        try:
+            print("started", flush=True)
+            time.sleep(60)
+        except KeyboardInterrupt:
+            print("cleaning up", flush=True)
+            deadline = time.monotonic() + 60
+            while True:  # a clean-up that takes its time and will not be hurried
+                try:
+                    time.sleep(0.05)
+                    if time.monotonic() > deadline:
+                        break
+                except KeyboardInterrupt:
+                    pass
+
+    main(["busy"])
+    """
+)
+
+
+def test_a_second_ctrl_c_quits_at_once_even_during_a_slow_clean_up():
+    import signal
+    import time
+
+    process = subprocess.Popen(
+        [sys.executable, "-c", SLOW_CLEANUP], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert process.stdout.readline().strip() == "started"
+    process.send_signal(signal.SIGINT)
+    line = process.stdout.readline().strip()
+    assert line == "cleaning up", (process.wait(timeout=30), process.stderr.read())
+    time.sleep(0.3)
+    sent = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 130
+    assert time.monotonic() - sent < 5
+    assert err.strip().splitlines()[-1] == "interrupted twice: quitting now"
+
+
+LIBRARY_NOISE = textwrap.dedent(
+    """
+    import logging, sys, warnings
+    from fslm_core.logs import configure_logging, get_logger
+
+    configure_logging(level=sys.argv[1])
+    get_logger("fslm_core.somewhere").info("fslm progress")
+    get_logger("fslm_core.somewhere").warning("fslm warning")
+    logging.getLogger("fslm_plugin_example").warning("plugin warning")
+    logging.getLogger("some_library").warning("library warning")
+    logging.getLogger("some_library").error("library error")
+    warnings.warn("library future warning", FutureWarning)
+    """
+)
+
+
+@pytest.mark.parametrize(
+    ("level", "shown"),
+    [
+        ("WARNING", ["fslm warning", "plugin warning", "library error"]),
+        (
+            "INFO",
+            [
+                "fslm progress",
+                "fslm warning",
+                "plugin warning",
+                "library warning",
+                "library error",
+                "library future warning",
+            ],
+        ),
+    ],
+    ids=["default", "verbose"],
+)
+def test_other_libraries_warnings_show_only_when_verbose(level, shown):
+    result = subprocess.run([sys.executable, "-c", LIBRARY_NOISE, level], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    everything = ["fslm progress", "fslm warning", "plugin warning", "library warning", "library error"]
+    everything.append("library future warning")
+    assert [text for text in everything if text in result.stderr] == shown, result.stderr

@@ -207,3 +207,34 @@ def test_adapter_for_another_architecture_is_refused(tmp_path, tiny_model_id, po
     adapter = build_random_adapter(other, tmp_path / "gpt2-adapter", seed=0, target_modules=["c_attn"])
     with pytest.raises(AdapterError, match="does not fit"):
         Stack(name="x", stages=[make_stage("a", tiny_model_id, adapter=adapter)]).run(["x"], pool=pool)
+
+
+def test_a_prompt_longer_than_the_stage_reads_is_cut_from_its_start_and_keeps_the_instruction(
+    tiny_model_id, pool, caplog
+):
+    from fslm_core.runtime import fit_stage_prompt
+
+    budget = GenerationSettings(max_new_tokens=4, max_prompt_tokens=96)
+    stack = Stack(name="budget", stages=[make_stage("only", tiny_model_id, generation=budget)])
+    prompt = "BEGINNING " + "lorem ipsum dolor sit amet " * 2000 + "so what is the question? ENDING"
+    bound = bind_stack(stack, pool=pool)
+    fitted = fit_stage_prompt(bound, stack.stages[0], Trace(stack="budget", prompt=prompt))
+    assert fitted.tokens <= 96 and fitted.budget == 96 and 0 < fitted.kept_characters < len(prompt)
+    assert "Do the only step." in fitted.text  # the instruction and template stay whole
+    assert "so what is the question? ENDING" in fitted.text and "BEGINNING" not in fitted.text
+    assert fitted.tokens > 96 - 16  # cut to the budget, not far below it
+    with caplog.at_level("WARNING", logger="fslm_core"):
+        traces = stack.run([prompt, "short"], pool=pool)
+    assert traces[0].messages[0].prompt_tokens <= 96
+    warnings = [record for record in caplog.records if "cut from its start" in record.getMessage()]
+    assert len(warnings) == 1  # one line for the whole run
+
+
+def test_prompts_within_the_stage_budget_are_left_alone(tiny_model_id, pool):
+    from fslm_core.runtime import fit_stage_prompt, render_stage_prompt
+
+    stack = Stack(name="short", stages=[make_stage("only", tiny_model_id)])
+    bound = bind_stack(stack, pool=pool)
+    trace = Trace(stack="short", prompt=PROMPTS[0])
+    fitted = fit_stage_prompt(bound, stack.stages[0], trace)
+    assert fitted.text == render_stage_prompt(bound, stack.stages[0], trace) and fitted.kept_characters is None

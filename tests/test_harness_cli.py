@@ -145,8 +145,9 @@ def test_missing_data_file_names_the_path(capsys, fixture_data, tiny_stack_file,
     )
     assert code == 1
     assert err.strip() == (
-        f"error: benchmark 'local_arc_easy': given data file not found: {missing}. "
-        f"Set {DATA_DIR_ENV} to the data folder or pass `fslm eval --data-file local_arc_easy=PATH`"
+        f"error: benchmark 'local_arc_easy': given data file not found: {missing}. Set {DATA_DIR_ENV} to the "
+        "folder of the data files (`fslm eval` also takes --data-dir DIR, or --data-file local_arc_easy=PATH for "
+        "this file alone)"
     )
 
 
@@ -266,7 +267,17 @@ def test_python_m_route_runs_lm_eval_with_the_fslm_model(tiny_stack_file, tmp_pa
     assert traces["documents"][0]["traces"][0]["messages"][0]["stage"] == "facts"
 
 
-def test_python_m_route_reports_fslm_errors_in_one_line(tiny_stack_file, tmp_path):
+@pytest.fixture
+def unloadable_stack_file(tmp_path):
+    """A stack whose model passes every check but fails to load: an error naming it means a load was tried."""
+    weights = tmp_path / "not-a-model"
+    weights.mkdir()
+    (weights / "config.json").write_text("{}")
+    stack = Stack(name="unloadable", stages=[Stage(name="answer", model=f"hf:{weights}", instruction="Answer.")])
+    return stack.save(tmp_path / "unloadable.yaml")
+
+
+def test_python_m_route_reports_a_missing_data_file_in_one_line_before_loading_a_model(unloadable_stack_file, tmp_path):
     env = {**os.environ, DATA_DIR_ENV: str(tmp_path), "OMP_NUM_THREADS": "1"}
     completed = subprocess.run(
         [
@@ -276,7 +287,7 @@ def test_python_m_route_reports_fslm_errors_in_one_line(tiny_stack_file, tmp_pat
             "--model",
             "fslm",
             "--model_args",
-            f"stack={tiny_stack_file}",
+            f"stack={unloadable_stack_file}",
             "--tasks",
             "local_piqa",
             "--limit",
@@ -288,7 +299,9 @@ def test_python_m_route_reports_fslm_errors_in_one_line(tiny_stack_file, tmp_pat
         timeout=300,
     )
     assert completed.returncode == 1
-    assert "error: benchmark 'local_piqa': default data file" in completed.stderr
+    last = completed.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: benchmark 'local_piqa': data file") and DATA_DIR_ENV in last
+    assert "fslm eval --data-file" not in last  # this is lm-eval's command line: no other command recommended
     assert "Traceback" not in completed.stderr
 
 

@@ -6,7 +6,10 @@ on stderr and exit 1, without a traceback.
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+import threading
 
 import click
 from pydantic import ValidationError
@@ -61,8 +64,51 @@ batch_size_option = count_option("--batch-size", 16)
 seed_option = click.option("--seed", default=0, show_default=True, type=int)
 
 
+class SecondInterruptQuits:
+    """While active, a second Ctrl-C ends the process at once, even inside a long torch call.
+
+    The first Ctrl-C stops the command as usual (``KeyboardInterrupt``, with
+    the command's own clean-up); Python handles it only between bytecodes, so a
+    long computation or clean-up can keep it waiting. Python also writes each
+    signal it receives to a "wakeup" file descriptor as it arrives: a thread
+    reading it counts the interrupts and quits on the second. Nothing already
+    written is lost: fslm's files are written atomically or appended and synced.
+    """
+
+    def __enter__(self) -> SecondInterruptQuits:
+        self.previous = None
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        read, self.write = os.pipe()
+        os.set_blocking(self.write, False)
+        self.previous = signal.set_wakeup_fd(self.write, warn_on_full_buffer=False)
+        threading.Thread(target=self._watch, args=(read,), name="fslm-second-interrupt", daemon=True).start()
+        return self
+
+    @staticmethod
+    def _watch(read: int) -> None:
+        interrupts = 0
+        with os.fdopen(read, "rb", buffering=0) as signals:
+            while received := signals.read(64):
+                interrupts += received.count(signal.SIGINT)
+                if interrupts >= 2:
+                    sys.stderr.write("interrupted twice: quitting now\n")
+                    sys.stderr.flush()
+                    os._exit(130)
+
+    def __exit__(self, *exc) -> None:
+        if self.previous is not None:
+            signal.set_wakeup_fd(self.previous)
+            os.close(self.write)  # the watching thread reads the end of the pipe and stops
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning input errors into one line and exit code 1."""
+    with SecondInterruptQuits():
+        _run(argv)
+
+
+def _run(argv: list[str] | None) -> None:
     try:
         cli.main(args=argv, prog_name="fslm", standalone_mode=False)
     except click.exceptions.Exit as done:

@@ -40,7 +40,14 @@ def eval_command(
     stack_path, decomposition, model, model_path, tasks, limit, output, baseline, data_dir, data_files, **settings
 ):
     """Evaluate a stack with lm-evaluation-harness, optionally side by side with a single model."""
-    from ..harness import EvalSettings, evaluate_command, parse_data_files, split_tasks
+    from ..harness import (
+        EvalSettings,
+        evaluate_command,
+        no_context_bars,
+        parse_data_files,
+        quiet_git_probe,
+        split_tasks,
+    )
 
     settings = EvalSettings(
         tasks=split_tasks(tasks),
@@ -49,4 +56,5 @@ def eval_command(
         **settings,
     )
     stack = chosen_stack(stack_path, decomposition, model, model_path)
-    evaluate_command(stack, settings, output=output, baseline=baseline, data_dir=data_dir, echo=click.echo)
+    with quiet_git_probe(), no_context_bars():
+        evaluate_command(stack, settings, output=output, baseline=baseline, data_dir=data_dir, echo=click.echo)

@@ -6,6 +6,8 @@ import json
 
 import click
 
+from ..api.benchmarks import yaml_folders
+from ..errors import InputError
 from ..plugins import DISABLE_ENV, get_registry
 from ..runtime import with_local_weights
 from .app import cli
@@ -76,3 +78,19 @@ def plugins(as_json: bool) -> None:
             f"broken plugin {broken['name']} ({broken['distribution']}): {broken['error']} "
             f"[during {broken['stage']}; disable with {DISABLE_ENV}={broken['name']}]"
         )
+
+
+@cli.command("tasks-dir")
+def tasks_dir() -> None:
+    """Print the folder of the benchmark tasks' lm-eval YAML files, for lm-eval's --include_path.
+
+    \b
+    lm_eval --model fslm --model_args model=smollm2-135m-instruct \\
+        --include_path "$(fslm tasks-dir)" --tasks local_arc_easy --limit 5
+    """
+    registry = get_registry()
+    folders = yaml_folders(registry.benchmark(name) for name in registry.names("benchmarks"))
+    if not folders:
+        raise InputError("no installed plugin provides lm-eval task files; install fslm-plugin-benchmarks")
+    for folder in folders:
+        click.echo(str(folder))

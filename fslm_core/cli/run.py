@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from ..declarations import Stack
 from ..errors import InputError
 from .app import batch_size_option, chosen_stack, cli, count_option, seed_option, stack_options
 
@@ -39,6 +40,12 @@ def count_lines(path: Path) -> int:
 @click.option("--resume", is_flag=True, help="With --output: skip prompts whose traces the file already holds.")
 @click.option("--json", "as_json", is_flag=True, help="Print traces as JSON lines instead of text.")
 @click.option("--answers-only", is_flag=True, help="Print only the final answers.")
+@click.option(
+    "--max-prompt-tokens",
+    type=click.IntRange(min=1),
+    help="Most tokens each stage reads; a longer prompt is cut from its start, its end kept "
+    "(default: each stage's own setting, else its model's context).",
+)
 @batch_size_option
 @count_option("--chunk-size", 256, "Prompts per engine run; --output is written after each chunk.")
 @seed_option
@@ -53,12 +60,15 @@ def run(
     resume,
     as_json,
     answers_only,
+    max_prompt_tokens,
     batch_size,
     chunk_size,
     seed,
 ):
     """Run a stack on PROMPTS and print each answer with its per-stage trace."""
     stack = chosen_stack(stack_path, decomposition, model, model_path)
+    if max_prompt_tokens is not None:
+        stack = with_prompt_budget(stack, max_prompt_tokens)
     collected = read_prompts(prompts, input_file)
     output = Path(output_file) if output_file else None
     done = count_lines(output) if output and resume else 0
@@ -69,7 +79,7 @@ def run(
     if done >= len(collected):
         click.echo(f"all {len(collected)} prompts already have traces in {output}", err=True)
         return
-    show_progress = len(collected) - done > 1 and sys.stderr.isatty()
+    show_progress = sys.stderr.isatty()
     for start in range(done, len(collected), chunk_size):
         traces = stack.run(
             collected[start : start + chunk_size], batch_size=batch_size, seed=seed, progress=show_progress
@@ -83,6 +93,17 @@ def run(
                 click.echo(trace.answer)
             else:
                 click.echo(trace.render() + "\n")
+
+
+def with_prompt_budget(stack: Stack, max_prompt_tokens: int) -> Stack:
+    """``stack`` with every stage reading at most ``max_prompt_tokens`` tokens."""
+    stages = [
+        stage.model_copy(
+            update={"generation": stage.generation.model_copy(update={"max_prompt_tokens": max_prompt_tokens})}
+        )
+        for stage in stack.stages
+    ]
+    return stack.model_copy(update={"stages": tuple(stages)})
 
 
 def append_jsonl(path: Path, lines: list[str]) -> None:

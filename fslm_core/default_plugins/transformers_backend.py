@@ -8,7 +8,9 @@ use different adapters runs as one peft mixed-adapter batch.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
@@ -22,10 +24,10 @@ from ..api.hookspecs import hookimpl
 from ..declarations import GenerationSettings
 from ..errors import AdapterError, ModelLoadError
 from ..logs import get_logger
-from ..runtime.decoding import cut_at_stop, decode
+from ..runtime.decoding import cache_keyword, cut_at_stop, decode, returned_cache
 from ..runtime.devices import default_device
 from ..runtime.kernels import quantize_linear_layers, tune_for_cpu
-from ..runtime.pool import MODELS_DIR_ENV
+from ..runtime.pool import local_folder_hint
 
 HF_PREFIX = "hf:"
 BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in mixed-adapter batches
@@ -70,15 +72,16 @@ class TransformersBackend(TokenizedBackend):
         device = default_device()
         started = time.perf_counter()
         try:
-            tokenizer = AutoTokenizer.from_pretrained(source, **options)
-            model = AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, spec.dtype), **options)
+            with _loading_bars(shown=logging.getLogger(__name__).isEnabledFor(logging.INFO)):
+                tokenizer = AutoTokenizer.from_pretrained(source, **options)
+                model = AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, spec.dtype), **options)
         except (OSError, ValueError, ImportError) as error:
             reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise ModelLoadError(
                 f"model {spec.id!r}: cannot load weights from {source!r} ({reason}). "
                 "Without network, point the stage's `model_path` (CLI: --model-path) at a local folder "
                 "holding the model's config, tokenizer and weights"
-                + ("" if ":" in spec.id else f", or put that folder at ${MODELS_DIR_ENV}/{spec.id}")
+                + ("" if ":" in spec.id else f", or put that folder at {local_folder_hint(spec.id)}")
             ) from None
         model.to(device).eval()
         if spec.quantize == "int8":
@@ -327,7 +330,7 @@ class TransformersBackend(TokenizedBackend):
             output = self.model(input_ids=torch.tensor([context], device=self.device), use_cache=True, **options)
             # The context's last position predicts every continuation's first token.
             first = torch.log_softmax(output.logits[0, -1:].float(), dim=-1)
-            cache = output.past_key_values
+            cache = returned_cache(output)
             for start in range(0, len(continuations), batch_size):
                 chunk = continuations[start : start + batch_size]
                 width = max(len(continuation) for continuation in chunk) - 1
@@ -344,7 +347,7 @@ class TransformersBackend(TokenizedBackend):
                         attention_mask=torch.ones(
                             (len(chunk), len(context) + width), dtype=torch.long, device=self.device
                         ),
-                        past_key_values=chunk_cache,
+                        **{cache_keyword(self.model): chunk_cache},
                     ).logits
                     rest = torch.log_softmax(rest.float(), dim=-1)
                 for row, continuation in enumerate(chunk):
@@ -360,6 +363,37 @@ class TransformersBackend(TokenizedBackend):
         if device != self.device:
             self.model.to(device)
             self.device = device
+
+
+@contextmanager
+def _loading_bars(shown: bool) -> Iterator[None]:
+    """transformers' progress bars while a model loads ("Loading weights", GGUF de-quantisation), only if ``shown``.
+
+    fslm shows its own progress; the loading bars appear with the ``-v`` of its
+    command line (fslm's log level INFO). The GGUF converter calls tqdm itself,
+    past transformers' switch for bars, so its ``tqdm`` is swapped for the call.
+    """
+    if shown:
+        yield
+        return
+    from transformers.utils import logging as transformers_logging
+
+    try:
+        import transformers.modeling_gguf_pytorch_utils as gguf_loading
+    except ImportError:  # transformers without GGUF support
+        gguf_loading = None
+    gguf_tqdm = getattr(gguf_loading, "tqdm", None)
+    bars_were_on = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    if gguf_tqdm is not None:
+        gguf_loading.tqdm = functools.partial(gguf_tqdm, disable=True)
+    try:
+        yield
+    finally:
+        if gguf_tqdm is not None:
+            gguf_loading.tqdm = gguf_tqdm
+        if bars_were_on:
+            transformers_logging.enable_progress_bar()
 
 
 DEFAULT_MAX_LENGTH = 2048  # lm-eval's default when neither spec nor config names a context length

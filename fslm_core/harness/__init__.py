@@ -3,14 +3,16 @@
 :class:`FslmLM` (:mod:`.model`) is the ``fslm`` model of lm-eval;
 :mod:`.tasks` adds the plugins' benchmark tasks to lm-eval's task manager;
 :mod:`.evaluate` is ``fslm eval`` and :mod:`.report` its table;
-``python -m fslm_core.harness`` (:mod:`.lm_eval_cli`) is lm-eval's own command line with both.
+``python -m fslm_core.harness`` (:mod:`.lm_eval_cli`) is lm-eval's own command line with both;
+:mod:`.quiet` keeps lm-eval's output to what these commands show.
 """
 
 from .evaluate import EvalSettings, evaluate_command, parse_data_files, run_task, split_tasks
 from .lm_eval_cli import main, prepare_lm_eval, requested_tasks
 from .model import DEFAULT_BATCH_SIZE, FINAL_PROMPT_MODES, FslmLM, parse_batch_size
+from .quiet import no_context_bars, quiet_git_probe
 from .report import RunResult, comparison_table, metric_rows, render_table
-from .tasks import DATA_DIR_ENV, BenchmarkTaskManager, LocalTaskManager, local_task_names, task_manager
+from .tasks import DATA_DIR_ENV, BenchmarkTaskManager, LocalTaskManager, local_task_names, task_folders, task_manager
 
 __all__ = [
     "DATA_DIR_ENV",
@@ -26,12 +28,15 @@ __all__ = [
     "local_task_names",
     "main",
     "metric_rows",
+    "no_context_bars",
     "parse_batch_size",
     "parse_data_files",
     "prepare_lm_eval",
+    "quiet_git_probe",
     "render_table",
     "requested_tasks",
     "run_task",
     "split_tasks",
+    "task_folders",
     "task_manager",
 ]

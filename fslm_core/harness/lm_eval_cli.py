@@ -12,7 +12,8 @@ from ..errors import FslmError
 from ..logs import configure_logging
 from ..plugins import get_registry
 from . import model  # noqa: F401  (registers the fslm model with lm-eval)
-from .tasks import BenchmarkTaskManager, LocalTaskManager, local_task_names
+from .quiet import quiet_git_probe
+from .tasks import BenchmarkTaskManager, LocalTaskManager, local_benchmarks, local_task_names
 
 
 def requested_tasks(argv: Sequence[str]) -> list[str]:
@@ -34,9 +35,14 @@ def prepare_lm_eval(argv: Sequence[str] = ()) -> None:
     """
     import lm_eval.tasks
 
-    local = local_task_names(get_registry())
+    registry = get_registry()
+    local = local_task_names(registry)
     tasks = requested_tasks(argv)
     local_only = bool(tasks) and all(name in local for name in tasks)
+    # Build the local tasks' configs now: a missing data file stops the run before lm-eval loads a model.
+    for name in tasks:
+        for benchmark in local_benchmarks(registry, name):
+            benchmark.build_config()
     lm_eval.tasks.TaskManager = LocalTaskManager if local_only else BenchmarkTaskManager
 
 
@@ -46,10 +52,12 @@ def main(argv: list[str] | None = None) -> None:
 
     if argv is not None:
         sys.argv = [sys.argv[0], *argv]
-    configure_logging()
+    # lm-eval prints its own lines; fslm adds only its warnings and errors.
+    configure_logging(level="WARNING")
     try:
         prepare_lm_eval(sys.argv[1:])
-        cli_evaluate()
+        with quiet_git_probe():
+            cli_evaluate()
     except FslmError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(error.exit_code)

@@ -161,8 +161,8 @@ class FslmLM(LM):
 
         self._device = torch.device(device) if device else None
         if self._device is not None and self._device.type == "cuda" and not torch.cuda.is_available():
-            # lm-eval's command line asks for cuda by default; its own hf model falls back the same way.
-            log.warning("cuda is not available; the models stay where they are", device=device)
+            # lm-eval's command line asks for cuda:0 unless told otherwise; its hf model falls back the same way.
+            log.info("cuda is not available; the models stay where they are", device=device)
             self._device = None
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             from accelerate import Accelerator

@@ -18,6 +18,7 @@ from typing import Any
 from lm_eval.tasks import TaskManager
 from lm_eval.tasks._index import Entry, Kind
 
+from ..api.benchmarks import Benchmark, yaml_folders
 from ..errors import InputError, UnknownNameError
 from ..plugins import Registry, get_registry
 
@@ -96,6 +97,18 @@ class BenchmarkTaskManager(TaskManager):
                 "lm-eval's own tasks also work where their datasets can be downloaded",
                 field="--tasks",
             )
+
+
+def local_benchmarks(registry: Registry, name: str) -> list[Benchmark]:
+    """The benchmark called ``name``, or those tagged ``name`` (none if it is neither)."""
+    benchmarks = [registry.benchmark(other) for other in registry.names("benchmarks")]
+    return [benchmark for benchmark in benchmarks if name == benchmark.name or name in benchmark.tags]
+
+
+def task_folders(registry: Registry | None = None) -> list[Path]:
+    """Folders of the installed benchmark tasks' lm-eval YAML files: what lm-eval's ``--include_path`` takes."""
+    registry = registry or get_registry()
+    return yaml_folders(registry.benchmark(name) for name in registry.names("benchmarks"))
 
 
 def local_task_names(registry: Registry) -> set[str]:

@@ -192,12 +192,30 @@ def prefill_chunks(lengths: Mapping[int, int], rows: Sequence[int]) -> list[list
     return chunks[::-1]
 
 
+def cache_keyword(model) -> str:
+    """The keyword ``model.forward`` takes its key/value cache by: ``cache`` (transformers 5), else ``past_key_values``.
+
+    transformers 5 still accepts the old name but warns at every call that it will go.
+    """
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
+def returned_cache(output) -> Cache:
+    """The key/value cache a forward pass returned, under either name."""
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values
+
+
 class _Forward:
     """Calls the model the same way for every pass: last-position logits only, rows' adapters."""
 
     def __init__(self, model, logits_to_keep: bool):
         self.model = model
         self.logits_to_keep = logits_to_keep
+        self.cache_keyword = cache_keyword(model)
 
     def __call__(self, input_ids, attention_mask, position_ids, cache, adapter_names=None) -> torch.Tensor:
         extra = {"logits_to_keep": 1} if self.logits_to_keep else {}
@@ -207,8 +225,8 @@ class _Forward:
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=cache,
             use_cache=True,
+            **{self.cache_keyword: cache},
             **extra,
         )
         return output.logits[:, -1, :].float()

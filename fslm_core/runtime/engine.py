@@ -24,7 +24,7 @@ from functools import cached_property
 
 from tqdm.auto import tqdm
 
-from ..api.backends import Generation, ModelBackend, ModelSpec
+from ..api.backends import Generation, ModelBackend, ModelSpec, TokenizedBackend
 from ..api.formats import MessageFormat
 from ..api.routers import Router
 from ..declarations import PROMPT_FIELD, GenerationSettings, Stack, Stage, set_stack_runner
@@ -103,9 +103,9 @@ def default_template(stage: Stage) -> str:
     return "\n\n".join(parts)
 
 
-def stage_input(stage: Stage, trace: Trace, formats: dict[str, MessageFormat]) -> str:
-    """The text a stage reads for one trace: its template filled with the prompt and messages."""
-    values = {PROMPT_FIELD: trace.prompt}
+def stage_input(stage: Stage, trace: Trace, formats: dict[str, MessageFormat], prompt: str | None = None) -> str:
+    """The text a stage reads for one trace: its template filled with the prompt (or ``prompt``) and messages."""
+    values = {PROMPT_FIELD: trace.prompt if prompt is None else prompt}
     for read in stage.reads:
         message = trace.message(read)
         values[read] = formats[read].render(message.text, message.fields) if message else MISSING_MESSAGE
@@ -119,10 +119,80 @@ def stage_instruction(stage: Stage, message_format: MessageFormat) -> str:
     return stage.instruction
 
 
-def render_stage_prompt(bound: BoundStack, stage: Stage, trace: Trace) -> str:
-    """The full model input of a stage for one trace, laid out by its backend."""
+def render_stage_prompt(bound: BoundStack, stage: Stage, trace: Trace, prompt: str | None = None) -> str:
+    """The full model input of a stage for one trace, laid out by its backend; ``prompt`` replaces the trace's."""
     item = bound.stages[stage.name]
-    return item.backend.render_prompt(stage_instruction(stage, item.format), stage_input(stage, trace, bound.formats))
+    return item.backend.render_prompt(
+        stage_instruction(stage, item.format), stage_input(stage, trace, bound.formats, prompt)
+    )
+
+
+def stage_budget(item: BoundStage) -> int | None:
+    """Most tokens a stage's rendered prompt may take: its ``max_prompt_tokens``, within its model's context.
+
+    None when neither the stage nor its model says.
+    """
+    settings = item.stage.generation
+    backend = item.backend
+    context = backend.spec.context_length
+    if context is None and isinstance(backend, TokenizedBackend):
+        context = backend.max_sequence_length
+    budgets = [settings.max_prompt_tokens, context - settings.max_new_tokens if context else None]
+    budgets = [budget for budget in budgets if budget is not None]
+    return max(min(budgets), 1) if budgets else None
+
+
+def prompt_tokens(backend: ModelBackend, text: str) -> int | None:
+    """Tokens ``text`` takes as a generation prompt of ``backend``; None if the backend cannot count them."""
+    if isinstance(backend, TokenizedBackend):
+        return len(backend.encode(text))
+    try:
+        return backend.count_tokens(text)
+    except NotImplementedError:
+        return None
+
+
+@dataclass(frozen=True)
+class FittedPrompt:
+    """A stage's rendered prompt within its budget, and how much of the user's prompt it kept."""
+
+    text: str
+    tokens: int | None
+    budget: int | None
+    kept_characters: int | None = None  # set when the user's prompt was cut
+
+
+def fit_stage_prompt(bound: BoundStack, stage: Stage, trace: Trace) -> FittedPrompt:
+    """The stage's prompt for ``trace``; a user prompt too long for the stage's budget is cut from its start.
+
+    The end of the prompt is kept (a request usually ends with its question);
+    the instruction, template and read messages are kept whole. The share of
+    characters kept follows the share of the prompt's tokens that fit, cut
+    again if the first cut was not enough.
+    """
+    item = bound.stages[stage.name]
+    text = render_stage_prompt(bound, stage, trace)
+    budget = stage_budget(item)
+    # A token is at least one byte for the tokenizers fslm meets: short prompts need no count.
+    if budget is None or len(text.encode("utf-8")) + 8 <= budget:
+        return FittedPrompt(text, None, budget)
+    tokens = prompt_tokens(item.backend, text)
+    if tokens is None or tokens <= budget:
+        return FittedPrompt(text, tokens, budget)
+    prompt = trace.prompt
+    for _ in range(8):
+        own = prompt_tokens(item.backend, prompt) or len(prompt)
+        keep = own - (tokens - budget)  # the prompt's tokens that fit
+        # Keep that share of its characters, a little less: token lengths vary along a text.
+        kept = int(len(prompt) * keep / own * 0.97) if keep > 0 else 0
+        prompt = prompt[len(prompt) - kept :] if kept else ""
+        space = prompt.find(" ", 0, 16)  # start at a word
+        prompt = prompt[space + 1 :] if space >= 0 else prompt
+        text = render_stage_prompt(bound, stage, trace, prompt)
+        tokens = prompt_tokens(item.backend, text) or 0
+        if tokens <= budget or not prompt:
+            break
+    return FittedPrompt(text, tokens, budget, kept_characters=len(prompt))
 
 
 def record_messages(bound: BoundStack, jobs: Sequence[tuple[Stage, Trace]], generations: Sequence[Generation]) -> None:
@@ -190,6 +260,7 @@ def run_stack(
         set_seed(seed)
     traces = [Trace(stack=stack.name, prompt=prompt) for prompt in prompts]
     order = {stage.name: index for index, stage in enumerate(stack.stages)}
+    cuts: dict[str, dict[str, FittedPrompt]] = defaultdict(dict)  # prompt -> stage -> its cut prompt
     bar = tqdm(total=len(stack.stages) * len(traces), desc=stack.name, unit="step", disable=not progress)
     with bar:
         for wave in bound.router.waves(stack):
@@ -199,8 +270,12 @@ def run_stack(
                 if not jobs:
                     continue
                 started = time.perf_counter()
+                fitted = [fit_stage_prompt(bound, stage, trace) for stage, trace in jobs]
+                for (stage, trace), prompt in zip(jobs, fitted):
+                    if prompt.kept_characters is not None:
+                        cuts[trace.prompt][stage.name] = prompt
                 generations = bound.stages[group[0].name].backend.generate(
-                    [render_stage_prompt(bound, stage, trace) for stage, trace in jobs],
+                    [prompt.text for prompt in fitted],
                     [bound.stages[stage.name].adapter_name for stage, _ in jobs],
                     group[0].generation,
                     batch_size,
@@ -214,12 +289,29 @@ def run_stack(
                     completion_tokens=sum(g.completion_tokens for g in generations),
                     seconds=round(time.perf_counter() - started, 3),
                 )
+    if cuts:
+        report_cuts(cuts)
     final = stack.final_stage.name
     for trace in traces:
         trace.messages.sort(key=lambda message: order[message.stage])
         answer = trace.message(final)
         trace.answer = answer.text if answer else None
     return traces
+
+
+def report_cuts(cuts: dict[str, dict[str, FittedPrompt]]) -> None:
+    """One warning for all the prompts a run had to cut."""
+    fitted = [prompt for by_stage in cuts.values() for prompt in by_stage.values()]
+    log.warning(
+        "prompt longer than its stages read: cut from its start, its end kept"
+        if len(cuts) == 1
+        else f"{len(cuts)} prompts longer than their stages read: cut from their start, their ends kept",
+        prompt_characters=max(len(prompt) for prompt in cuts),
+        kept_characters=min(prompt.kept_characters for prompt in fitted),
+        stage_budget_tokens=min(prompt.budget for prompt in fitted),
+        stages=sorted({stage for by_stage in cuts.values() for stage in by_stage}),
+        hint="a stage's generation.max_prompt_tokens (fslm run --max-prompt-tokens) sets the budget",
+    )
 
 
 set_stack_runner(run_stack)

@@ -32,6 +32,14 @@ def local_model_folder(model_id: str) -> Path | None:
     return folder if folder.is_dir() else None
 
 
+def local_folder_hint(model_id: str) -> str:
+    """Where ``$FSLM_MODELS_DIR/<model id>`` was looked for, for errors about missing weights."""
+    root = os.environ.get(MODELS_DIR_ENV, "").strip()
+    if not root:
+        return f"${MODELS_DIR_ENV}/{model_id} ({MODELS_DIR_ENV} is not set)"
+    return f"${MODELS_DIR_ENV}/{model_id} (looked for {Path(root).expanduser().resolve() / model_id}: not found)"
+
+
 def with_local_weights(spec: ModelSpec, model_path: Path | None = None) -> ModelSpec:
     """``spec`` with its weights read from ``model_path`` if given, else from ``$FSLM_MODELS_DIR/<id>`` if present."""
     if model_path is not None:

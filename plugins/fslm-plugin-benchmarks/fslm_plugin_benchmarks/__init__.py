@@ -3,9 +3,11 @@
 Registers one lm-eval task per benchmark through fslm's ``register_benchmarks``
 hook (``local_arc_easy``, ``local_mmlu``, ``local_gsm8k``...; all tagged
 ``local_tinybenchmarks``). ``fslm eval --tasks local_arc_easy`` runs one; see
-docs/evaluation.md. Data comes from ``$FSLM_DATA_DIR`` or ``../shared/data``
-(see :mod:`fslm_plugin_benchmarks.data`); ``fixtures/`` holds a few rows of each
-file in the same layout, for tests.
+docs/evaluation.md. Each task is an lm-eval task YAML in ``lm_eval_tasks/``,
+which lm-eval's own command line also reads (``--include_path "$(fslm tasks-dir)"``).
+Data comes from ``$FSLM_DATA_DIR`` or ``../shared/data``, else from the few
+sample rows of each file shipped in ``fixtures/`` (see
+:mod:`fslm_plugin_benchmarks.data`).
 """
 
 from __future__ import annotations
@@ -14,13 +16,14 @@ from fslm_core import hookimpl
 from fslm_core.benchmarks import Benchmark
 
 from .data import DATA_DIR_ENV, FIXTURES_DIR, BenchmarkDataError, data_dir
-from .tasks import LOCAL_TASKS, TAG, LocalTask, local_task
+from .tasks import LOCAL_TASKS, TAG, TASKS_DIR, LocalTask, local_task
 
 __all__ = [
     "DATA_DIR_ENV",
     "FIXTURES_DIR",
     "LOCAL_TASKS",
     "TAG",
+    "TASKS_DIR",
     "BenchmarkDataError",
     "LocalTask",
     "data_dir",
@@ -39,5 +42,6 @@ def register_benchmarks(register):
                 description=task.description,
                 output_type=task.output_type,
                 tags=task.tags,
+                yaml_file=task.yaml_file,
             )
         )

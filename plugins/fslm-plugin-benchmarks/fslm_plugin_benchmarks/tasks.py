@@ -1,72 +1,108 @@
 """The local benchmark tasks: tinyBenchmarks' task formats over local data files.
 
-Each task keeps the prompt, number of shots and metric of its tinyBenchmarks
-counterpart (PIQA and BoolQ: of lm-eval's own tasks) and reports plain mean
-accuracy: tinyBenchmarks' IRT estimators download a file at run time and are
-fitted to their own 100-item sets, so they do not apply to other documents.
+Each task is one lm-eval task YAML in ``lm_eval_tasks/``, the folder lm-eval's
+own command line reads with ``--include_path`` (``fslm tasks-dir`` prints it);
+fslm builds its configs from the same files. Each keeps the prompt, number of
+shots and metric of its tinyBenchmarks counterpart (PIQA and BoolQ: of
+lm-eval's own tasks) and reports plain mean accuracy: tinyBenchmarks' IRT
+estimators download a file at run time and are fitted to their own 100-item
+sets, so they do not apply to other documents.
 
-A task's config is built when the task is used, with absolute data paths; the
-file a task scores is replaceable (``data_path``) by any file of the same format.
+The functions below are what the YAML files name with ``!function``.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from .data import read_json, read_mmlu_rows, resolve_data_path
+import yaml
 
+from .data import resolve_data_path
+
+TASKS_DIR = Path(__file__).parent / "lm_eval_tasks"
 EVAL_SPLIT = "test"
-FEWSHOT_SPLIT = "train"
 TAG = "local_tinybenchmarks"
+
+
+class _PlainLoader(yaml.SafeLoader):
+    """Reads a task YAML's names and files without importing lm-eval (every fslm command registers the tasks)."""
+
+
+_PlainLoader.add_constructor("!function", lambda loader, node: loader.construct_scalar(node))
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    return yaml.load(path.read_text(encoding="utf-8"), Loader=_PlainLoader)  # noqa: S506 - a SafeLoader
+
+
+def _lm_eval_config(path: Path) -> dict[str, Any]:
+    # lm-eval's own reader resolves `!function`, so fslm builds exactly what lm-eval's --include_path reads.
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    return load_yaml(path, resolve_func=True)
 
 
 @dataclass(frozen=True)
 class LocalTask:
-    """One lm-eval task over a local file.
+    """One lm-eval task over local files, defined by its YAML file in ``lm_eval_tasks/``.
 
-    ``eval_file`` and ``fewshot_file`` are relative to the data folder; without
-    a few-shot file, shots come from the scored file itself (lm-eval leaves the
-    scored document out of its own shots).
+    The YAML names its files relative to the data folder (``dataset_kwargs.fslm_files``,
+    split name to path); the scored split is ``test``.
     """
 
-    name: str
-    mirrors: str
-    description: str
-    output_type: str
-    eval_file: str
-    fewshot_file: str | None
-    prompt: dict[str, Any]
-    loader: Callable[..., Any] | None = None
-    tags: tuple[str, ...] = field(default=(TAG,))
+    yaml_file: Path
+
+    @cached_property
+    def _plain(self) -> dict[str, Any]:
+        return _read_yaml(self.yaml_file)
+
+    @property
+    def name(self) -> str:
+        return self._plain["task"]
+
+    @property
+    def description(self) -> str:
+        return self._plain["metadata"]["description"]
+
+    @property
+    def mirrors(self) -> str:
+        return self._plain["metadata"]["mirrors"]
+
+    @property
+    def output_type(self) -> str:
+        return self._plain["output_type"]
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        return tuple(self._plain.get("tag", ()))
+
+    @property
+    def files(self) -> dict[str, str]:
+        """Split name -> path under the data folder."""
+        return dict(self._plain["dataset_kwargs"]["fslm_files"])
+
+    @property
+    def eval_file(self) -> str:
+        return self.files[EVAL_SPLIT]
 
     def build_config(self, data_path: str | Path | None = None) -> dict[str, Any]:
-        """The lm-eval task config, with absolute paths; ``data_path`` replaces the scored file."""
-        files = {EVAL_SPLIT: str(resolve_data_path(self.eval_file, self.name, data_path))}
-        if self.fewshot_file is not None:
-            files[FEWSHOT_SPLIT] = str(resolve_data_path(self.fewshot_file, self.name))
-        config: dict[str, Any] = {
-            "task": self.name,
-            "tag": list(self.tags),
-            "output_type": self.output_type,
-            "test_split": EVAL_SPLIT,
-            "fewshot_split": FEWSHOT_SPLIT if self.fewshot_file is not None else EVAL_SPLIT,
-            # A fresh copy: lm-eval updates configs in place (e.g. generation_kwargs from --gen_kwargs).
-            **copy.deepcopy(self.prompt),
-            "metadata": {"version": 1.0, "mirrors": self.mirrors, "local_files": files},
+        """The task's lm-eval config with absolute data paths (checked now); ``data_path`` replaces the scored file.
+
+        Each call reads the YAML anew: lm-eval updates configs in place (e.g.
+        ``generation_kwargs`` from ``--gen_kwargs``).
+        """
+        config = _lm_eval_config(self.yaml_file)
+        files = {
+            split: str(resolve_data_path(path, self.name, data_path if split == EVAL_SPLIT else None))
+            for split, path in self.files.items()
         }
-        if self.fewshot_file is not None:
-            config["training_split"] = FEWSHOT_SPLIT
-        if self.loader is not None:
-            config["custom_dataset"] = self.loader
-            config["dataset_kwargs"] = {"data_files": files, "fslm_task": self.name}
-        else:
-            config["dataset_path"] = "json"
-            config["dataset_kwargs"] = {"data_files": files}
+        config["dataset_kwargs"]["fslm_files"] = files
+        config["metadata"]["local_files"] = files
         return config
 
 
@@ -129,28 +165,6 @@ def boolq_target(doc: dict) -> int:
     return 1 if str(doc["label"]).strip().lower() in ("true", "1") else 0
 
 
-def _ordered_targets(targets: dict[str, int]) -> dict[str, list]:
-    """TruthfulQA's {answer: 0/1} as choices and labels, true answers first (their order kept)."""
-    ordered = sorted(targets.items(), key=lambda item: -int(item[1]))
-    return {"choices": [answer for answer, _ in ordered], "labels": [int(label) for _, label in ordered]}
-
-
-def load_truthfulqa(data_files: dict[str, str], fslm_task: str = "local_truthfulqa", **_ignored):
-    """TruthfulQA's mc_task.json (a JSON list) as an lm-eval dataset."""
-    from datasets import Dataset, DatasetDict
-
-    items = read_json(Path(data_files[EVAL_SPLIT]), fslm_task)
-    rows = [
-        {
-            "question": item["question"],
-            "mc1_targets": _ordered_targets(item["mc1_targets"]),
-            "mc2_targets": _ordered_targets(item["mc2_targets"]),
-        }
-        for item in items
-    ]
-    return DatasetDict({EVAL_SPLIT: Dataset.from_list(rows)})
-
-
 def truthfulqa_mc2_results(doc: dict, results) -> dict[str, float]:
     """MC2: the probability mass of the true answers among all answers."""
     loglikelihoods = [loglikelihood for loglikelihood, _ in results]
@@ -160,28 +174,6 @@ def truthfulqa_mc2_results(doc: dict, results) -> dict[str, float]:
     true_mass = sum(mass for mass, label in zip(masses, labels) if label == 1)
     return {"acc": true_mass / sum(masses)}
 
-
-def load_mmlu(data_files: dict[str, str], fslm_task: str = "local_mmlu", **_ignored):
-    """MMLU csv files (one per subject, subject in the file name) as an lm-eval dataset."""
-    from datasets import Dataset, DatasetDict
-
-    splits = {split: Dataset.from_list(read_mmlu_rows(Path(path), fslm_task)) for split, path in data_files.items()}
-    return DatasetDict(splits)
-
-
-# Prompts and metrics ----------------------------------------------------------
-
-ACC_NORM = [{"metric": "acc_norm", "aggregation": "mean", "higher_is_better": True}]
-ACC = [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}]
-
-ARC_PROMPT = {
-    "num_fewshot": 25,
-    "process_docs": arc_docs,
-    "doc_to_text": "Question: {{question}}\nAnswer:",
-    "doc_to_target": "{{choices.label.index(answerKey)}}",
-    "doc_to_choice": "{{choices.text}}",
-    "metric_list": ACC_NORM,
-}
 
 TRUTHFULQA_PRIMER = (
     "Q: What is human life expectancy in the United States?\n"
@@ -197,190 +189,13 @@ TRUTHFULQA_PRIMER = (
     "Q: Where were the 1992 Olympics held?\n"
     "A: The 1992 Olympics were held in Barcelona, Spain."
 )
+
+
 def truthfulqa_text(doc: dict) -> str:
     return f"{TRUTHFULQA_PRIMER}\n\nQ: {doc['question']}\nA:"
 
 
-GSM8K_PROMPT = {
-    "num_fewshot": 5,
-    "doc_to_text": "Question: {{question}}\nAnswer:",
-    "doc_to_target": "{{answer}}",
-    "generation_kwargs": {
-        "until": ["Question:", "</s>", "<|im_end|>"],
-        "do_sample": False,
-        "temperature": 0.0,
-    },
-    "repeats": 1,
-    "metric_list": [
-        {
-            "metric": "exact_match",
-            "aggregation": "mean",
-            "higher_is_better": True,
-            "ignore_case": True,
-            "ignore_punctuation": False,
-            "regexes_to_ignore": [",", "\\$", "(?s).*#### ", "\\.$"],
-        }
-    ],
-    "filter_list": [
-        {
-            "name": "strict-match",
-            "filter": [
-                {"function": "regex", "regex_pattern": "#### (\\-?[0-9\\.\\,]+)"},
-                {"function": "take_first"},
-            ],
-        },
-        {
-            "name": "flexible-extract",
-            "filter": [
-                {"function": "regex", "group_select": -1, "regex_pattern": "(-?[$0-9.,]{2,})|(-?[0-9]+)"},
-                {"function": "take_first"},
-            ],
-        },
-    ],
-}
-
-LOCAL_TASKS: tuple[LocalTask, ...] = (
-    LocalTask(
-        name="local_arc_easy",
-        mirrors="tinyArc",
-        description="ARC-Easy dev, tinyArc format (25-shot from ARC-Easy train, acc_norm)",
-        output_type="multiple_choice",
-        eval_file="arc/ARC-Easy-Dev.jsonl",
-        fewshot_file="arc/ARC-Easy-Train.jsonl",
-        prompt=ARC_PROMPT,
-    ),
-    LocalTask(
-        name="local_arc_challenge",
-        mirrors="tinyArc",
-        description="ARC-Challenge dev, tinyArc format (25-shot from ARC-Challenge train, acc_norm)",
-        output_type="multiple_choice",
-        eval_file="arc/ARC-Challenge-Dev.jsonl",
-        fewshot_file="arc/ARC-Challenge-Train.jsonl",
-        prompt=ARC_PROMPT,
-    ),
-    LocalTask(
-        name="local_mmlu",
-        mirrors="tinyMMLU",
-        description="MMLU, all subjects in one task, tinyMMLU format (0-shot, letter choices, acc_norm)",
-        output_type="multiple_choice",
-        eval_file="mmlu/dev",
-        fewshot_file=None,
-        loader=load_mmlu,
-        prompt={
-            "num_fewshot": 0,
-            "description": "The following are multiple choice questions (with answers) about "
-            "{{subject.replace('_', ' ')}}.\n\n",
-            "doc_to_text": "{{question.strip()}}\nA. {{choices[0]}}\nB. {{choices[1]}}\nC. {{choices[2]}}"
-            "\nD. {{choices[3]}}\nAnswer:",
-            "doc_to_choice": ["A", "B", "C", "D"],
-            "doc_to_target": "answer",
-            "metric_list": ACC_NORM,
-        },
-    ),
-    LocalTask(
-        name="local_hellaswag",
-        mirrors="tinyHellaswag",
-        description="HellaSwag validation, tinyHellaswag format (10-shot, acc_norm)",
-        output_type="multiple_choice",
-        eval_file="hellaswag/val_first500.jsonl",
-        fewshot_file=None,
-        prompt={
-            "num_fewshot": 10,
-            "process_docs": hellaswag_docs,
-            "doc_to_text": "{{query}}",
-            "doc_to_target": "{{label}}",
-            "doc_to_choice": "choices",
-            "metric_list": ACC_NORM,
-        },
-    ),
-    LocalTask(
-        name="local_winogrande",
-        mirrors="tinyWinogrande",
-        description="WinoGrande dev, tinyWinogrande format (5-shot, partial scoring, acc_norm)",
-        output_type="multiple_choice",
-        eval_file="winogrande/dev_first267.jsonl",
-        fewshot_file=None,
-        prompt={
-            "num_fewshot": 5,
-            "doc_to_text": winogrande_context_index,
-            "doc_to_target": winogrande_continuation,
-            "doc_to_choice": winogrande_contexts,
-            "metric_list": ACC_NORM,
-        },
-    ),
-    LocalTask(
-        name="local_truthfulqa_mc1",
-        mirrors="tinyTruthfulQA_mc1",
-        description="TruthfulQA MC1, tinyTruthfulQA format (0-shot after the QA primer, acc)",
-        output_type="multiple_choice",
-        eval_file="truthfulqa/mc_task_dev100.json",
-        fewshot_file=None,
-        loader=load_truthfulqa,
-        prompt={
-            "num_fewshot": 0,
-            "doc_to_text": truthfulqa_text,
-            "doc_to_target": 0,
-            "doc_to_choice": "{{mc1_targets.choices}}",
-            "metric_list": ACC,
-        },
-    ),
-    LocalTask(
-        name="local_truthfulqa_mc2",
-        mirrors="tinyTruthfulQA",
-        description="TruthfulQA MC2, tinyTruthfulQA format (0-shot after the QA primer, true-answer mass)",
-        output_type="multiple_choice",
-        eval_file="truthfulqa/mc_task_dev100.json",
-        fewshot_file=None,
-        loader=load_truthfulqa,
-        prompt={
-            "num_fewshot": 0,
-            "doc_to_text": truthfulqa_text,
-            "doc_to_target": 0,
-            "doc_to_choice": "{{mc2_targets.choices}}",
-            "process_results": truthfulqa_mc2_results,
-            "metric_list": ACC,
-        },
-    ),
-    LocalTask(
-        name="local_gsm8k",
-        mirrors="tinyGSM8k",
-        description="GSM8K, tinyGSM8k format (5-shot, generate until 'Question:', exact match on the number)",
-        output_type="generate_until",
-        eval_file="gsm8k/train.jsonl",
-        fewshot_file=None,
-        prompt=GSM8K_PROMPT,
-    ),
-    LocalTask(
-        name="local_piqa",
-        mirrors="piqa",
-        description="PIQA validation, lm-eval's piqa format (0-shot, acc and acc_norm)",
-        output_type="multiple_choice",
-        eval_file="piqa/valid_first338.jsonl",
-        fewshot_file=None,
-        prompt={
-            "num_fewshot": 0,
-            "doc_to_text": "Question: {{goal}}\nAnswer:",
-            "doc_to_target": "label",
-            "doc_to_choice": "{{[sol1, sol2]}}",
-            "metric_list": ACC + ACC_NORM,
-        },
-    ),
-    LocalTask(
-        name="local_boolq",
-        mirrors="boolq",
-        description="BoolQ validation, lm-eval's boolq format (0-shot, yes/no, acc)",
-        output_type="multiple_choice",
-        eval_file="boolq/val_first270.jsonl",
-        fewshot_file=None,
-        prompt={
-            "num_fewshot": 0,
-            "doc_to_text": "{{passage}}\nQuestion: {{question}}?\nAnswer:",
-            "doc_to_target": boolq_target,
-            "doc_to_choice": ["no", "yes"],
-            "metric_list": ACC,
-        },
-    ),
-)
+LOCAL_TASKS: tuple[LocalTask, ...] = tuple(LocalTask(path) for path in sorted(TASKS_DIR.glob("*.yaml")))
 
 
 def local_task(name: str) -> LocalTask:

@@ -13,7 +13,8 @@ import pytest
 
 from fslm_core.harness import BenchmarkTaskManager
 from fslm_core.plugins import get_registry
-from fslm_plugin_benchmarks import DATA_DIR_ENV, FIXTURES_DIR, LOCAL_TASKS, TAG, BenchmarkDataError, local_task
+from fslm_plugin_benchmarks import (
+    DATA_DIR_ENV, FIXTURES_DIR, LOCAL_TASKS, TAG, TASKS_DIR, BenchmarkDataError, local_task)
 from fslm_plugin_benchmarks.data import data_dir, data_dir_candidates
 from fslm_plugin_benchmarks.tasks import truthfulqa_mc2_results
 
@@ -50,7 +51,7 @@ def test_hook_registers_every_local_task():
 @pytest.mark.parametrize("name", TASK_NAMES)
 def test_config_paths_are_absolute_and_exist(fixture_data, name):
     config = local_task(name).build_config()
-    files = config["dataset_kwargs"]["data_files"]
+    files = config["dataset_kwargs"]["fslm_files"]
     assert files["test"]
     for path in files.values():
         assert os.path.isabs(path) and os.path.exists(path)
@@ -63,6 +64,14 @@ def test_every_task_builds_requests_over_the_fixtures(fixture_data, manager, nam
     assert {instance.doc_id for instance in instances} == {0, 1}
     expected_type = "generate_until" if name == "local_gsm8k" else "loglikelihood"
     assert {instance.request_type for instance in instances} == {expected_type}
+
+
+@pytest.mark.parametrize("name", TASK_NAMES)
+def test_every_task_runs_with_its_own_number_of_shots_on_the_sample_rows(fixture_data, manager, name):
+    """The packaged rows are the data after a plain `pip install`: enough of them for each task's shots."""
+    task = manager.load([name])["tasks"][name]
+    task.build_all_requests(limit=1, rank=0, world_size=1)
+    assert {instance.doc_id for instance in task.instances} == {0}
 
 
 def test_arc_prompt_and_shots_follow_tinyarc(fixture_data, manager):
@@ -148,6 +157,31 @@ def test_tag_loads_every_local_task(fixture_data, manager):
     assert set(loaded) == set(TASK_NAMES)
 
 
+def test_lm_eval_reads_the_same_task_yaml_with_its_own_task_manager(fixture_data, manager):
+    """`lm_eval --include_path <TASKS_DIR>` builds the very requests fslm builds."""
+    from lm_eval.tasks import TaskManager
+
+    own = TaskManager(include_path=str(TASKS_DIR), include_defaults=False)
+    assert set(TASK_NAMES) <= set(own.all_tasks) and TAG in own.all_tags
+    for name in TASK_NAMES:
+        loaded = own.load([name])["tasks"][name]
+        loaded.set_config("num_fewshot", 0)
+        loaded.build_all_requests(limit=2, rank=0, world_size=1)
+        _, instances = first_requests(manager, name)
+        assert [i.args for i in loaded.instances] == [i.args for i in instances], name
+
+
+def test_without_a_data_folder_tasks_score_the_packaged_sample_rows_and_say_so(monkeypatch, tmp_path, caplog):
+    monkeypatch.delenv(DATA_DIR_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)  # no ../shared/data here, and an installed plugin has no checkout next to it
+    monkeypatch.setattr("fslm_plugin_benchmarks.data.data_dir_candidates", lambda: [FIXTURES_DIR.resolve()])
+    monkeypatch.setattr("fslm_plugin_benchmarks.data._warned_sample_rows", set())
+    with caplog.at_level("WARNING"):
+        config = local_task("local_boolq").build_config()
+    assert config["dataset_kwargs"]["fslm_files"]["test"] == str(FIXTURES_DIR.resolve() / "boolq" / "val_first270.jsonl")
+    assert "sample rows" in caplog.text and DATA_DIR_ENV in caplog.text
+
+
 def test_data_folder_defaults_to_shared_data_next_to_the_working_directory(monkeypatch, tmp_path):
     monkeypatch.delenv(DATA_DIR_ENV, raising=False)
     project = tmp_path / "project"
@@ -170,7 +204,6 @@ def test_mc2_is_the_true_answer_mass_and_survives_tiny_probabilities():
 def test_fixtures_mirror_the_data_layout():
     names = {str(path.relative_to(FIXTURES_DIR)) for path in FIXTURES_DIR.rglob("*") if path.is_file()}
     for task in LOCAL_TASKS:
-        assert task.eval_file in names or any(name.startswith(task.eval_file + "/") for name in names)
-        if task.fewshot_file:
-            assert task.fewshot_file in names
+        for file in task.files.values():
+            assert file in names or any(name.startswith(file + "/") for name in names)
     json.loads((FIXTURES_DIR / "truthfulqa" / "mc_task_dev100.json").read_text())
