@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from fslm_core.api import StageRecipe, TeacherNotes
@@ -69,7 +71,8 @@ def test_targets_are_tidied_to_their_role():
 
 def test_list_check_and_generic_target_problems():
     assert is_list("- one\n- two") is None and is_list("1. one\n2) two") is None
-    assert is_list("just a sentence") == "not a list"
+    assert is_list("just a sentence") == "not a list" and is_list("- one\nthen prose") == "not a list"
+    assert is_list("- a single fact") is None
     prompt = "Explain how entrepreneurs utilize crowdfunding to raise money for projects."
     assert target_problem("", prompt, "", ()) == "empty"
     assert target_problem("", prompt, "", (), hit_token_limit=True).startswith("cut off")
@@ -109,3 +112,27 @@ def test_filter_drops_an_example_for_any_bad_intermediate_target_and_counts_reas
         "reason": {"cut off at the teacher's token limit": 1},
     }
     assert "dropped 3" in report.render()
+
+
+def test_filtered_copy_of_a_distillation_folder(tiny_model_id, tmp_path, capsys):
+    from pathlib import Path
+
+    from fslm_core import distill, load_distilled
+    from fslm_core.cli import main
+    from fslm_core.training import DistillConfig, filter_distilled
+
+    alpaca = Path(__file__).parent / "fixtures" / "alpaca_tiny.json"
+    config = DistillConfig(max_new_tokens=6, batch_size=8)
+    distill(alpaca, tmp_path / "notes", config, teacher=tiny_model_id, progress=False)
+    # A random teacher writes no KEY FACTS or DRAFT section: every example is dropped, with its reasons.
+    main(["filter", str(tmp_path / "notes"), "--output", str(tmp_path / "filtered"), "--json"])
+    counts = json.loads(capsys.readouterr().out)
+    assert counts["kept"] == 0 and counts["dropped"] == 6
+    assert counts["reasons"]["recall"] == {"empty": 6}
+
+    kept_all = filter_distilled(tmp_path / "notes", tmp_path / "unchecked", check=False)
+    assert len(kept_all.kept) == 6
+    copy = load_distilled(tmp_path / "unchecked")
+    assert copy.manifest["filter"]["checked"] is False and copy.manifest["examples"] == 6
+    original = {e.example_id: e.targets for e in load_distilled(tmp_path / "notes").examples()}
+    assert {e.example_id: e.targets for e in copy.examples()} == original

@@ -270,6 +270,30 @@ def test_micro_batches_bound_the_padded_size_and_give_the_same_update(distilled_
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
 
 
+@pytest.mark.parametrize("mode", ["generated", "mixed"])
+def test_later_stages_can_train_on_what_the_trained_earlier_stages_write(distilled_dir, tiny_model_id, tmp_path, mode):
+    import json as jsonlib
+
+    from fslm_core.training.upstream import upstream_stages
+
+    settings = dict(epochs=1, batch_size=4, eval_fraction=0.2, learning_rate=1e-2, evaluators=())
+    result = train_stack(
+        distilled_dir, tmp_path / "out", model=tiny_model_id, progress=False, upstream_inputs=mode, **settings
+    )
+    assert set(result.stages) == set(STAGES)
+    stack = load_stack(tmp_path / "out")
+    assert upstream_stages(stack, "answer") == ["interpret", "recall", "reason"]
+    assert upstream_stages(stack, "interpret") == []
+    train_ids = None
+    for stage in ("interpret", "recall", "reason"):  # every stage something later reads
+        written = jsonlib.loads((tmp_path / "out" / "generated" / f"{stage}.json").read_text())
+        train_ids = train_ids or set(written)
+        assert set(written) == train_ids and len(train_ids) == result.stages["answer"].examples
+    assert not (tmp_path / "out" / "generated" / "answer.json").exists()
+    with pytest.raises(InputError, match="upstream_inputs"):
+        train_stack(distilled_dir, tmp_path / "bad", model=tiny_model_id, upstream_inputs="nope")
+
+
 def run_cli(args, capsys) -> tuple[int, str, str]:
     try:
         main(args)

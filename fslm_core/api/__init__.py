@@ -11,6 +11,7 @@ from .evaluators import Evaluator, ExactMatch, StageJob, StageScorer, TokenF1, n
 from .formats import JsonFormat, KeyValueFormat, ListFormat, MessageFormat
 from .hookspecs import hookimpl, hookspec
 from .routers import ParallelRouter, Router
+from .stacks import NamedStack
 
 __all__ = [
     "Benchmark",
@@ -23,6 +24,7 @@ __all__ = [
     "ListFormat",
     "MessageFormat",
     "ModelBackend",
+    "NamedStack",
     "ModelSpec",
     "ParallelRouter",
     "Router",

@@ -119,3 +119,16 @@ def register_benchmarks(register):
         :class:`fslm_core.api.Benchmark` holding a task name and a
         builder of the lm-eval task config (a dict).
     """
+
+
+@hookspec
+def register_stacks(register):
+    """Register ready-made stacks: trained stack folders a plugin ships as package data.
+
+    Called once when the registry is built. Record where the folder is; do not
+    load it here.
+
+    :param register: ``register(named_stack)``, a :class:`fslm_core.api.NamedStack`
+        (a unique name, the folder holding ``stack.yaml``, a description, and
+        whether it is the default stack when a command names none).
+    """

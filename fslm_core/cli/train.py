@@ -76,3 +76,17 @@ def train_command(distilled, stack_path, decomposition, model, model_path, outpu
     result = train_stack(data, output, config, stack=stack, progress=sys.stderr.isatty())
     if is_main_process():
         click.echo(result.model_dump_json(indent=2) if as_json else result.render())
+
+
+@cli.command("filter")
+@click.argument("distilled", type=click.Path())
+@click.option("--output", required=True, type=click.Path(), help="Folder for the filtered copy (replaced whole).")
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+def filter_command(distilled, output, as_json):
+    """Copy DISTILLED data keeping the examples whose teacher targets pass their checks, tidied to their role."""
+    import json
+
+    from ..training import filter_distilled
+
+    report = filter_distilled(distilled, output)
+    click.echo(json.dumps(report.as_dict(), indent=2) if as_json else report.render())

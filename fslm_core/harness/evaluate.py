@@ -43,6 +43,8 @@ class EvalSettings:
     seed: int = 0
     final_prompt: str = "stage"
     data_files: dict[str, str] = field(default_factory=dict)
+    samples: dict[str, list[int]] | None = None
+    """Task -> the document ids to score (lm-eval's ``samples``; exclusive with ``limit``)."""
 
 
 def split_tasks(tasks: str | Sequence[str]) -> list[str]:
@@ -76,6 +78,7 @@ def run_task(lm: FslmLM, task: str, manager: BenchmarkTaskManager, settings: Eva
         task_manager=manager,
         num_fewshot=settings.num_fewshot,
         limit=settings.limit,
+        samples=settings.samples,
         log_samples=settings.log_samples,
         gen_kwargs=settings.gen_kwargs,
         bootstrap_iters=settings.bootstrap_iters,

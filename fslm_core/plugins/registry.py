@@ -23,6 +23,7 @@ from ..api.decompositions import Decomposition
 from ..api.evaluators import Evaluator, StageScorer
 from ..api.formats import MessageFormat
 from ..api.routers import Router
+from ..api.stacks import NamedStack
 from ..errors import PluginError, UnknownNameError
 from ..logs import get_logger
 from .manager import BrokenPlugin, build_plugin_manager, report_broken
@@ -80,6 +81,7 @@ class Registry:
         "routers": ("router", "register_routers", lambda item: item.name),
         "evaluators": ("evaluator", "register_evaluators", lambda item: item.name),
         "benchmarks": ("benchmark", "register_benchmarks", lambda item: item.name),
+        "stacks": ("stack", "register_stacks", lambda item: item.name),
     }
 
     def __init__(self, manager: pluggy.PluginManager, broken: list[BrokenPlugin]):
@@ -156,6 +158,13 @@ class Registry:
 
     def benchmark(self, name: str, field: str = "") -> Benchmark:
         return self.get("benchmarks", name, field=field)
+
+    def named_stack(self, name: str, field: str = "") -> NamedStack:
+        return self.get("stacks", name, field=field)
+
+    def default_stack(self) -> NamedStack | None:
+        """The ready-made stack a command uses when it names none, if a plugin offers one."""
+        return next((item for item in self.kinds["stacks"].items.values() if item.default), None)
 
 
 def _wraps(impl: pluggy.HookImpl) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..declarations import Stack, Stage, load_stack
 from ..errors import StackChoiceError
@@ -57,9 +58,11 @@ def resolve_stack(
 ) -> Stack:
     """The stack named by a caller's arguments.
 
-    :param stack: a stack, or the path of a stack file or folder; it names its own models.
-    :param decomposition: a registered decomposition to build on ``model``
-        (default: :data:`DEFAULT_DECOMPOSITION` on :data:`DEFAULT_MODEL`).
+    :param stack: a stack, the path of a stack file or folder, or the name of a ready-made stack a plugin
+        registered (``fslm plugins`` lists them); it names its own models.
+    :param decomposition: a registered decomposition to build on ``model``. With nothing named at all:
+        the default ready-made stack if a plugin offers one, else :data:`DEFAULT_DECOMPOSITION` on
+        :data:`DEFAULT_MODEL`.
     :param model_alone: a ``model`` without a decomposition is evaluated by itself
         (:func:`single_model_stack`), and naming nothing is an error.
     :raises StackChoiceError: when the arguments contradict each other or name nothing.
@@ -79,12 +82,27 @@ def resolve_stack(
     if isinstance(stack, Stack):
         return stack
     if stack:
-        return load_stack(stack)
+        return load_stack(_named_stack_folder(str(stack), registry) or stack)
     if model_alone and not decomposition:
         if not model:
             raise StackChoiceError(
                 f"{a.prefix}name what to evaluate: {a.stack}, {a.decomposition} with {a.model}, or {a.model} alone"
             )
         return single_model_stack(model, model_path)
-    recipe = (registry or get_registry()).decomposition(decomposition or DEFAULT_DECOMPOSITION, a.decomposition_field)
+    registry = registry or get_registry()
+    if not (decomposition or model or model_path):
+        default = registry.default_stack()
+        if default is not None:
+            return load_stack(default.folder)
+    recipe = registry.decomposition(decomposition or DEFAULT_DECOMPOSITION, a.decomposition_field)
     return recipe.build(model or DEFAULT_MODEL, model_path=model_path)
+
+
+def _named_stack_folder(name: str, registry: Registry | None) -> Path | None:
+    """The folder of the ready-made stack called ``name``, unless ``name`` is a path that exists."""
+    if Path(name).expanduser().exists():
+        return None
+    registry = registry or get_registry()
+    if name in registry.names("stacks"):
+        return registry.named_stack(name).folder
+    return None

@@ -14,6 +14,8 @@ from .distill_config import DistillConfig, DistillSummary, ShardWritten
 from .distillation import distill
 from .distilled import DistilledData, DistilledExample, load_distilled, targets_trace
 from .examples import epoch_batches, process_share, split_examples, stage_pairs
+from .filtered import filter_distilled
+from .filters import FilterReport, filter_examples
 from .instruction_data import InstructionData, InstructionExample, alpaca_prompt, read_instruction_data
 from .loop import lora_config
 from .results import StageTraining, TrainResult, TrainStep, weakest_stage
@@ -27,6 +29,7 @@ __all__ = [
     "REFERENCE",
     "TEACHER",
     "DistillConfig",
+    "FilterReport",
     "DistillSummary",
     "DistilledData",
     "DistilledExample",
@@ -42,6 +45,8 @@ __all__ = [
     "distill",
     "epoch_batches",
     "evaluate_stages",
+    "filter_distilled",
+    "filter_examples",
     "is_main_process",
     "load_distilled",
     "load_train_config",

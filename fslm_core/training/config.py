@@ -43,6 +43,11 @@ class TrainConfig(BaseModel):
     max_length: int = Field(
         default=512, ge=8, description="Tokens of prompt plus target; prompts are cut from the left."
     )
+    upstream_inputs: Literal["targets", "generated", "mixed"] = Field(
+        default="targets",
+        description="What a stage that reads earlier stages trains on: their distilled targets (teacher forcing), "
+        "what the already-trained earlier stages write for its prompts, or a seeded half of each.",
+    )
     warmup_ratio: float = Field(default=0.03, ge=0.0, lt=1.0)
     weight_decay: float = Field(default=0.0, ge=0.0)
     max_grad_norm: float | None = Field(default=1.0, gt=0.0)

@@ -96,9 +96,9 @@ def restates(text: str, prompt: str, reference: str) -> str | None:
 
 
 def is_list(text: str, prompt: str = "", reference: str = "") -> str | None:
-    """Two or more list items, one per line."""
-    items = [line for line in text.splitlines() if _LIST_ITEM.match(line)]
-    if len(items) < 2:
+    """List items, one per line, and nothing else (a simple task may need a single fact)."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines or not all(_LIST_ITEM.match(line) for line in lines):
         return "not a list"
     return None
 

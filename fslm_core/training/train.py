@@ -35,6 +35,7 @@ from .loop import TrainingRun, train_stage
 from .output import ADAPTERS_DIR, STATE, adapter_done, check_output, stack_identity
 from .results import StageTraining, TrainResult, TrainStep
 from .stage_evaluation import evaluate_stages
+from .upstream import GeneratedUpstream, with_upstream_inputs
 
 log = get_logger(__name__)
 
@@ -131,7 +132,15 @@ def train_stack(
                 results[name] = StageTraining.model_validate({**previous, "already_trained": True})
             log.info("stage already trained; skipped", stage=name)
             continue
-        pairs = stage_pairs(bound, name, train_examples)
+        stage_examples = train_examples
+        if config.upstream_inputs != "targets" and stage.reads:
+            # Built per stage: it must run every earlier stage with the adapter it has now.
+            finished = {n: folder / ADAPTERS_DIR / n for n in to_train if adapter_done(folder / ADAPTERS_DIR / n)}
+            generated = GeneratedUpstream(_with_adapters(plain, finished), folder, train_examples, registry)
+            stage_examples = with_upstream_inputs(
+                train_examples, plain, name, config.upstream_inputs, generated, config.seed
+            )
+        pairs = stage_pairs(bound, name, stage_examples)
         if not pairs:
             raise InputError(f"stage {name!r}: no training example has a non-empty target in {data.folder}")
         backend = bound.stages[name].backend

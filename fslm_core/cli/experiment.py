@@ -1,0 +1,30 @@
+"""``fslm experiment``: distil, train and evaluate a stack against single-model baselines, resumably."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+
+import click
+
+from .app import cli
+
+
+@cli.command("experiment")
+@click.argument("config", type=click.Path())
+@click.option("--quick", is_flag=True, help="Tens of examples, one epoch, a few documents per task (minutes).")
+@click.option("--output", type=click.Path(), help="Work folder (default: the config's `output`).")
+@click.option("--until", help="Stop after this step (distill, filter, train-stack, ... report).")
+@click.option("--only", help="Run just this step, e.g. `--only report` to rewrite the report from what has finished.")
+def experiment_command(config, quick, output, until, only):
+    """Run the experiment in CONFIG (YAML) to the end, or resume it: finished steps are skipped.
+
+    Prints which step it is on. An interrupted run continues from its last finished step, and within
+    distillation and training from their checkpoints.
+    """
+    from ..experiment import load_experiment_config, run_experiment
+
+    overrides = {"output": output} if output else None
+    settings = load_experiment_config(config, quick=quick, overrides=overrides)
+    command = shlex.join(["fslm", "experiment", *sys.argv[2:]]) if sys.argv[1:2] == ["experiment"] else None
+    run_experiment(settings, until=until, only=only, echo=click.echo, progress=sys.stderr.isatty(), command=command)

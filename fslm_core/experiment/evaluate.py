@@ -1,0 +1,163 @@
+"""The evaluation step: every system on every task, zero-shot, on the same documents, one result file each.
+
+Documents: all of a task's slice when it is small, else a seeded subset (the
+same for every system). Each (system, task) result is written atomically when
+it finishes, so an interrupted evaluation resumes with the pairs it has not
+done. A result holds every document's score, so systems can be compared
+document by document.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from ..files import atomic_write_json, safe_file_name
+from ..harness import EvalSettings, FslmLM, run_task, task_manager
+from ..plugins import Registry
+from .config import ExperimentConfig
+from .systems import system_stack
+
+EVAL_DIR = "eval"
+METRIC_PREFERENCE = ("acc_norm", "acc", "exact_match")
+"""The metric reported per task: the first the task computes (tinyBenchmarks use acc_norm where it exists)."""
+GENERATION_FILTER = "flexible-extract"
+"""Zero-shot answers rarely end in GSM8K's "#### N"; the last number of the answer is scored."""
+
+
+def result_path(output: Path, system: str, task: str) -> Path:
+    return output / EVAL_DIR / system / f"{safe_file_name(task)}.json"
+
+
+def read_result(output: Path, system: str, task: str) -> dict | None:
+    path = result_path(output, system, task)
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def task_documents(task: str, config: ExperimentConfig, manager) -> tuple[list[int], str, int]:
+    """The scored document ids of ``task`` (sorted), its output type and how many documents its slice has."""
+    from lm_eval.tasks import get_task_dict
+
+    loaded = get_task_dict([task], manager)[task]
+    total = len(loaded.eval_docs)
+    output_type = loaded.OUTPUT_TYPE
+    wanted = config.evaluation.generation_documents if output_type == "generate_until" else config.evaluation.documents
+    if total <= wanted:
+        return list(range(total)), output_type, total
+    return sorted(random.Random(f"{config.seed}:{task}").sample(range(total), wanted)), output_type, total
+
+
+def _metric(sample: dict) -> tuple[str, str | None]:
+    """The reported metric of a logged sample, and the filter it was scored under."""
+    for name in METRIC_PREFERENCE:
+        if name in sample:
+            return name, sample.get("filter")
+    raise KeyError(f"no known metric in sample keys {sorted(sample)}")
+
+
+def document_scores(samples: list[dict]) -> tuple[str, dict[int, float]]:
+    """Document id -> score under the reported metric (generation tasks: under :data:`GENERATION_FILTER`)."""
+    filters = {sample.get("filter") for sample in samples}
+    if GENERATION_FILTER in filters:
+        samples = [sample for sample in samples if sample.get("filter") == GENERATION_FILTER]
+    metric, _ = _metric(samples[0])
+    return metric, {int(sample["doc_id"]): float(sample[metric]) for sample in samples}
+
+
+class Evaluator:
+    """Runs the evaluation step; each system's model is built once and reused across tasks."""
+
+    def __init__(self, config: ExperimentConfig, output: Path, registry: Registry, echo: Callable[[str], None]):
+        self.config = config
+        self.output = output
+        self.registry = registry
+        self.echo = echo
+        self.models: dict[str, FslmLM] = {}
+        self.manager = task_manager(list(config.evaluation.tasks))
+
+    def model(self, system: str) -> FslmLM:
+        if system not in self.models:
+            stack = system_stack(system, self.config, self.output, self.registry)
+            self.models[system] = FslmLM(
+                stack=stack, batch_size=self.config.evaluation.batch_size, seed=self.config.seed
+            )
+        return self.models[system]
+
+    def pending(self) -> list[tuple[str, str]]:
+        return [
+            (system, task)
+            for task in self.config.evaluation.tasks
+            for system in self.config.systems
+            if read_result(self.output, system, task) is None
+        ]
+
+    def run(self) -> None:
+        pairs = [(system, task) for task in self.config.evaluation.tasks for system in self.config.systems]
+        documents: dict[str, tuple[list[int], str, int]] = {}
+        for index, (system, task) in enumerate(pairs, start=1):
+            where = f"  ({index}/{len(pairs)}) {system} on {task}"
+            if read_result(self.output, system, task) is not None:
+                self.echo(f"{where}: done earlier")
+                continue
+            if task not in documents:
+                documents[task] = task_documents(task, self.config, self.manager)
+            ids, output_type, total = documents[task]
+            self.echo(f"{where}: {len(ids)} of {total} documents ...")
+            started = time.perf_counter()
+            result = self.evaluate(system, task, ids, output_type, total)
+            result["wall_time_s"] = round(time.perf_counter() - started, 2)
+            atomic_write_json(result_path(self.output, system, task), result)
+            self.echo(f"{where}: {result['metric']} {result['mean']:.4f} in {result['wall_time_s']:.0f}s")
+
+    def evaluate(self, system: str, task: str, ids: list[int], output_type: str, total: int) -> dict:
+        lm = self.model(system)
+        settings = EvalSettings(
+            tasks=[task],
+            num_fewshot=0,
+            batch_size=str(self.config.evaluation.batch_size),
+            log_samples=True,
+            seed=self.config.seed,
+            samples={task: ids},
+            gen_kwargs=f"max_gen_toks={self.config.evaluation.max_gen_toks}"
+            if self.config.evaluation.max_gen_toks
+            else None,
+        )
+        run = run_task(lm, task, self.manager, settings)
+        samples = (run.results or {}).get("samples", {}).get(task, [])
+        metric, scores = document_scores(samples)
+        traces = lm.document_traces(task)
+        cost = {**run.cost, **lm.task_cost(task, traces)}
+        values = list(scores.values())
+        mean = sum(values) / len(values)
+        keep = self.config.evaluation.traces_per_task if len(lm.stack.stages) > 1 else 0
+        return {
+            "system": system,
+            "task": task,
+            "stack": lm.stack.name,
+            "output_type": output_type,
+            "documents_in_slice": total,
+            "doc_ids": ids,
+            "metric": metric,
+            "mean": mean,
+            "scores": {str(doc_id): score for doc_id, score in sorted(scores.items())},
+            "cost": cost,
+            "sample_traces": traces[:keep],
+            "sample_answers": _answers(samples[:keep] if keep else samples[:3]),
+        }
+
+
+def _answers(samples: list[dict]) -> list[dict]:
+    """What a few documents asked and what the system answered (generation) or chose (multiple choice)."""
+    kept = []
+    for sample in samples:
+        kept.append(
+            {
+                "doc_id": sample.get("doc_id"),
+                "target": str(sample.get("target", ""))[:300],
+                "response": str(sample.get("filtered_resps", ""))[:300],
+            }
+        )
+    return kept

@@ -1,0 +1,278 @@
+"""``fslm experiment``: the paper's experiment as one resumable pipeline.
+
+Steps, each writing into the experiment's output folder::
+
+    distill         distilled/     teacher targets for every stage (resumes shard by shard)
+    filter          filtered/      the examples whose targets pass their checks, tidied
+    train-stack     stack/         one LoRA adapter per stage (resumes from checkpoints)
+    train-baseline  baseline/      one adapter on the same examples: prompt to reference answer
+    package         the trained stack and its targets, copied into a plugin (``package`` in the config)
+    stage-checks    stage_checks.json   held-out target loss and role checks, trained vs untrained
+    evaluate        eval/<system>/<task>.json   every system on every task, same documents
+    ablations       ablations.json other teachers and training variants on a slice (``ablations`` in the config)
+    report          the Markdown report (``report`` in the config)
+
+``experiment.json`` records which steps finished, with their figures; a rerun
+of the same config skips them and continues the step in progress from its own
+checkpoints (evaluation from its finished (system, task) pairs). A different
+config for the same folder is refused. The report is rewritten on every run,
+from whatever has finished, so ``--only report`` shows a run in progress.
+
+The order puts what users receive first: the trained stack is packaged as
+soon as it exists, before the hours of evaluation, and the ablations, which
+only explain the choices, come last.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from ..errors import InputError
+from ..files import VersionedJson
+from ..plugins import Registry, get_registry
+from ..training import DistillConfig, TrainConfig, distill, filter_distilled, load_distilled, train_stack
+from ..validation import validate_settings
+from .ablations import run_ablations
+from .config import ExperimentConfig
+from .evaluate import Evaluator
+from .package import package_stack
+from .report import write_report
+from .stage_checks import run_stage_checks
+from .systems import BASELINE_DIR, STACK_DIR, baseline_stack
+
+STATE = VersionedJson(
+    "experiment.json",
+    "fslm_experiment",
+    1,
+    "the state of an fslm experiment",
+    remedy="remove it or choose another output folder",
+    field="output: ",
+)
+STEPS = (
+    "distill",
+    "filter",
+    "train-stack",
+    "train-baseline",
+    "package",
+    "stage-checks",
+    "evaluate",
+    "ablations",
+    "report",
+)
+ALWAYS_RERUN = {"report"}
+
+
+def _identity(config: ExperimentConfig) -> dict:
+    """What decides the experiment's results: a resumed run must agree on all of it (the report path aside)."""
+    return config.model_dump(mode="json", exclude={"report", "output", "demo_prompts", "package", "package_stack_name"})
+
+
+class Experiment:
+    def __init__(
+        self,
+        config: ExperimentConfig,
+        *,
+        echo: Callable[[str], None] = print,
+        progress: bool = False,
+        registry: Registry | None = None,
+        command: str | None = None,
+    ):
+        self.config = config
+        self.command = command
+        self.output = config.output.expanduser().resolve()
+        self.echo = echo
+        self.progress = progress
+        self.registry = registry or get_registry()
+        # Everything checkable is checked before any model loads.
+        self.registry.decomposition(config.decomposition, field="decomposition")
+        self.registry.model(config.student, field="student")
+        self.registry.model(config.distill.teacher, field="distill.teacher")
+        self.train_config = validate_settings(TrainConfig, {"seed": config.seed, **config.train}, "config train")
+        self.baseline_config = validate_settings(
+            TrainConfig, {"seed": config.seed, **config.baseline}, "config baseline"
+        )
+        if not config.data.is_file():
+            raise InputError(f"config data: file not found: {config.data}")
+        self.state = self._open_state()
+
+    def _open_state(self) -> dict:
+        identity = _identity(self.config)
+        state = STATE.read(self.output) if self.output.is_dir() else None
+        if state is None:
+            if self.output.is_dir() and any(self.output.iterdir()):
+                raise InputError(f"output: {self.output} is not empty and holds no {STATE.name}; choose another")
+            return {"identity": identity, "steps": {}}
+        if state.get("identity") != identity:
+            changed = sorted(k for k in identity if state.get("identity", {}).get(k) != identity[k])
+            raise InputError(
+                f"output: {self.output} holds an experiment with other settings (changed: {', '.join(changed)}); "
+                "rerun with the same config to resume, or choose another output folder"
+            )
+        return state
+
+    def _save(self) -> None:
+        STATE.write(self.output, {key: value for key, value in self.state.items() if key != STATE.marker})
+
+    def done(self, step: str) -> bool:
+        if step == "filter" and not (self.output / "filtered" / "manifest.json").is_file():
+            return False  # not kept with the run (seconds to redo from the distilled data)
+        return step in self.state["steps"]
+
+    def run(self, until: str | None = None, only: str | None = None) -> dict:
+        """Run the steps not done yet, in order (up to and including ``until``), or just ``only``; return the state."""
+        for option, value in (("--until", until), ("--only", only)):
+            if value is not None and value not in STEPS:
+                raise InputError(f"{option}: expected one of {', '.join(STEPS)}, got {value!r}")
+        self.output.mkdir(parents=True, exist_ok=True)
+        if self.command and only is None:
+            self.state["command"] = self.command
+        self._save()
+        for index, step in enumerate(STEPS, start=1):
+            if only is not None and step != only:
+                continue
+            head = f"[{index}/{len(STEPS)}] {step}"
+            if self.done(step) and step not in ALWAYS_RERUN:
+                self.echo(f"{head}: done earlier ({self.state['steps'][step]['seconds']:.0f}s), skipped")
+            else:
+                self.echo(f"{head} ...")
+                started = time.perf_counter()
+                figures = getattr(self, "_" + step.replace("-", "_"))()
+                seconds = round(time.perf_counter() - started, 1)
+                self.state["steps"][step] = {"seconds": seconds, "finished": _now(), **figures}
+                self._save()
+                self.echo(f"{head}: done in {seconds:.0f}s")
+            if step == until:
+                break
+        return self.state
+
+    # Steps -----------------------------------------------------------------------------
+
+    def _distill(self) -> dict:
+        settings = self.config.distill
+        config = DistillConfig(
+            decomposition=self.config.decomposition,
+            teacher=settings.teacher,
+            teacher_prompt=settings.teacher_prompt,
+            limit=settings.limit,
+            batch_size=settings.batch_size,
+            shard_size=settings.shard_size,
+            max_new_tokens=settings.max_new_tokens,
+            seed=self.config.seed,
+        )
+        summary = distill(self.config.data, self.output / "distilled", config, progress=self.progress)
+        self.echo(f"  {summary.render()}")
+        # Distillation may span several runs: its own time is the sum of theirs.
+        earlier = self.state.get("distill_seconds", 0.0)
+        self.state["distill_seconds"] = round(earlier + summary.seconds, 1)
+        return {"examples": summary.examples_total, "distill_seconds": self.state["distill_seconds"]}
+
+    def _filter(self) -> dict:
+        report = filter_distilled(
+            self.output / "distilled",
+            self.output / "filtered",
+            registry=self.registry,
+            check=self.config.filter_targets,
+        )
+        self.echo("  " + report.render().replace("\n", "\n  "))
+        return report.as_dict()
+
+    def _ablations(self) -> dict:
+        if self.config.ablations is None:
+            return {"ablations": None}
+        results = run_ablations(self.config.ablations, self.config, self.output, self.registry, self.echo)
+        return {"teachers": len(results["teachers"]), "variants": len(results["variants"])}
+
+    def _train(self, folder: str, stack, config: TrainConfig) -> dict:
+        result = train_stack(
+            self.output / "filtered",
+            self.output / folder,
+            config,
+            stack=stack,
+            progress=self.progress,
+            registry=self.registry,
+        )
+        self.echo("  " + result.render().replace("\n", "\n  "))
+        return {
+            "stages": {
+                name: {
+                    "examples": stage.examples,
+                    "steps": stage.steps,
+                    "tokens": stage.tokens,
+                    "seconds": stage.seconds,
+                    "first_loss": stage.first_loss,
+                    "final_loss": stage.final_loss,
+                }
+                for name, stage in result.stages.items()
+            },
+            "held_out_examples": result.held_out_examples,
+            "evaluation": result.evaluation,
+        }
+
+    def _train_stack(self) -> dict:
+        decomposition = self.registry.decomposition(self.config.decomposition, field="decomposition")
+        stack = decomposition.build(self.config.student, name=f"{self.config.name}")
+        return self._train(STACK_DIR, stack, self.train_config)
+
+    def _train_baseline(self) -> dict:
+        return self._train(BASELINE_DIR, baseline_stack(self.config), self.baseline_config)
+
+    def _stage_checks(self) -> dict:
+        data = load_distilled(self.output / "filtered")
+        return run_stage_checks(self.config, self.output, data, self.train_config, self.registry, self.echo)
+
+    def _evaluate(self) -> dict:
+        Evaluator(self.config, self.output, self.registry, self.echo).run()
+        return {}
+
+    def _package(self) -> dict:
+        if self.config.package is None:
+            return {"package": None}
+        description = (
+            f"{self.config.decomposition} on {self.config.student}, trained by `fslm experiment` ({self.config.name})"
+        )
+        written = package_stack(
+            self.output / STACK_DIR,
+            self.output / "filtered",
+            self.config.package,
+            self.config.package_stack_name or self.config.name,
+            description,
+            baseline=(
+                self.output / BASELINE_DIR,
+                f"{self.config.package_stack_name or self.config.name}-baseline",
+                f"the same-data baseline of {self.config.package_stack_name or self.config.name}: "
+                f"{self.config.student} with one adapter trained on the same examples (prompt to reference answer)",
+            ),
+        )
+        self.echo(
+            f"  {written['examples']} examples' targets and the stack, {written['bytes'] / 1e6:.1f} MB, "
+            f"copied into {self.config.package}"
+        )
+        return {"package": str(self.config.package), "bytes": written["bytes"]}
+
+    def _report(self) -> dict:
+        if self.config.report is None:
+            return {"report": None}
+        path = write_report(self.config, self.output, self.state, self.registry)
+        self.echo(f"  report written to {path}")
+        return {"report": str(path)}
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def run_experiment(
+    config: ExperimentConfig,
+    *,
+    until: str | None = None,
+    only: str | None = None,
+    echo: Callable[[str], None] = print,
+    progress: bool = False,
+    command: str | None = None,
+) -> dict:
+    """Run (or resume) the experiment ``config`` describes; return its state."""
+    return Experiment(config, echo=echo, progress=progress, command=command).run(until=until, only=only)
+
+
+__all__ = ["STEPS", "Experiment", "run_experiment"]

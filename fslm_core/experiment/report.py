@@ -1,0 +1,320 @@
+"""The experiment's report: accuracy with stderr per task and system, paired tests, costs, stage checks, traces.
+
+Everything in it is read back from the experiment's folder, so the report can
+be rewritten at any time from finished results; the sample traces go into a
+folder next to it, one Markdown file per task.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import struct
+from pathlib import Path
+
+from ..files import atomic_write_text, safe_file_name
+from ..plugins import Registry
+from .ablations import ABLATIONS_FILE
+from .config import ExperimentConfig
+from .evaluate import read_result
+from .stage_checks import CHECKS_FILE
+from .stats import compare, mean_and_stderr
+from .systems import BASELINE_DIR, DESCRIPTIONS, STACK_DIR
+
+COMPARISONS = (("stack-trained", "single"), ("stack-trained", "single-lora"), ("stack-trained", "stack-untrained"))
+
+
+def adapter_parameters(folder: Path) -> int:
+    """Parameters in the adapters under ``folder`` (read from the safetensors headers, no tensors loaded)."""
+    total = 0
+    for file in folder.glob("adapters/*/adapter_model.safetensors"):
+        with open(file, "rb") as handle:
+            (length,) = struct.unpack("<Q", handle.read(8))
+            header = json.loads(handle.read(length))
+        for name, info in header.items():
+            if name != "__metadata__":
+                count = 1
+                for size in info["shape"]:
+                    count *= size
+                total += count
+    return total
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _machine() -> str:
+    model, flags = platform.processor(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    except OSError:
+        pass
+    import os
+
+    wanted = [flag for flag in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if flag in flags]
+    return f"{model}, {os.cpu_count()} cores ({', '.join(wanted) or 'no AVX2'})"
+
+
+def _cell(result: dict | None) -> str:
+    if result is None:
+        return "-"
+    mean, stderr = mean_and_stderr(list(result["scores"].values()))
+    return f"{mean:.3f} ± {stderr:.3f}"
+
+
+def _paired(a: dict | None, b: dict | None):
+    if a is None or b is None:
+        return None
+    ids = sorted(set(a["scores"]) & set(b["scores"]), key=int)
+    return compare([a["scores"][i] for i in ids], [b["scores"][i] for i in ids])
+
+
+def _reading(config: ExperimentConfig, results: dict, state: dict) -> list[str]:
+    """Plain sentences: where the trained stack wins or loses, by how much, and what is inside the noise."""
+    lines = []
+    for a, b in COMPARISONS[:2]:
+        wins, losses, noise = [], [], []
+        for task in config.evaluation.tasks:
+            comparison = _paired(results.get((a, task)), results.get((b, task)))
+            if comparison is None:
+                continue
+            item = f"{task} ({comparison.difference:+.3f}, p = {comparison.p_value:.3g})"
+            if comparison.significant:
+                (wins if comparison.difference > 0 else losses).append(item)
+            else:
+                noise.append(task)
+        if not (wins or losses or noise):
+            continue
+        parts = [f"Against {DESCRIPTIONS[b]}, the trained stack"]
+        parts.append(f" is better on {', '.join(wins)}" if wins else " is better on no task")
+        parts.append(f", worse on {', '.join(losses)}" if losses else ", worse on none")
+        parts.append(
+            f"; on {len(noise)} task(s) ({', '.join(noise)}) the difference is inside the noise (p ≥ 0.05)."
+            if noise
+            else "."
+        )
+        lines.append("".join(parts))
+    return lines
+
+
+def _costs(config: ExperimentConfig, output: Path, results: dict, state: dict) -> list[str]:
+    steps = state.get("steps", {})
+    train = {
+        "stack-trained": steps.get("train-stack", {}),
+        "single-lora": steps.get("train-baseline", {}),
+    }
+    params = {
+        "stack-trained": adapter_parameters(output / STACK_DIR),
+        "single-lora": adapter_parameters(output / BASELINE_DIR),
+    }
+    rows = [
+        "| system | trainable parameters | distillation | training | evaluation wall time | "
+        "tokens generated per document before the answer |",
+        "|---|---|---|---|---|---|",
+    ]
+    for system in config.systems:
+        evaluated = [results[(system, task)] for task in config.evaluation.tasks if (system, task) in results]
+        wall = sum(result["wall_time_s"] for result in evaluated)
+        documents = sum(result["cost"].get("documents", 0) for result in evaluated)
+        tokens = sum(result["cost"].get("upstream_completion_tokens", 0) for result in evaluated)
+        training = train.get(system, {})
+        seconds = sum(stage.get("seconds", 0) for stage in training.get("stages", {}).values())
+        distill = state.get("distill_seconds") if system == "stack-trained" else None
+        rows.append(
+            f"| {system} | {params.get(system, 0):,} | {f'{distill / 60:.0f} min' if distill else '-'} | "
+            f"{f'{seconds / 60:.0f} min' if seconds else '-'} | {wall / 60:.1f} min | "
+            f"{tokens / documents if documents else 0:.1f} |"
+        )
+    return rows
+
+
+def _stage_table(output: Path, state: dict) -> list[str]:
+    path = output / CHECKS_FILE
+    if not path.is_file():
+        return ["(stage checks not run yet)"]
+    checks = json.loads(path.read_text(encoding="utf-8"))
+    evaluation = state.get("steps", {}).get("train-stack", {}).get("evaluation", {})
+    rows = [
+        f"On {checks['held_out_examples']} held-out examples, each stack running end to end:",
+        "",
+        "| stage | role checks | passed, trained | passed, untrained | target loss, trained | "
+        "target loss, untrained | tokens written, trained / untrained |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    trained, untrained = checks["stacks"]["trained"], checks["stacks"]["untrained"]
+    for stage, info in trained.items():
+        scores = evaluation.get(stage, {})
+        loss = f"{scores['target_loss']:.3f}" if "target_loss" in scores else "-"
+        base = f"{scores['base_target_loss']:.3f}" if "base_target_loss" in scores else "-"
+        checks_named = ", ".join(info["checks"]) or ("token F1 vs reference" if "token_f1" in info else "non-empty")
+        passed = f"{info['role_pass_rate']:.2f}"
+        passed_base = f"{untrained[stage]['role_pass_rate']:.2f}"
+        if "token_f1" in info:
+            passed += f" (F1 {info['token_f1']:.3f})"
+            passed_base += f" (F1 {untrained[stage]['token_f1']:.3f})"
+        rows.append(
+            f"| {stage} | {checks_named} | {passed} | {passed_base} | {loss} | {base} | "
+            f"{info['mean_completion_tokens']:.0f} / {untrained[stage]['mean_completion_tokens']:.0f} |"
+        )
+    return rows
+
+
+def _trace_pages(config: ExperimentConfig, results: dict, folder: Path) -> list[str]:
+    from ..messages import Trace
+
+    links = []
+    for task in config.evaluation.tasks:
+        result = results.get(("stack-trained", task))
+        if not result or not result.get("sample_traces"):
+            continue
+        lines = [f"# Sample traces: the trained stack on {task}", ""]
+        for document in result["sample_traces"]:
+            score = result["scores"].get(str(document["doc_id"]))
+            lines += [f"## Document {document['doc_id']} (score {score})", ""]
+            for trace in document["traces"]:
+                lines += ["```text", Trace.model_validate(trace).render(), "```", ""]
+        name = f"traces_{safe_file_name(task)}.md"
+        atomic_write_text(folder / name, "\n".join(lines))
+        links.append(f"[{task}]({folder.name}/{name})")
+    return links
+
+
+def _ablation_tables(output: Path) -> list[str]:
+    path = output / ABLATIONS_FILE
+    if not path.is_file():
+        return []
+    results = json.loads(path.read_text(encoding="utf-8"))
+    lines = ["", "## What we tried", ""]
+    if results.get("teachers"):
+        lines += [
+            "Teachers on the same first examples of the data: the share of examples whose targets pass the target "
+            "filter, why the others failed, and the pace of distillation on this machine.",
+            "",
+            "| teacher | prompt | examples | kept | most common failures | examples per hour |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, info in results["teachers"].items():
+            failures = "; ".join(
+                f"{stage}: " + ", ".join(f"{count} {why}" for why, count in list(reasons.items())[:2])
+                for stage, reasons in info.get("reasons", {}).items()
+            )
+            pace = info.get("examples_per_hour")
+            lines.append(
+                f"| {info['teacher']} ({name}) | {info['teacher_prompt']} | {info['examples']} | "
+                f"{info['kept_share']:.0%} | {failures or '-'} | {pace if pace is not None else '-'} |"
+            )
+    if results.get("variants"):
+        first = next(iter(results["variants"].values()))
+        stages = list(first["stages"])
+        lines += [
+            "",
+            f"Training variants on a slice, each scored on the same {first['held_out_examples']} held-out "
+            "examples (filtered, from shards no variant trained on): held-out target loss per stage "
+            "(teacher-forced), the share of end-to-end outputs passing each stage's role checks, and the answer's "
+            "token F1 against the reference.",
+            "",
+            "| variant | training examples | " + " | ".join(f"{s} loss / role" for s in stages) + " | answer F1 |",
+            "|---|---|" + "---|" * len(stages) + "---|",
+        ]
+        for name, info in results["variants"].items():
+            cells = []
+            for stage in stages:
+                loss = info["target_loss"].get(stage)
+                cells.append(f"{loss:.3f} / {info['stages'][stage]['role_pass_rate']:.2f}" if loss is not None else "-")
+            examples = max(info["training_examples"].values()) if info["training_examples"] else 0
+            f1 = info["stages"][stages[-1]].get("token_f1", float("nan"))
+            lines.append(f"| {name} | {examples} | " + " | ".join(cells) + f" | {f1:.3f} |")
+        untrained = first.get("base_target_loss", {})
+        if untrained:
+            lines += [
+                "",
+                "Untrained stages on the same held-out examples, target loss: "
+                + ", ".join(f"{stage} {loss:.3f}" for stage, loss in untrained.items() if loss is not None)
+                + ".",
+            ]
+    return lines
+
+
+def write_report(config: ExperimentConfig, output: Path, state: dict, registry: Registry) -> Path:
+    results = {
+        (system, task): result
+        for system in config.systems
+        for task in config.evaluation.tasks
+        if (result := read_result(output, system, task)) is not None
+    }
+    steps = state.get("steps", {})
+    filtered = steps.get("filter", {})
+    distill = config.distill
+    lines = [
+        f"# Results: {config.name}",
+        "",
+        "Written by `fslm experiment` from the finished runs in its output folder; rerun it to rewrite this page.",
+        "",
+        "## Set-up",
+        "",
+        f"- Student: `{config.student}`; decomposition `{config.decomposition}`; seed {config.seed}.",
+        f"- Data: `{config.data.name}` (sha256 `{_sha256(config.data)[:16]}…`), the first {distill.limit} usable "
+        f"examples; teacher `{distill.teacher}` ({distill.teacher_prompt} prompt).",
+        f"- Target filter: kept {filtered.get('kept', '-')} examples, dropped {filtered.get('dropped', '-')} "
+        f"({', '.join(f'{stage}: ' + ', '.join(f'{n} {why}' for why, n in reasons.items()) for stage, reasons in filtered.get('reasons', {}).items()) or 'none'}).",  # noqa: E501
+        f"- Training: stack {json.dumps(config.train)}; baseline {json.dumps(config.baseline)}.",
+        "- Evaluation: lm-evaluation-harness through the `fslm` model, zero-shot, the same documents for every "
+        f"system: every document of a slice up to {config.evaluation.documents} (generation tasks: "
+        f"{config.evaluation.generation_documents}), else a seeded subset of that size.",
+        f"- Machine: {_machine()}.",
+        "",
+        "Systems: " + "; ".join(f"**{system}**: {DESCRIPTIONS[system]}" for system in config.systems) + ".",
+        "",
+        "## Accuracy (mean ± stderr over documents)",
+        "",
+        "| task | metric | documents | " + " | ".join(config.systems) + " |",
+        "|---|---|---|" + "---|" * len(config.systems),
+    ]
+    for task in config.evaluation.tasks:
+        first = next((results[(s, task)] for s in config.systems if (s, task) in results), None)
+        if first is None:
+            continue
+        cells = " | ".join(_cell(results.get((system, task))) for system in config.systems)
+        lines.append(f"| {task} | {first['metric']} | {len(first['doc_ids'])} | {cells} |")
+    lines += ["", "## Paired differences (same documents)", ""]
+    lines += [
+        "Difference of means, its 95% interval from a paired bootstrap, and a two-sided p-value "
+        "(McNemar's exact test for 0/1 scores, the paired bootstrap for TruthfulQA's mc2).",
+        "",
+        "| task | comparison | difference | 95% interval | p | reading |",
+        "|---|---|---|---|---|---|",
+    ]
+    for task in config.evaluation.tasks:
+        for a, b in COMPARISONS:
+            comparison = _paired(results.get((a, task)), results.get((b, task)))
+            if comparison is None:
+                continue
+            reading = (
+                "inside the noise"
+                if not comparison.significant
+                else ("better" if comparison.difference > 0 else "worse")
+            )
+            lines.append(
+                f"| {task} | {a} − {b} | {comparison.difference:+.3f} | "
+                f"[{comparison.ci_low:+.3f}, {comparison.ci_high:+.3f}] | {comparison.p_value:.3g} | {reading} |"
+            )
+    lines += ["", "## Reading", ""] + _reading(config, results, state)
+    lines += ["", "## Cost", ""] + _costs(config, output, results, state)
+    lines += ["", "## Do the stages do their roles?", ""] + _stage_table(output, state)
+    lines += _ablation_tables(output)
+    report = config.report
+    trace_folder = report.parent / f"{report.stem}_traces"
+    links = _trace_pages(config, results, trace_folder)
+    if links:
+        lines += ["", "## Sample traces", "", "The trained stack, a few documents per task: " + ", ".join(links) + "."]
+    command = state.get("command") or f"fslm experiment {config.name}.yaml"
+    lines += ["", "## Reproduce", "", "```sh", command, "```", ""]
+    atomic_write_text(report, "\n".join(lines))
+    return report

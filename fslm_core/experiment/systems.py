@@ -1,0 +1,51 @@
+"""The systems an experiment compares, each as a stack the engine and lm-eval run alike."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..declarations import Stack, load_stack
+from ..plugins import Registry, single_model_stack
+from .config import ExperimentConfig
+
+STACK_DIR = "stack"
+BASELINE_DIR = "baseline"
+
+DESCRIPTIONS = {
+    "single": "the student alone",
+    "single-lora": "the student with one LoRA adapter trained on the same examples (prompt to reference answer)",
+    "stack-trained": "the trained stack",
+    "stack-untrained": "the stack without adapters",
+}
+
+
+def baseline_stack(config: ExperimentConfig) -> Stack:
+    """The same-data baseline before training: the student alone, reading the prompt as it is."""
+    stack = single_model_stack(config.student)
+    return stack.model_copy(update={"name": f"{config.name}-single-lora"})
+
+
+def trained_folder(kind: str, config: ExperimentConfig, output: Path) -> Path:
+    """Where the trained ``kind`` (``stack`` or ``baseline``) is read from after training.
+
+    The packaged copy when the experiment packages one: what users install is
+    what is measured, and it is committed, so a run resumed on a fresh clone
+    still has it. Otherwise the training folder.
+    """
+    if config.package is not None and (config.package / kind / "stack.yaml").is_file():
+        return config.package / kind
+    return output / kind
+
+
+def system_stack(system: str, config: ExperimentConfig, output: Path, registry: Registry) -> Stack:
+    """The stack that evaluates ``system``."""
+    if system == "single":
+        return single_model_stack(config.student)
+    if system == "single-lora":
+        return load_stack(trained_folder(BASELINE_DIR, config, output))
+    if system == "stack-trained":
+        return load_stack(trained_folder(STACK_DIR, config, output))
+    if system == "stack-untrained":
+        decomposition = registry.decomposition(config.decomposition, field="decomposition")
+        return decomposition.build(config.student, name=f"{config.name}-untrained")
+    raise ValueError(f"unknown system {system!r}")

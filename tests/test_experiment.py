@@ -1,0 +1,231 @@
+"""`fslm experiment --quick` on the tiny random model: every step's outputs exist, parse and resume after a kill.
+
+Accuracy is not the point here (a random model answers at chance); the shape of
+what each step writes and the resumption are. The paired statistics are tested
+on known cases.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fslm_core.errors import InputError, UnknownNameError
+from fslm_core.experiment import STEPS, compare, load_experiment_config, mcnemar_exact, run_experiment
+from fslm_core.experiment.report import adapter_parameters
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+ALPACA_TINY = Path(__file__).parent / "fixtures" / "alpaca_tiny.json"
+TASKS = ["local_arc_easy", "local_gsm8k"]
+SYSTEMS = ["single", "single-lora", "stack-trained", "stack-untrained"]
+
+
+def instruction_data(folder: Path) -> Path:
+    """24 instruction rows (the fixture's usable ones, four times over), so --quick has shards to hold out."""
+    rows = [row for row in json.loads(ALPACA_TINY.read_text()) if isinstance(row.get("instruction"), str)]
+    rows = [row for row in rows if row.get("output")]
+    many = [{**row, "instruction": f"{row['instruction']} ({copy})"} for copy in range(4) for row in rows]
+    path = folder / "instructions.json"
+    path.write_text(json.dumps(many))
+    return path
+
+
+def write_config(folder: Path, model_id: str, **changes) -> Path:
+    """A config for the tiny model: it is its own teacher, one call per stage, and every target is kept."""
+    config = {
+        "name": "tiny-paper",
+        "data": str(instruction_data(folder)),
+        "output": "runs/tiny",
+        "report": "report/results.md",
+        "student": model_id,
+        "filter_targets": False,
+        "distill": {"teacher": model_id, "teacher_prompt": "per-stage"},
+        "train": {"learning_rate": 1e-2},
+        "baseline": {"rank": 32},
+        "evaluation": {"tasks": TASKS, "batch_size": 4},
+        # The random model writes no notes, so its targets would all be filtered out: variants keep them all.
+        "ablations": {
+            "teachers": {"per-stage": {"teacher": model_id}},
+            "variants": {
+                "targets": {"filter_targets": False},
+                "mixed": {"filter_targets": False, "train": {"upstream_inputs": "mixed"}},
+            },
+        },
+        "demo_prompts": ["What is the capital of France?"],
+        **changes,
+    }
+    path = folder / "experiment.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def finished(tiny_model_id, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("experiment")
+    config = load_experiment_config(write_config(folder, tiny_model_id), quick=True)
+    lines: list[str] = []
+    state = run_experiment(config, echo=lines.append)
+    return config, state, lines
+
+
+def test_quick_run_writes_every_step_and_reports_progress(finished):
+    config, state, lines = finished
+    output = config.output
+    assert output.name == "tiny-quick"  # --quick runs in a folder of its own
+    assert list(state["steps"]) == list(STEPS)
+    for index, step in enumerate(STEPS, start=1):
+        assert f"[{index}/{len(STEPS)}] {step} ..." in lines
+    assert (output / "distilled" / "manifest.json").is_file()
+    assert (
+        json.loads((output / "filtered" / "manifest.json").read_text())["examples"] == state["steps"]["filter"]["kept"]
+    )
+    assert (output / "stack" / "stack.yaml").is_file() and (output / "baseline" / "stack.yaml").is_file()
+    # Four adapters of rank 8 hold as many parameters as one of rank 32.
+    assert adapter_parameters(output / "stack") == adapter_parameters(output / "baseline") > 0
+
+
+def test_ablations_compare_teachers_and_training_variants_on_the_same_examples(finished):
+    config, _, _ = finished
+    results = json.loads((config.output / "ablations.json").read_text())
+    assert set(results["teachers"]) == {"main", "per-stage"}
+    assert all(0.0 <= info["kept_share"] <= 1.0 for info in results["teachers"].values())
+    variants = results["variants"]
+    assert set(variants) == {"targets", "mixed"}
+    assert variants["targets"]["held_out_examples"] == variants["mixed"]["held_out_examples"] > 0
+    for info in variants.values():
+        assert set(info["stages"]) == {"interpret", "recall", "reason", "answer"}
+        assert all(loss > 0 for loss in info["target_loss"].values())
+    assert (config.output / "ablations" / "stack-mixed" / "generated" / "reason.json").is_file()
+
+
+def test_every_system_is_scored_on_the_same_documents(finished):
+    config, _, _ = finished
+    for task in TASKS:
+        results = [json.loads((config.output / "eval" / s / f"{task}.json").read_text()) for s in SYSTEMS]
+        ids = {tuple(result["doc_ids"]) for result in results}
+        assert len(ids) == 1 and len(ids.pop()) == (2 if task == "local_gsm8k" else 3)
+        for result in results:
+            assert set(result["scores"]) == {str(i) for i in result["doc_ids"]}
+            assert all(0.0 <= score <= 1.0 for score in result["scores"].values())
+    stacked = json.loads((config.output / "eval" / "stack-trained" / "local_arc_easy.json").read_text())
+    assert stacked["cost"]["upstream_stages"] == 3 and stacked["sample_traces"]
+    assert stacked["cost"]["documents"] == len(stacked["doc_ids"])  # upstream stages ran on the scored ones only
+
+
+def test_stage_checks_and_report(finished):
+    config, _, _ = finished
+    checks = json.loads((config.output / "stage_checks.json").read_text())
+    assert set(checks["stacks"]) == {"trained", "untrained"}
+    assert set(checks["stacks"]["trained"]) == {"interpret", "recall", "reason", "answer"}
+    assert len(checks["demo"]["trained"]) == 1
+    # --quick writes no report into the docs; the report is written from the same folder on demand.
+    from fslm_core.experiment.report import write_report
+    from fslm_core.plugins import get_registry
+
+    report_path = config.output.parent / "results.md"
+    state = json.loads((config.output / "experiment.json").read_text())
+    write_report(config.model_copy(update={"report": report_path}), config.output, state, get_registry())
+    text = report_path.read_text()
+    for heading in (
+        "## Accuracy",
+        "## Paired differences",
+        "## Reading",
+        "## Cost",
+        "## Do the stages do their roles?",
+    ):
+        assert heading in text
+    assert "stack-trained − single-lora" in text and "local_gsm8k" in text
+    assert (config.output.parent / "results_traces" / "traces_local_arc_easy.md").is_file()
+
+
+def test_a_changed_config_is_refused_for_the_same_folder(finished, tiny_model_id):
+    config, _, _ = finished
+    changed = config.model_copy(update={"seed": 1})
+    with pytest.raises(InputError, match="other settings \\(changed: seed"):
+        run_experiment(changed, echo=lambda line: None)
+
+
+def test_bad_config_fails_before_any_model_loads(tmp_path, tiny_model_id):
+    with pytest.raises(InputError, match="config: file not found"):
+        load_experiment_config(tmp_path / "missing.yaml")
+    bad = write_config(tmp_path, tiny_model_id, evaluation={"tasks": []})
+    with pytest.raises(InputError, match="evaluation.tasks"):
+        load_experiment_config(bad)
+    unknown = load_experiment_config(write_config(tmp_path, tiny_model_id, student="no-such-model"))
+    with pytest.raises(UnknownNameError, match="student: unknown model id 'no-such-model'"):
+        run_experiment(unknown, echo=lambda line: None)
+    bad_train = load_experiment_config(write_config(tmp_path, tiny_model_id, train={"rank": 0}))
+    with pytest.raises(InputError, match="config train: rank"):
+        run_experiment(bad_train, echo=lambda line: None)
+
+
+@pytest.mark.slow
+def test_killed_experiment_resumes_without_redoing_finished_steps(tiny_model_id, tmp_path):
+    config_file = write_config(tmp_path, tiny_model_id)
+    command = [sys.executable, "-m", "fslm_core.cli", "experiment", str(config_file), "--quick"]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    state_file = tmp_path / "runs" / "tiny-quick" / "experiment.json"
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 600
+    while time.time() < deadline and process.poll() is None:
+        if state_file.is_file() and "train-stack" in json.loads(state_file.read_text()).get("steps", {}):
+            break
+        time.sleep(0.2)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    before = json.loads(state_file.read_text())["steps"]
+    assert {"distill", "filter", "train-stack"} <= set(before) and "report" not in before
+
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stdout + again.stderr
+    after = json.loads(state_file.read_text())["steps"]
+    assert list(after) == list(STEPS)
+    for step in before:
+        assert after[step] == before[step]  # finished steps were not run again
+        assert f"{step}: done earlier" in again.stdout
+
+
+def test_paired_statistics_on_known_cases():
+    assert mcnemar_exact(0, 0) == 1.0
+    assert mcnemar_exact(10, 2) == pytest.approx(2 * (1 + 12 + 66) / 4096)
+    same = compare([1, 0, 1, 0], [1, 0, 1, 0])
+    assert same.difference == 0 and same.p_value == 1.0 and same.test == "McNemar exact"
+    better = compare([1] * 30 + [0] * 10, [0] * 30 + [0] * 10)
+    assert better.difference == pytest.approx(0.75) and better.p_value < 1e-6 and better.significant
+    assert better.a_only == 30 and better.b_only == 0
+    graded = compare([0.9, 0.8, 0.7, 0.95], [0.1, 0.2, 0.15, 0.3])
+    assert graded.test == "paired bootstrap" and graded.ci_low > 0
+
+
+def test_trained_stack_is_packaged_with_half_precision_adapters_and_its_targets(finished, tmp_path):
+    import gzip
+
+    from safetensors.torch import load_file
+
+    from fslm_core import load_stack
+    from fslm_core.experiment.package import package_stack
+
+    config, _, _ = finished
+    written = package_stack(config.output / "stack", config.output / "filtered", tmp_path / "pkg", "tiny-paper", "x")
+    stack = load_stack(tmp_path / "pkg" / "stack")
+    assert stack.name == "tiny-paper" and all(stage.adapter is not None for stage in stack.stages)
+    for stage in stack.stages:
+        tensors = load_file(str(stage.adapter / "adapter_model.safetensors"))
+        original = load_file(str(config.output / "stack" / "adapters" / stage.name / "adapter_model.safetensors"))
+        assert all(t.dtype.itemsize == 2 for t in tensors.values())
+        assert all((tensors[k].float() - original[k]).abs().max() < 1e-2 for k in original)
+    rows = [json.loads(line) for line in gzip.open(tmp_path / "pkg" / "data" / "distilled.jsonl.gz", "rt")]
+    assert len(rows) == written["examples"] and set(rows[0]["targets"]) == {"interpret", "recall", "reason", "answer"}
+    again = package_stack(config.output / "stack", config.output / "filtered", tmp_path / "pkg", "tiny-paper", "x")
+    assert again["files"] == written["files"]  # a rerun writes the same bytes
+    traces = stack.run(["What is the capital of France?"])
+    assert [m.stage for m in traces[0].messages] == ["interpret", "recall", "reason", "answer"]
