@@ -24,6 +24,7 @@ from ..api.hookspecs import hookimpl
 from ..declarations import GenerationSettings
 from ..errors import AdapterError, ModelLoadError
 from ..logs import get_logger
+from ..runtime import weights_cache
 from ..runtime.decoding import cache_keyword, cut_at_stop, decode, returned_cache
 from ..runtime.devices import default_device
 from ..runtime.kernels import quantize_linear_layers, tune_for_cpu
@@ -71,10 +72,21 @@ class TransformersBackend(TokenizedBackend):
         options = {"gguf_file": spec.gguf_file} if spec.gguf_file else {}
         device = default_device()
         started = time.perf_counter()
+        cache = None
+        if spec.gguf_file and weights_cache.cache_enabled() and Path(source, spec.gguf_file).is_file():
+            cache, gguf_sha256 = weights_cache.find_entry(spec.id, Path(source, spec.gguf_file), spec.dtype)
+            if weights_cache.usable_entry(cache):
+                source, options = str(cache), {}
         try:
             with _loading_bars(shown=logging.getLogger(__name__).isEnabledFor(logging.INFO)):
                 tokenizer = AutoTokenizer.from_pretrained(source, **options)
                 model = AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, spec.dtype), **options)
+            if cache is not None and options:
+                try:
+                    weights_cache.write_entry(cache, model, tokenizer, Path(source, spec.gguf_file), gguf_sha256)
+                    log.info("weights cached", model=spec.id, entry=str(cache))
+                except OSError as error:  # a read-only or full disk costs the next start time, nothing else
+                    log.warning("could not write the weights cache", model=spec.id, entry=str(cache), error=str(error))
         except (OSError, ValueError, ImportError) as error:
             reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise ModelLoadError(
