@@ -95,8 +95,16 @@ def run_side(name: str, pythonpath: Path | None, data: Path, args) -> dict:
         sys.executable, "-m", "fslm_core.cli", "train", str(data), "--output", str(output),
         "--epochs", str(args.epochs), "--stages", args.stages, "--eval-fraction", "0", "--json",
     ]
+    # Run from the work folder: `python -m` puts the current folder first on sys.path, and from the repository
+    # root that would import this checkout's fslm_core on both sides.
+    source = subprocess.run(
+        [sys.executable, "-c", "import fslm_core; print(fslm_core.__file__)"],
+        env=env, cwd=args.work_dir, capture_output=True, text=True, check=True,
+    ).stdout.strip()
     started = time.perf_counter()
-    process = psutil.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    process = psutil.Popen(
+        command, env=env, cwd=args.work_dir, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
     peak = 0
     while process.poll() is None:
         try:
@@ -117,7 +125,7 @@ def run_side(name: str, pythonpath: Path | None, data: Path, args) -> dict:
     tokens = sum(stage["tokens"] for stage in stages.values())
     seconds = sum(stage["seconds"] for stage in stages.values())
     return {"stages": stages, "tokens_per_s": round(tokens / seconds, 1), "wall_s": round(time.perf_counter() - started, 1),
-            "peak_rss_mb": peak >> 20}
+            "peak_rss_mb": peak >> 20, "fslm_core": source}
 
 
 def main(argv=None) -> dict:
@@ -159,6 +167,8 @@ def main(argv=None) -> dict:
         cells = " ".join(f"{side['stages'][s]['tokens_per_s']:>10}" for s in stages)
         print(f"{name:24} {cells} {side['tokens_per_s']:>10} {side['peak_rss_mb']:>6} MB {side['wall_s']:>6}s")
     print(f"speed-up x{figures['speedup']}, peak RSS ratio {figures['memory_ratio']}")
+    for name, side in sides.items():
+        print(f"{name}: fslm_core from {side['fslm_core']}")
     for name, side in sides.items():
         print(f"{name}: final loss " + ", ".join(f"{s} {side['stages'][s]['final_loss']}" for s in stages))
     return figures

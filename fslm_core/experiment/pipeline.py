@@ -25,6 +25,7 @@ only explain the choices, come last.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 
@@ -61,6 +62,8 @@ STEPS = (
     "report",
 )
 ALWAYS_RERUN = {"report"}
+REUSABLE = {"distilled", ".gitignore"}
+"""What a new experiment's folder may already hold."""
 
 
 def _identity(config: ExperimentConfig) -> dict:
@@ -100,8 +103,15 @@ class Experiment:
         identity = _identity(self.config)
         state = STATE.read(self.output) if self.output.is_dir() else None
         if state is None:
-            if self.output.is_dir() and any(self.output.iterdir()):
-                raise InputError(f"output: {self.output} is not empty and holds no {STATE.name}; choose another")
+            # Distilled data may come first (it is the costly part); its own manifest guards its settings.
+            strangers = (
+                [p.name for p in self.output.iterdir() if p.name not in REUSABLE] if self.output.is_dir() else []
+            )
+            if strangers:
+                raise InputError(
+                    f"output: {self.output} holds {', '.join(sorted(strangers)[:3])} but no {STATE.name}; "
+                    "choose another folder"
+                )
             return {"identity": identity, "steps": {}}
         if state.get("identity") != identity:
             changed = sorted(k for k in identity if state.get("identity", {}).get(k) != identity[k])
@@ -162,9 +172,9 @@ class Experiment:
         )
         summary = distill(self.config.data, self.output / "distilled", config, progress=self.progress)
         self.echo(f"  {summary.render()}")
-        # Distillation may span several runs: its own time is the sum of theirs.
-        earlier = self.state.get("distill_seconds", 0.0)
-        self.state["distill_seconds"] = round(earlier + summary.seconds, 1)
+        # Distillation may span several runs: the manifest sums their teacher time.
+        manifest = json.loads((self.output / "distilled" / "manifest.json").read_text(encoding="utf-8"))
+        self.state["distill_seconds"] = manifest.get("seconds") or summary.seconds
         return {"examples": summary.examples_total, "distill_seconds": self.state["distill_seconds"]}
 
     def _filter(self) -> dict:

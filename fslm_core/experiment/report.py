@@ -20,7 +20,7 @@ from .config import ExperimentConfig
 from .evaluate import read_result
 from .stage_checks import CHECKS_FILE
 from .stats import compare, mean_and_stderr
-from .systems import BASELINE_DIR, DESCRIPTIONS, STACK_DIR
+from .systems import BASELINE_DIR, DESCRIPTIONS, STACK_DIR, trained_folder
 
 COMPARISONS = (("stack-trained", "single"), ("stack-trained", "single-lora"), ("stack-trained", "stack-untrained"))
 
@@ -111,8 +111,8 @@ def _costs(config: ExperimentConfig, output: Path, results: dict, state: dict) -
         "single-lora": steps.get("train-baseline", {}),
     }
     params = {
-        "stack-trained": adapter_parameters(output / STACK_DIR),
-        "single-lora": adapter_parameters(output / BASELINE_DIR),
+        "stack-trained": adapter_parameters(trained_folder(STACK_DIR, config, output)),
+        "single-lora": adapter_parameters(trained_folder(BASELINE_DIR, config, output)),
     }
     rows = [
         "| system | trainable parameters | distillation | training | evaluation wall time | "

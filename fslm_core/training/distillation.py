@@ -147,8 +147,11 @@ def distill(
         "created": (manifest or {}).get("created", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())),
         "examples": len(done),
         "shards": len(shards),
+        # Teacher time summed over the runs that wrote this folder (one run's own time is in its summary).
+        "seconds": (manifest or {}).get("seconds", 0.0),
     }
     MANIFEST.write(folder, manifest)
+    seconds_before = manifest["seconds"]
     log.info(
         "distillation planned",
         output=str(folder),
@@ -168,7 +171,11 @@ def distill(
                 rows = teacher.targets(chunk, on_batch=bar.update)
                 path = write_shard(folder, next_index, rows)
                 distilled_now += len(chunk)
-                manifest.update(examples=len(done) + distilled_now, shards=len(shard_folders(folder)))
+                manifest.update(
+                    examples=len(done) + distilled_now,
+                    shards=len(shard_folders(folder)),
+                    seconds=round(seconds_before + time.perf_counter() - started, 1),
+                )
                 MANIFEST.write(folder, manifest)
                 log.info("shard written", shard=path.name, examples=len(chunk), total=manifest["examples"])
                 if on_shard is not None:
