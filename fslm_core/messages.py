@@ -29,6 +29,7 @@ class Message(BaseModel):
     completion_tokens: int = Field(ge=0)
     latency_s: float = Field(ge=0.0, description="Wall time of the batch that produced this message.")
     batch_size: int = Field(ge=1, description="How many inputs that batch held.")
+    cached: bool = Field(default=False, description="Read from the stage cache, not generated in this run.")
 
 
 class Trace(BaseModel):

@@ -10,6 +10,7 @@ import click
 
 from ..declarations import Stack
 from ..errors import InputError
+from ..runtime.stage_cache import StageCache
 from .app import batch_size_option, chosen_stack, cli, count_option, seed_option, stack_options
 
 
@@ -46,6 +47,12 @@ def count_lines(path: Path) -> int:
     help="Most tokens each stage reads; a longer prompt is cut from its start, its end kept "
     "(default: each stage's own setting, else its model's context).",
 )
+@click.option(
+    "--cache",
+    "use_cache",
+    is_flag=True,
+    help="Reuse what greedy stages wrote before for the same input (fslm's stage cache; `fslm cache info`).",
+)
 @batch_size_option
 @count_option("--chunk-size", 256, "Prompts per engine run; --output is written after each chunk.")
 @seed_option
@@ -61,6 +68,7 @@ def run(
     as_json,
     answers_only,
     max_prompt_tokens,
+    use_cache,
     batch_size,
     chunk_size,
     seed,
@@ -80,9 +88,14 @@ def run(
         click.echo(f"all {len(collected)} prompts already have traces in {output}", err=True)
         return
     show_progress = sys.stderr.isatty()
+    cache = StageCache() if use_cache else None
     for start in range(done, len(collected), chunk_size):
         traces = stack.run(
-            collected[start : start + chunk_size], batch_size=batch_size, seed=seed, progress=show_progress
+            collected[start : start + chunk_size],
+            batch_size=batch_size,
+            seed=seed,
+            progress=show_progress,
+            cache=cache,
         )
         if output:
             append_jsonl(output, [trace.to_json() for trace in traces])

@@ -58,6 +58,7 @@ from ..runtime.engine import (
     run_stack,
     stage_input,
 )
+from ..runtime.stage_cache import StageCache
 
 FINAL_PROMPT_MODES = ("stage", "plain")
 DEFAULT_BATCH_SIZE = 16
@@ -66,6 +67,18 @@ DEFAULT_MAX_GEN_TOKS = 256  # lm-eval's default for generate_until requests with
 IGNORED_MODEL_ARGS = frozenset({"trust_remote_code", "pretrained", "dtype", "revision", "parallelize"})
 
 log = get_logger(__name__)
+
+
+def _flag(value: bool | str, name: str) -> bool:
+    """A yes/no model argument, also as lm-eval's command line passes it (a string)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off"):
+        return False
+    raise InputError(f"model_args.{name}: expected true or false, got {value!r}")
 
 
 def parse_batch_size(batch_size: int | str | None, max_batch_size: int | str | None = None) -> int:
@@ -106,6 +119,8 @@ class FslmLM(LM):
     :param seed: seeds sampling stages before each upstream run.
     :param trace_dir: if given, ``traces_<task>.json`` files are kept up to date there
         (with lm-eval's command line, point it at ``--output_path``).
+    :param stage_cache: upstream stages read what they wrote before for the same input from fslm's stage
+        cache and add to it (``True``, the default), or always generate (``False``).
     """
 
     def __init__(
@@ -120,6 +135,7 @@ class FslmLM(LM):
         final_prompt: str = "stage",
         seed: int | None = 0,
         trace_dir: str | os.PathLike | None = None,
+        stage_cache: bool | str = True,
         **unknown: Any,
     ) -> None:
         super().__init__()
@@ -127,7 +143,7 @@ class FslmLM(LM):
         if unexpected:
             raise InputError(
                 f"model_args: unknown argument(s) {unexpected} for the fslm model; it takes stack, decomposition, "
-                "model, model_path, batch_size, max_batch_size, device, final_prompt, seed, trace_dir"
+                "model, model_path, batch_size, max_batch_size, device, final_prompt, seed, trace_dir, stage_cache"
             )
         if final_prompt not in FINAL_PROMPT_MODES:
             raise InputError(
@@ -140,6 +156,7 @@ class FslmLM(LM):
         self.final_prompt = final_prompt
         self.seed = None if seed is None else int(seed)
         self.trace_dir = Path(trace_dir).expanduser().resolve() if trace_dir else None
+        self.stage_cache = StageCache() if _flag(stage_cache, "stage_cache") else None
         self.accelerator = None
         self._setup_processes(device)
         # Everything but the weights is checked now; the models load at the first request, so lm-eval's
@@ -220,7 +237,12 @@ class FslmLM(LM):
         if self.upstream_stack is not None and runnable:
             started = time.perf_counter()
             traces = run_stack(
-                self.upstream_stack, runnable, batch_size=self.batch_size, seed=self.seed, progress=progress
+                self.upstream_stack,
+                runnable,
+                batch_size=self.batch_size,
+                seed=self.seed,
+                progress=progress,
+                cache=self.stage_cache,
             )
             self.upstream_seconds += time.perf_counter() - started
             self.upstream_runs += sum(len(trace.messages) for trace in traces)
@@ -385,9 +407,11 @@ class FslmLM(LM):
             for doc in documents
         ]
         total = sum(per_document)
+        cached = sum(bool(m.get("cached")) for doc in documents for trace in doc["traces"] for m in trace["messages"])
         return {
             "documents": len(per_document),
             "upstream_stages": len(upstream),
+            "upstream_cached_messages": cached,
             "upstream_completion_tokens": total,
             "upstream_tokens_per_document": round(total / len(per_document), 1) if per_document else 0.0,
         }

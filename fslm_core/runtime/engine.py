@@ -33,6 +33,7 @@ from ..logs import get_logger
 from ..messages import Message, Trace
 from ..plugins import Registry, get_registry
 from .pool import ModelPool, check_installed, default_pool, with_local_weights
+from .stage_cache import StageCache, adapter_identity, model_identity, stage_key
 
 MISSING_MESSAGE = "(none)"
 
@@ -195,8 +196,14 @@ def fit_stage_prompt(bound: BoundStack, stage: Stage, trace: Trace) -> FittedPro
     return FittedPrompt(text, tokens, budget, kept_characters=len(prompt))
 
 
-def record_messages(bound: BoundStack, jobs: Sequence[tuple[Stage, Trace]], generations: Sequence[Generation]) -> None:
-    for (stage, trace), generation in zip(jobs, generations, strict=True):
+def record_messages(
+    bound: BoundStack,
+    jobs: Sequence[tuple[Stage, Trace]],
+    generations: Sequence[Generation],
+    cached: Sequence[bool] | None = None,
+) -> None:
+    cached = cached or [False] * len(jobs)
+    for (stage, trace), generation, hit in zip(jobs, generations, cached, strict=True):
         item = bound.stages[stage.name]
         trace.messages.append(
             Message(
@@ -209,6 +216,7 @@ def record_messages(bound: BoundStack, jobs: Sequence[tuple[Stage, Trace]], gene
                 completion_tokens=generation.completion_tokens,
                 latency_s=generation.latency_s,
                 batch_size=generation.batch_size,
+                cached=hit,
             )
         )
 
@@ -243,12 +251,15 @@ def run_stack(
     progress: bool = False,
     registry: Registry | None = None,
     pool: ModelPool | None = None,
+    cache: StageCache | None = None,
 ) -> list[Trace]:
     """Run ``stack`` over ``prompts`` and return one trace per prompt, in order.
 
     :param batch_size: inputs per backend generate call.
     :param seed: seeds sampling stages (greedy stages do not depend on it); None leaves the RNG alone.
     :param progress: show a progress bar over (stage, prompt) steps.
+    :param cache: greedy stages read what they wrote before for the same input from it, and write what
+        they generate into it; such messages are marked ``cached`` in the trace.
     """
     prompts = check_prompts(prompts)
     if batch_size < 1:
@@ -274,14 +285,8 @@ def run_stack(
                 for (stage, trace), prompt in zip(jobs, fitted):
                     if prompt.kept_characters is not None:
                         cuts[trace.prompt][stage.name] = prompt
-                generations = bound.stages[group[0].name].backend.generate(
-                    [prompt.text for prompt in fitted],
-                    [bound.stages[stage.name].adapter_name for stage, _ in jobs],
-                    group[0].generation,
-                    batch_size,
-                    on_batch=bar.update,
-                )
-                record_messages(bound, jobs, generations)
+                generations, cached = generate_or_reuse(bound, group, jobs, fitted, batch_size, cache, bar.update)
+                record_messages(bound, jobs, generations, cached)
                 log.debug(
                     "stages ran",
                     stages=[stage.name for stage in group],
@@ -297,6 +302,51 @@ def run_stack(
         answer = trace.message(final)
         trace.answer = answer.text if answer else None
     return traces
+
+
+CACHE_WRITE_ROWS = 128
+
+
+def generate_or_reuse(
+    bound: BoundStack,
+    group: Sequence[Stage],
+    jobs: Sequence[tuple[Stage, Trace]],
+    fitted: Sequence[FittedPrompt],
+    batch_size: int,
+    cache: StageCache | None,
+    on_batch,
+) -> tuple[list[Generation], list[bool]]:
+    """One backend call for the jobs of a group that ``cache`` does not answer; which came from the cache."""
+    backend = bound.stages[group[0].name].backend
+    settings = group[0].generation
+    keys: list[str | None] = [None] * len(jobs)
+    hits: dict[str, Generation] = {}
+    if cache is not None and settings.greedy:
+        model = model_identity(backend.spec)
+        keys = [
+            stage_key(model, adapter_identity(stage.adapter), prompt.text, settings)
+            for (stage, _), prompt in zip(jobs, fitted)
+        ]
+        hits = cache.get_many(keys)
+        on_batch(sum(key in hits for key in keys))
+    todo = [index for index, key in enumerate(keys) if key not in hits]
+    # With a cache, rows go in slices that are written as they finish: an interrupted run keeps most of its work.
+    step = max(CACHE_WRITE_ROWS, batch_size) if cache is not None else max(len(todo), 1)
+    generated: dict[int, Generation] = {}
+    for start in range(0, len(todo), step):
+        chunk = todo[start : start + step]
+        fresh = backend.generate(
+            [fitted[index].text for index in chunk],
+            [bound.stages[jobs[index][0].name].adapter_name for index in chunk],
+            settings,
+            batch_size,
+            on_batch=on_batch,
+        )
+        generated.update(zip(chunk, fresh))
+        if cache is not None and settings.greedy:
+            cache.put_many({keys[index]: generation for index, generation in zip(chunk, fresh)})
+    generations = [generated[index] if index in generated else hits[keys[index]] for index in range(len(jobs))]
+    return generations, [index not in generated for index in range(len(jobs))]
 
 
 def report_cuts(cuts: dict[str, dict[str, FittedPrompt]]) -> None:
