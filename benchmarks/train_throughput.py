@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -47,25 +46,9 @@ def machine() -> dict:
     """What the figures depend on: CPU model, cores, the instruction sets that matter, torch and its threads."""
     import torch
 
-    flags: set[str] = set()
-    model = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-    except OSError:
-        pass
-    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "fma")
-    return {
-        "cpu": model,
-        "cores": psutil.cpu_count(logical=False) or os.cpu_count(),
-        "flags": [flag for flag in wanted if flag in flags],
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-    }
+    from fslm_core.runtime.devices import cpu_summary
+
+    return {**cpu_summary(), "torch": torch.__version__, "threads": torch.get_num_threads()}
 
 
 def subset(source: Path, examples: int, target: Path) -> int:

@@ -3,9 +3,10 @@
 The copy is what a plugin ships (``fslm-plugin-smollm2-paper``): ``stack/``
 with ``stack.yaml`` and one PEFT folder per stage whose weights are stored in
 float16 (a few MB each; peft casts them to the base model's dtype on load),
-``baseline/``, the same-data single-adapter baseline in the same form, and
-``data/distilled.jsonl.gz``, the examples the stages were trained on, one
-JSON object per example with every stage's target.
+and ``data/distilled.jsonl.gz``, the examples the stages were trained on, one
+JSON object per example with every stage's target. The experiment writes
+the same-data baseline beside it (``baseline/``), in the same form, with
+:func:`write_half_precision_stack`.
 """
 
 from __future__ import annotations
@@ -42,13 +43,9 @@ def package_stack(
     package: Path,
     name: str,
     description: str,
-    baseline: tuple[Path, str, str] | None = None,
 ) -> dict:
-    """Write ``package/stack``, ``package/data`` and, given ``baseline`` (folder, name, description),
-    ``package/baseline``; return what was written (sizes in bytes)."""
+    """Write ``package/stack`` and ``package/data``; return what was written (sizes in bytes)."""
     write_half_precision_stack(stack_folder, package / STACK_DATA, name, description)
-    if baseline is not None:
-        write_half_precision_stack(baseline[0], package / BASELINE_DATA, baseline[1], baseline[2])
     examples = _write_targets(distilled_folder, package)
     sizes = {str(path.relative_to(package)): path.stat().st_size for path in package.rglob("*") if path.is_file()}
     return {"examples": examples, "bytes": sum(sizes.values()), "files": sizes}

@@ -5,8 +5,9 @@ Steps, each writing into the experiment's output folder::
     distill         distilled/     teacher targets for every stage (resumes shard by shard)
     filter          filtered/      the examples whose targets pass their checks, tidied
     train-stack     stack/         one LoRA adapter per stage (resumes from checkpoints)
-    train-baseline  baseline/      one adapter on the same examples: prompt to reference answer
     package         the trained stack and its targets, copied into a plugin (``package`` in the config)
+    train-baseline  baseline/      one adapter on the same examples: prompt to reference answer (also
+                                   copied into the plugin, for comparison)
     stage-checks    stage_checks.json   held-out target loss and role checks, trained vs untrained
     evaluate        eval/<system>/<task>.json   every system on every task, same documents
     ablations       ablations.json other teachers and training variants on a slice (``ablations`` in the config)
@@ -37,7 +38,7 @@ from ..validation import validate_settings
 from .ablations import run_ablations
 from .config import ExperimentConfig
 from .evaluate import Evaluator
-from .package import package_stack
+from .package import BASELINE_DATA, package_stack, write_half_precision_stack
 from .report import write_report
 from .stage_checks import run_stage_checks
 from .systems import BASELINE_DIR, STACK_DIR, baseline_stack
@@ -54,8 +55,8 @@ STEPS = (
     "distill",
     "filter",
     "train-stack",
-    "train-baseline",
     "package",
+    "train-baseline",
     "stage-checks",
     "evaluate",
     "ablations",
@@ -225,7 +226,21 @@ class Experiment:
         return self._train(STACK_DIR, stack, self.train_config)
 
     def _train_baseline(self) -> dict:
-        return self._train(BASELINE_DIR, baseline_stack(self.config), self.baseline_config)
+        figures = self._train(BASELINE_DIR, baseline_stack(self.config), self.baseline_config)
+        if self.config.package is not None:
+            name = f"{self._package_name()}-baseline"
+            description = (
+                f"the same-data baseline of {self._package_name()}: {self.config.student} with one adapter trained "
+                "on the same examples (prompt to reference answer)"
+            )
+            write_half_precision_stack(
+                self.output / BASELINE_DIR, self.config.package / BASELINE_DATA, name, description
+            )
+            self.echo(f"  the baseline copied into {self.config.package / BASELINE_DATA} as {name}")
+        return figures
+
+    def _package_name(self) -> str:
+        return self.config.package_stack_name or self.config.name
 
     def _stage_checks(self) -> dict:
         data = load_distilled(self.output / "filtered")
@@ -245,14 +260,8 @@ class Experiment:
             self.output / STACK_DIR,
             self.output / "filtered",
             self.config.package,
-            self.config.package_stack_name or self.config.name,
+            self._package_name(),
             description,
-            baseline=(
-                self.output / BASELINE_DIR,
-                f"{self.config.package_stack_name or self.config.name}-baseline",
-                f"the same-data baseline of {self.config.package_stack_name or self.config.name}: "
-                f"{self.config.student} with one adapter trained on the same examples (prompt to reference answer)",
-            ),
         )
         self.echo(
             f"  {written['examples']} examples' targets and the stack, {written['bytes'] / 1e6:.1f} MB, "

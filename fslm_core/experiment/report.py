@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import platform
 import struct
 from pathlib import Path
 
 from ..files import atomic_write_text, safe_file_name
 from ..plugins import Registry
+from ..runtime.devices import cpu_summary
 from .ablations import ABLATIONS_FILE
 from .config import ExperimentConfig
 from .evaluate import read_result
@@ -46,20 +46,8 @@ def _sha256(path: Path) -> str:
 
 
 def _machine() -> str:
-    model, flags = platform.processor(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-    except OSError:
-        pass
-    import os
-
-    wanted = [flag for flag in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if flag in flags]
-    return f"{model}, {os.cpu_count()} cores ({', '.join(wanted) or 'no AVX2'})"
+    cpu = cpu_summary()
+    return f"{cpu['cpu']}, {cpu['cores']} cores ({', '.join(cpu['flags']) or 'no AVX2'})"
 
 
 def _cell(result: dict | None) -> str:
