@@ -49,9 +49,7 @@ def test_a_rerun_reads_every_greedy_stage_from_the_cache_with_the_same_messages(
     assert [trace.answer for trace in again] == [trace.answer for trace in first]
 
 
-def test_a_changed_adapter_prompt_or_setting_is_not_answered_from_the_cache(
-    tiny_model_id, tiny_adapters, tmp_path
-):
+def test_a_changed_adapter_prompt_or_setting_is_not_answered_from_the_cache(tiny_model_id, tiny_adapters, tmp_path):
     cache = StageCache(tmp_path / "stages.sqlite")
     pool = ModelPool()
     adapter = shutil.copytree(tiny_adapters[0], tmp_path / "adapter")
