@@ -26,5 +26,6 @@ def experiment_command(config, quick, output, until, only):
 
     overrides = {"output": output} if output else None
     settings = load_experiment_config(config, quick=quick, overrides=overrides)
-    command = shlex.join(["fslm", "experiment", *sys.argv[2:]]) if sys.argv[1:2] == ["experiment"] else None
+    # As typed, without the logging options before the command name.
+    command = shlex.join(["fslm", *sys.argv[sys.argv.index("experiment") :]]) if "experiment" in sys.argv else None
     run_experiment(settings, until=until, only=only, echo=click.echo, progress=sys.stderr.isatty(), command=command)

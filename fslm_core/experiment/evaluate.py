@@ -37,17 +37,29 @@ def read_result(output: Path, system: str, task: str) -> dict | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
-def task_documents(task: str, config: ExperimentConfig, manager) -> tuple[list[int], str, int]:
-    """The scored document ids of ``task`` (sorted), its output type and how many documents its slice has."""
+def task_documents(task: str, config: ExperimentConfig, manager) -> tuple[list[int], str, int, list[str]]:
+    """The scored document ids of ``task`` (sorted), its output type, how many documents its slice has,
+    and the data files it reads."""
     from lm_eval.tasks import get_task_dict
 
     loaded = get_task_dict([task], manager)[task]
     total = len(loaded.eval_docs)
     output_type = loaded.OUTPUT_TYPE
+    kwargs = getattr(loaded.config, "dataset_kwargs", None) or {}
+    # lm-eval's json loader names them data_files; fslm's benchmark tasks, fslm_files.
+    data_files = kwargs.get("data_files") or kwargs.get("fslm_files") or {}
+    if not isinstance(data_files, dict):
+        data_files = {"data": data_files}
+    files = sorted({str(path) for value in dict(data_files).values() for path in _as_list(value)})
     wanted = config.evaluation.generation_documents if output_type == "generate_until" else config.evaluation.documents
     if total <= wanted:
-        return list(range(total)), output_type, total
-    return sorted(random.Random(f"{config.seed}:{task}").sample(range(total), wanted)), output_type, total
+        return list(range(total)), output_type, total, files
+    ids = sorted(random.Random(f"{config.seed}:{task}").sample(range(total), wanted))
+    return ids, output_type, total, files
+
+
+def _as_list(value) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 def _metric(sample: dict) -> tuple[str, str | None]:
@@ -96,7 +108,7 @@ class Evaluator:
 
     def run(self) -> None:
         pairs = [(system, task) for task in self.config.evaluation.tasks for system in self.config.systems]
-        documents: dict[str, tuple[list[int], str, int]] = {}
+        documents: dict[str, tuple[list[int], str, int, list[str]]] = {}
         for index, (system, task) in enumerate(pairs, start=1):
             where = f"  ({index}/{len(pairs)}) {system} on {task}"
             if read_result(self.output, system, task) is not None:
@@ -104,11 +116,12 @@ class Evaluator:
                 continue
             if task not in documents:
                 documents[task] = task_documents(task, self.config, self.manager)
-            ids, output_type, total = documents[task]
+            ids, output_type, total, data_files = documents[task]
             self.echo(f"{where}: {len(ids)} of {total} documents ...")
             started = time.perf_counter()
             result = self.evaluate(system, task, ids, output_type, total)
             result["wall_time_s"] = round(time.perf_counter() - started, 2)
+            result["data_files"] = data_files
             atomic_write_json(result_path(self.output, system, task), result)
             self.echo(f"{where}: {result['metric']} {result['mean']:.4f} in {result['wall_time_s']:.0f}s")
 

@@ -50,6 +50,12 @@ def _machine() -> str:
     return f"{cpu['cpu']}, {cpu['cores']} cores ({', '.join(cpu['flags']) or 'no AVX2'})"
 
 
+def _duration(seconds: float | None) -> str:
+    if not seconds:
+        return "-"
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
 def _cell(result: dict | None) -> str:
     if result is None:
         return "-"
@@ -116,8 +122,8 @@ def _costs(config: ExperimentConfig, output: Path, results: dict, state: dict) -
         seconds = sum(stage.get("seconds", 0) for stage in training.get("stages", {}).values())
         distill = state.get("distill_seconds") if system == "stack-trained" else None
         rows.append(
-            f"| {system} | {params.get(system, 0):,} | {f'{distill / 60:.0f} min' if distill else '-'} | "
-            f"{f'{seconds / 60:.0f} min' if seconds else '-'} | {wall / 60:.1f} min | "
+            f"| {system} | {params.get(system, 0):,} | {_duration(distill)} | "
+            f"{_duration(seconds)} | {_duration(wall)} | "
             f"{tokens / documents if documents else 0:.1f} |"
         )
     return rows
@@ -152,6 +158,34 @@ def _stage_table(output: Path, state: dict) -> list[str]:
             f"{info['mean_completion_tokens']:.0f} / {untrained[stage]['mean_completion_tokens']:.0f} |"
         )
     return rows
+
+
+def _data_files(config: ExperimentConfig, results: dict) -> str:
+    """Each task's data file(s), as the evaluation recorded them."""
+    files = {}
+    for task in config.evaluation.tasks:
+        for system in config.systems:
+            recorded = (results.get((system, task)) or {}).get("data_files")
+            if recorded:
+                files[task] = ", ".join(f"`{path}`" for path in recorded)
+                break
+    return "; ".join(f"{task}: {where}" for task, where in files.items()) or "(recorded as each task is evaluated)"
+
+
+def _demo(output: Path) -> list[str]:
+    """The demo questions' traces, trained and untrained, as the stage-checks step recorded them."""
+    from ..messages import Trace
+
+    path = output / CHECKS_FILE
+    if not path.is_file():
+        return []
+    demo = json.loads(path.read_text(encoding="utf-8")).get("demo", {})
+    lines = []
+    for label, traces in demo.items():
+        lines += ["", f"The demo questions, {label} stack:", ""]
+        for trace in traces:
+            lines += ["```text", Trace.model_validate(trace).render(), "```", ""]
+    return lines
 
 
 def _trace_pages(config: ExperimentConfig, results: dict, folder: Path) -> list[str]:
@@ -256,6 +290,7 @@ def write_report(config: ExperimentConfig, output: Path, state: dict, registry: 
         "- Evaluation: lm-evaluation-harness through the `fslm` model, zero-shot, the same documents for every "
         f"system: every document of a slice up to {config.evaluation.documents} (generation tasks: "
         f"{config.evaluation.generation_documents}), else a seeded subset of that size.",
+        f"- Benchmark data: {_data_files(config, results)}.",
         f"- Machine: {_machine()}.",
         "",
         "Systems: " + "; ".join(f"**{system}**: {DESCRIPTIONS[system]}" for system in config.systems) + ".",
@@ -295,14 +330,14 @@ def write_report(config: ExperimentConfig, output: Path, state: dict, registry: 
             )
     lines += ["", "## Reading", ""] + _reading(config, results, state)
     lines += ["", "## Cost", ""] + _costs(config, output, results, state)
-    lines += ["", "## Do the stages do their roles?", ""] + _stage_table(output, state)
+    lines += ["", "## Do the stages do their roles?", ""] + _stage_table(output, state) + _demo(output)
     lines += _ablation_tables(output)
     report = config.report
     trace_folder = report.parent / f"{report.stem}_traces"
     links = _trace_pages(config, results, trace_folder)
     if links:
         lines += ["", "## Sample traces", "", "The trained stack, a few documents per task: " + ", ".join(links) + "."]
-    command = state.get("command") or f"fslm experiment {config.name}.yaml"
+    command = state.get("command") or "fslm experiment CONFIG.yaml"
     lines += ["", "## Reproduce", "", "```sh", command, "```", ""]
     atomic_write_text(report, "\n".join(lines))
     return report
