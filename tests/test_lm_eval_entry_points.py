@@ -28,7 +28,12 @@ import pytest
 from fslm_core import GenerationSettings, Stack, Stage
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = [ROOT, ROOT / "plugins" / "fslm-plugin-smollm2", ROOT / "plugins" / "fslm-plugin-benchmarks"]
+PACKAGES = [
+    ROOT,
+    ROOT / "plugins" / "fslm-plugin-smollm2",
+    ROOT / "plugins" / "fslm-plugin-benchmarks",
+    ROOT / "plugins" / "fslm-plugin-smollm2-paper",
+]
 SOURCE_IGNORED = shutil.ignore_patterns(".venv", "build", "dist", "*.egg-info", "__pycache__", "tests", "runs")
 
 
@@ -82,7 +87,7 @@ def wheel_environment(tmp_path_factory, report_measurement) -> Environment:
     output = pip(sys.executable, "wheel", "--no-deps", "--wheel-dir", str(root / "dist"), *sources, cwd=root)
     assert "absent from the `packages` configuration" not in output, output
     wheels = sorted(str(path) for path in (root / "dist").glob("*.whl"))
-    assert len(wheels) == 3, wheels
+    assert len(wheels) == len(PACKAGES), wheels
 
     subprocess.run([sys.executable, "-m", "venv", str(root / "venv")], check=True, timeout=300)
     python = root / "venv" / "bin" / "python"
@@ -200,6 +205,19 @@ def test_installed_wheels_answer_with_the_embedded_model_and_only_fslm_lines(
     assert lines[0] == "prompt: What is the capital of France?"
     assert any(line.startswith("answer: ") for line in lines)
     report_measurement(f"user install: fslm run on the embedded model took {time.perf_counter() - started:.0f} s")
+
+
+@pytest.mark.slow
+@pytest.mark.wheels
+def test_installed_wheels_run_the_trained_stack_offline_as_the_default(wheel_environment, tmp_path):
+    result = wheel_environment.run(
+        wheel_environment.tool("fslm"), "run", "--json", "Name three primary colors.", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    trace = json.loads(result.stdout)
+    assert trace["stack"] == "smollm2-paper"
+    assert [m["stage"] for m in trace["messages"]] == ["interpret", "recall", "reason", "answer"]
+    assert all(m["adapter"] and "site-packages" in m["adapter"] for m in trace["messages"])  # the wheel's own
 
 
 @pytest.mark.slow

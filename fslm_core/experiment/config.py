@@ -105,6 +105,19 @@ class ExperimentConfig(BaseModel):
     )
 
 
+STEPS = (
+    "distill",
+    "filter",
+    "train-stack",
+    "package",
+    "train-baseline",
+    "stage-checks",
+    "evaluate",
+    "ablations",
+    "report",
+)
+"""The steps of an experiment, in the order they run (``fslm_core.experiment.pipeline`` runs them)."""
+
 QUICK = {
     "distill": {"limit": 16, "batch_size": 16, "shard_size": 8, "max_new_tokens": 24},
     "train": {"epochs": 1, "max_eval_examples": 4, "eval_fraction": 0.25},

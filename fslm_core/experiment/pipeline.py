@@ -36,7 +36,7 @@ from ..plugins import Registry, get_registry
 from ..training import DistillConfig, TrainConfig, distill, filter_distilled, load_distilled, train_stack
 from ..validation import validate_settings
 from .ablations import run_ablations
-from .config import ExperimentConfig
+from .config import STEPS, ExperimentConfig
 from .evaluate import Evaluator
 from .package import BASELINE_DATA, package_stack, write_half_precision_stack
 from .report import write_report
@@ -50,17 +50,6 @@ STATE = VersionedJson(
     "the state of an fslm experiment",
     remedy="remove it or choose another output folder",
     field="output: ",
-)
-STEPS = (
-    "distill",
-    "filter",
-    "train-stack",
-    "package",
-    "train-baseline",
-    "stage-checks",
-    "evaluate",
-    "ablations",
-    "report",
 )
 ALWAYS_RERUN = {"report"}
 REUSABLE = {"distilled", ".gitignore"}

@@ -16,7 +16,7 @@ from ..files import atomic_write_text, safe_file_name
 from ..plugins import Registry
 from ..runtime.devices import cpu_summary
 from .ablations import ABLATIONS_FILE
-from .config import ExperimentConfig
+from .config import STEPS, ExperimentConfig
 from .evaluate import read_result
 from .stage_checks import CHECKS_FILE
 from .stats import compare, mean_and_stderr
@@ -160,6 +160,19 @@ def _stage_table(output: Path, state: dict) -> list[str]:
     return rows
 
 
+def _progress(config: ExperimentConfig, results: dict, state: dict) -> list[str]:
+    """A warning line while the experiment is unfinished: which steps and results are still missing."""
+    missing_steps = [step for step in STEPS if step != "report" and step not in state.get("steps", {})]
+    wanted = len(config.systems) * len(config.evaluation.tasks)
+    if not missing_steps:
+        return []
+    return [
+        f"**Unfinished run**: steps still to run: {', '.join(missing_steps)}; {len(results)} of {wanted} "
+        "(system, task) results are in. The same command continues it; the figures below are the finished ones.",
+        "",
+    ]
+
+
 def _data_files(config: ExperimentConfig, results: dict) -> str:
     """Each task's data file(s), as the evaluation recorded them."""
     files = {}
@@ -279,6 +292,7 @@ def write_report(config: ExperimentConfig, output: Path, state: dict, registry: 
         "",
         "Written by `fslm experiment` from the finished runs in its output folder; rerun it to rewrite this page.",
         "",
+        *_progress(config, results, state),
         "## Set-up",
         "",
         f"- Student: `{config.student}`; decomposition `{config.decomposition}`; seed {config.seed}.",
