@@ -110,3 +110,36 @@ def test_fslm_cache_shows_and_clears_stage_outputs(tmp_path, monkeypatch):
     cleared = runner.invoke(cli, ["cache", "clear"])
     assert cleared.exit_code == 0 and "stage outputs" in cleared.output
     assert StageCache().info()["entries"] == 0
+
+
+def test_the_cost_table_counts_tokens_time_parameters_and_cache_hits(tiny_model_id, tiny_adapters, tmp_path):
+    from fslm_core.runtime.costs import adapter_parameters, render_costs, stage_costs
+
+    cache = StageCache(tmp_path / "stages.sqlite")
+    stack = two_stage_stack(tiny_model_id, tiny_adapters[0])
+    first = run_stack(stack, PROMPTS, pool=ModelPool(), cache=cache)
+    again = run_stack(stack, PROMPTS, pool=ModelPool(), cache=cache)
+    recall, answer = stage_costs(stack, first)
+    assert recall.runs == answer.runs == 3 and recall.cached == 0
+    assert recall.prompt_tokens == sum(t.message("recall").prompt_tokens for t in first)
+    assert recall.completion_tokens == sum(t.message("recall").completion_tokens for t in first)
+    assert recall.seconds > 0 and recall.adapter_parameters == adapter_parameters(tiny_adapters[0]) > 0
+    assert answer.adapter_parameters == 0
+    cached_recall, _ = stage_costs(stack, again)
+    assert cached_recall.cached == 3 and cached_recall.seconds == 0.0
+    table = render_costs(stage_costs(stack, first)).splitlines()
+    assert table[0].split()[:3] == ["stage", "runs", "cached"] and table[-1].startswith("total")
+
+
+def test_fslm_run_stats_prints_the_table_on_stderr_and_cache_marks_hits(tiny_model_id, tmp_path, monkeypatch):
+    monkeypatch.setenv("FSLM_CACHE_DIR", str(tmp_path))
+    stack_file = two_stage_stack(tiny_model_id).save(tmp_path / "stack.yaml")
+    runner = CliRunner()
+    command = ["run", "--stack", str(stack_file), "--json", "--stats", "--cache", "What is 2 + 2?"]
+    first = runner.invoke(cli, command)
+    assert first.exit_code == 0, first.output
+    again = runner.invoke(cli, command)
+    trace = json.loads(again.stdout)
+    assert all(message["cached"] for message in trace["messages"])
+    rows = {line.split()[0]: line.split() for line in again.stderr.splitlines() if line.strip()}
+    assert rows["recall"][1:3] == ["1", "1"] and rows["total"][1:3] == ["2", "2"]  # runs, cached

@@ -10,6 +10,7 @@ import click
 
 from ..declarations import Stack
 from ..errors import InputError
+from ..runtime.costs import render_costs, stage_costs
 from ..runtime.stage_cache import StageCache
 from .app import batch_size_option, chosen_stack, cli, count_option, seed_option, stack_options
 
@@ -53,6 +54,7 @@ def count_lines(path: Path) -> int:
     is_flag=True,
     help="Reuse what greedy stages wrote before for the same input (fslm's stage cache; `fslm cache info`).",
 )
+@click.option("--stats", is_flag=True, help="Print a per-stage cost table (tokens, time, parameters, FLOPs) on stderr.")
 @batch_size_option
 @count_option("--chunk-size", 256, "Prompts per engine run; --output is written after each chunk.")
 @seed_option
@@ -69,6 +71,7 @@ def run(
     answers_only,
     max_prompt_tokens,
     use_cache,
+    stats,
     batch_size,
     chunk_size,
     seed,
@@ -89,6 +92,7 @@ def run(
         return
     show_progress = sys.stderr.isatty()
     cache = StageCache() if use_cache else None
+    finished: list = []
     for start in range(done, len(collected), chunk_size):
         traces = stack.run(
             collected[start : start + chunk_size],
@@ -97,6 +101,8 @@ def run(
             progress=show_progress,
             cache=cache,
         )
+        if stats:
+            finished += traces
         if output:
             append_jsonl(output, [trace.to_json() for trace in traces])
         for trace in traces:
@@ -106,6 +112,8 @@ def run(
                 click.echo(trace.answer)
             else:
                 click.echo(trace.render() + "\n")
+    if stats:
+        click.echo(render_costs(stage_costs(stack, finished)), err=True)
 
 
 def with_prompt_budget(stack: Stack, max_prompt_tokens: int) -> Stack:

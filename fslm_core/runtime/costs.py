@@ -1,0 +1,151 @@
+"""What a run cost, per stage: tokens, wall time, parameters, cache hits and an estimate of the arithmetic.
+
+Read from the traces alone (every message carries its tokens, its batch's wall
+time and size, and whether it came from the stage cache), so the same table
+can be made for a run that has finished, or from traces saved to a file.
+
+Wall time: a message's share of its batch, ``latency_s / batch_size``, summed
+over the stage's messages; a cached message costs none. FLOPs: about two per
+parameter per token processed (prompt and generated tokens, base model plus
+adapter), the usual estimate for a forward pass; attention over the context is
+left out, which undercounts long prompts.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..declarations import Stack
+from ..messages import Trace
+from ..plugins import Registry, get_registry
+
+
+def adapter_parameters(adapter: Path | None) -> int:
+    """Parameters in a PEFT adapter folder, read from its safetensors header (no tensors loaded)."""
+    if adapter is None:
+        return 0
+    file = Path(adapter) / "adapter_model.safetensors"
+    if not file.is_file():
+        return 0
+    with open(file, "rb") as handle:
+        (length,) = struct.unpack("<Q", handle.read(8))
+        header = json.loads(handle.read(length))
+    total = 0
+    for name, info in header.items():
+        if name != "__metadata__":
+            count = 1
+            for size in info["shape"]:
+                count *= size
+            total += count
+    return total
+
+
+@dataclass(frozen=True)
+class StageCost:
+    stage: str
+    runs: int
+    cached: int
+    prompt_tokens: int
+    completion_tokens: int
+    seconds: float
+    base_parameters: int | None
+    adapter_parameters: int
+
+    @property
+    def flops(self) -> float | None:
+        if self.base_parameters is None:
+            return None
+        uncached = self.runs - self.cached
+        share = uncached / self.runs if self.runs else 0.0
+        tokens = (self.prompt_tokens + self.completion_tokens) * share
+        return 2.0 * (self.base_parameters + self.adapter_parameters) * tokens
+
+    def as_dict(self) -> dict:
+        return {
+            "stage": self.stage,
+            "runs": self.runs,
+            "cached": self.cached,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "seconds": round(self.seconds, 3),
+            "base_parameters": self.base_parameters,
+            "adapter_parameters": self.adapter_parameters,
+            "flops": self.flops,
+        }
+
+
+def stage_costs(stack: Stack, traces: Sequence[Trace], registry: Registry | None = None) -> list[StageCost]:
+    """One row per stage of ``stack``, in order, summed over ``traces``."""
+    registry = registry or get_registry()
+    rows = []
+    for stage in stack.stages:
+        messages = [m for trace in traces if (m := trace.message(stage.name)) is not None]
+        fresh = [m for m in messages if not m.cached]
+        spec = registry.model(stage.model) if not stage.model.startswith("hf:") else None
+        rows.append(
+            StageCost(
+                stage=stage.name,
+                runs=len(messages),
+                cached=len(messages) - len(fresh),
+                prompt_tokens=sum(m.prompt_tokens for m in messages),
+                completion_tokens=sum(m.completion_tokens for m in messages),
+                seconds=sum(m.latency_s / m.batch_size for m in fresh),
+                base_parameters=spec.parameters if spec is not None else None,
+                adapter_parameters=adapter_parameters(stage.adapter),
+            )
+        )
+    return rows
+
+
+def _count(value: float | None) -> str:
+    if value is None:
+        return "-"
+    for unit, size in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if value >= size:
+            return f"{value / size:.1f}{unit}"
+    return f"{value:.0f}"
+
+
+def render_costs(rows: Sequence[StageCost]) -> str:
+    """A plain-text table with a total row."""
+    header = ("stage", "runs", "cached", "in tok", "out tok", "seconds", "params", "adapter", "FLOPs")
+    lines = [header]
+    for row in rows:
+        lines.append(
+            (
+                row.stage,
+                str(row.runs),
+                str(row.cached),
+                str(row.prompt_tokens),
+                str(row.completion_tokens),
+                f"{row.seconds:.2f}",
+                _count(row.base_parameters),
+                _count(row.adapter_parameters),
+                _count(row.flops),
+            )
+        )
+    flops = [row.flops for row in rows]
+    lines.append(
+        (
+            "total",
+            str(sum(row.runs for row in rows)),
+            str(sum(row.cached for row in rows)),
+            str(sum(row.prompt_tokens for row in rows)),
+            str(sum(row.completion_tokens for row in rows)),
+            f"{sum(row.seconds for row in rows):.2f}",
+            "",
+            _count(sum(row.adapter_parameters for row in rows)),
+            _count(sum(flops)) if None not in flops else "-",
+        )
+    )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(
+            cell.ljust(width) if i == 0 else cell.rjust(width) for i, (cell, width) in enumerate(zip(line, widths))
+        )
+        for line in lines
+    )
