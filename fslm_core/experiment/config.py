@@ -168,6 +168,7 @@ def load_experiment_config(
     values = _merge(values, overrides or {})
     base = file.resolve().parent
     for key in ("data", "output", "report", "package"):
-        if values.get(key) is not None and not Path(str(values[key])).expanduser().is_absolute():
-            values[key] = base / Path(str(values[key])).expanduser()
+        if values.get(key) is not None:
+            # Resolved, without "..": paths written into stack files are made relative by prefix.
+            values[key] = (base / Path(str(values[key])).expanduser()).resolve()
     return validate_settings(ExperimentConfig, values, f"config {file.name}")

@@ -57,6 +57,7 @@ def write_half_precision_stack(stack_folder: Path, target: Path, name: str, desc
     adapters = {stage.name: stage.adapter for stage in stack.stages if stage.adapter is not None}
 
     def write(folder: Path) -> None:
+        folder = folder.resolve()  # saved adapter paths are made relative to the folder by prefix
         folder.mkdir(parents=True)
         for stage, adapter in adapters.items():
             _half_precision_adapter(Path(adapter), folder / "adapters" / stage)
