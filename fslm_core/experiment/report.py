@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import struct
 from pathlib import Path
 
 from ..files import atomic_write_text, safe_file_name
 from ..plugins import Registry
+from ..runtime.costs import adapter_parameters as count_adapter_parameters
 from ..runtime.devices import cpu_summary
 from .ablations import ABLATIONS_FILE
 from .config import STEPS, ExperimentConfig
@@ -26,19 +26,8 @@ COMPARISONS = (("stack-trained", "single"), ("stack-trained", "single-lora"), ("
 
 
 def adapter_parameters(folder: Path) -> int:
-    """Parameters in the adapters under ``folder`` (read from the safetensors headers, no tensors loaded)."""
-    total = 0
-    for file in folder.glob("adapters/*/adapter_model.safetensors"):
-        with open(file, "rb") as handle:
-            (length,) = struct.unpack("<Q", handle.read(8))
-            header = json.loads(handle.read(length))
-        for name, info in header.items():
-            if name != "__metadata__":
-                count = 1
-                for size in info["shape"]:
-                    count *= size
-                total += count
-    return total
+    """Parameters in all the adapters of the stack folder ``folder`` (read from their headers)."""
+    return sum(count_adapter_parameters(adapter) for adapter in folder.glob("adapters/*"))
 
 
 def _sha256(path: Path) -> str:
