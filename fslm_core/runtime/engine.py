@@ -323,9 +323,9 @@ def generate_or_reuse(
     hits: dict[str, Generation] = {}
     if cache is not None and settings.greedy:
         model = model_identity(backend.spec)
+        adapters = {stage.name: adapter_identity(stage.adapter) for stage in group}  # once per stage, not per row
         keys = [
-            stage_key(model, adapter_identity(stage.adapter), prompt.text, settings)
-            for (stage, _), prompt in zip(jobs, fitted)
+            stage_key(model, adapters[stage.name], prompt.text, settings) for (stage, _), prompt in zip(jobs, fitted)
         ]
         hits = cache.get_many(keys)
         on_batch(sum(key in hits for key in keys))
