@@ -11,7 +11,7 @@ import pytest
 from fslm_core import load_stack
 from fslm_core.plugins import get_registry, resolve_stack
 from fslm_core.training.filters import role_problem
-from fslm_plugin_smollm2_paper import STACK_FOLDER, STACK_NAME, TARGETS_FILE
+from fslm_plugin_smollm2_paper import BASELINE_FOLDER, BASELINE_NAME, STACK_FOLDER, STACK_NAME, TARGETS_FILE
 
 DEMO = {  # the questions of `make demo`, each with the words a right answer holds
     "What is the capital of France?": ("paris",),
@@ -35,6 +35,8 @@ def test_the_trained_stack_is_registered_and_is_the_default():
     assert registry.named_stack(STACK_NAME).folder == STACK_FOLDER
     assert registry.default_stack().name == STACK_NAME
     assert resolve_stack(None).name == STACK_NAME
+    assert registry.named_stack(BASELINE_NAME).folder == BASELINE_FOLDER
+    assert resolve_stack(BASELINE_NAME).name == BASELINE_NAME
 
 
 def test_the_package_holds_float16_adapters_under_50_mb_and_the_targets_they_learnt():
@@ -44,6 +46,8 @@ def test_the_package_holds_float16_adapters_under_50_mb_and_the_targets_they_lea
     assert all(adapter is not None for adapter in adapters)
     files = [adapter / "adapter_model.safetensors" for adapter in adapters]
     assert all(safetensors_dtypes(file) == {"F16"} for file in files)
+    (baseline_stage,) = load_stack(BASELINE_FOLDER).stages
+    assert safetensors_dtypes(baseline_stage.adapter / "adapter_model.safetensors") == {"F16"}
     total = sum(path.stat().st_size for path in STACK_FOLDER.parent.rglob("*") if path.is_file())
     assert total < 50e6, total
     rows = [json.loads(line) for line in gzip.open(TARGETS_FILE, "rt", encoding="utf-8")]
