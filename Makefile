@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-fast test-wheels bench clean
+.PHONY: install chromium demo test test-fast test-wheels bench clean
 
 install: $(VENV)/.installed
 
@@ -28,10 +28,18 @@ $(VENV)/.installed: pyproject.toml constraints.txt $(addsuffix pyproject.toml,$(
 demo: install
 	$(BIN)/python examples/quickstart.py
 
-test: install
+# The browser tests (pytest -m browser) drive Debian's chromium through playwright, which downloads no
+# browser of its own; installed only where it is missing (CI runs as root, a developer through sudo).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+chromium:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core; }
+
+test: install chromium
 	$(BIN)/python -m pytest
 
-test-fast: install
+test-fast: install chromium
 	$(BIN)/python -m pytest -m "not slow"
 
 # The README's user install path: wheels built from this checkout in a fresh virtualenv (a few minutes; CI runs it).

@@ -9,7 +9,7 @@ evaluators and benchmarks through the hooks in :mod:`fslm_core.api.hookspecs`.
 from .api import Decomposition, Generation, ModelBackend, ModelSpec, StageRecipe, TeacherNotes, hookimpl
 from .declarations import GenerationSettings, Stack, Stage, load_stack
 from .errors import FslmError
-from .messages import Message, Trace
+from .messages import Message, RoutingDecision, Trace
 from .plugins import get_registry, register_plugin
 from .runtime import ModelPool, run_stack
 from .training import DistillConfig, TrainConfig, distill, evaluate_stages, load_distilled, train_stack
@@ -30,6 +30,7 @@ __all__ = [
     "ModelBackend",
     "ModelPool",
     "ModelSpec",
+    "RoutingDecision",
     "Stack",
     "Stage",
     "StageRecipe",

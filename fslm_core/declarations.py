@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import string
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -76,6 +77,67 @@ class GenerationSettings(BaseModel):
         return self.temperature == 0.0
 
 
+class Condition(BaseModel):
+    """A test on the user's prompt or on one stage's message; routers run, skip or end a stage on it.
+
+    Every test given must hold (``negate`` turns the result over). Text tests
+    ignore case. A condition on a stage that did not run for an input does not hold.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    stage: str = Field(min_length=1, description=f"Whose text is tested: a stage's name, or {PROMPT_FIELD!r}.")
+    contains: str | None = Field(default=None, min_length=1, description="The text contains this.")
+    matches: str | None = Field(default=None, min_length=1, description="This regular expression is found in the text.")
+    min_mean_logprob: float | None = Field(
+        default=None,
+        le=0.0,
+        description="The stage's mean token log-probability is at least this: the model was that sure of it.",
+    )
+    negate: bool = Field(default=False, description="Hold when the tests do not.")
+
+    @model_validator(mode="after")
+    def _has_a_test(self) -> Condition:
+        if self.contains is None and self.matches is None and self.min_mean_logprob is None:
+            raise ValueError("give at least one test: contains, matches or min_mean_logprob")
+        if self.matches is not None:
+            try:
+                re.compile(self.matches)
+            except re.error as error:
+                raise ValueError(f"matches: not a regular expression: {error}") from None
+        if self.stage == PROMPT_FIELD and self.min_mean_logprob is not None:
+            raise ValueError(f"min_mean_logprob: the {PROMPT_FIELD!r} was not generated")
+        return self
+
+
+class Dispatch(BaseModel):
+    """A classifier stage picks one route: the stages that run for an input after it.
+
+    The route is the first label found in the classifier's message (ignoring
+    case), else ``default``. Stages after the classifier that are in no route
+    run on every route (a shared final stage, say).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    classifier: str = Field(min_length=1, description="The stage whose message names the route.")
+    routes: dict[str, tuple[str, ...]] = Field(min_length=2, description="Label -> the stages that run for it.")
+    default: str | None = Field(default=None, description="The route when no label is found (default: the first).")
+
+    @model_validator(mode="after")
+    def _default_is_a_route(self) -> Dispatch:
+        if self.default is not None and self.default not in self.routes:
+            raise ValueError(f"default: {self.default!r} is not a route (routes: {sorted(self.routes)})")
+        for label in self.routes:
+            if not label.strip():
+                raise ValueError("routes: a label is empty")
+        return self
+
+    @property
+    def fallback(self) -> str:
+        return self.default or next(iter(self.routes))
+
+
 def _resolve_path(value: Path | None, info: ValidationInfo) -> Path | None:
     """Relative paths resolve against the stack file's folder when loading, else the cwd."""
     if value is None:
@@ -107,6 +169,14 @@ class Stage(BaseModel):
     reads: tuple[str, ...] = Field(default=(), description="Names of earlier stages whose messages this stage sees.")
     format: str = Field(default="text", description="Registered message format of this stage's output.")
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
+    run_if: Condition | None = Field(
+        default=None, description="Run this stage only for inputs where this holds (router: conditional)."
+    )
+    exit_if: Condition | None = Field(
+        default=None,
+        description="After this stage, inputs where this holds leave the stack with this stage's message as "
+        "their answer (router: early-exit).",
+    )
 
     _resolve_paths = field_validator("adapter", "model_path")(_resolve_path)
 
@@ -148,6 +218,9 @@ class Stack(BaseModel):
     description: str = ""
     stages: tuple[Stage, ...] = Field(min_length=1)
     router: str = Field(default="sequential", description="Registered router that schedules the stages.")
+    dispatch: Dispatch | None = Field(
+        default=None, description="A classifier stage choosing which stages run for each input (router: dispatch)."
+    )
     fslm_format: int = Field(default=STACK_FORMAT_VERSION, description="Version of the stack file layout.")
 
     @model_validator(mode="after")
@@ -171,8 +244,30 @@ class Stack(BaseModel):
                         f"{where}.template: fields {sorted(unknown)} are neither 'prompt' "
                         f"nor in reads {list(stage.reads)}"
                     )
+            if stage.run_if is not None and stage.run_if.stage not in seen | {PROMPT_FIELD}:
+                raise ValueError(f"{where}.run_if.stage: {stage.run_if.stage!r} is not the prompt or an earlier stage")
+            if stage.exit_if is not None and stage.exit_if.stage not in seen | {PROMPT_FIELD, stage.name}:
+                raise ValueError(
+                    f"{where}.exit_if.stage: {stage.exit_if.stage!r} is not the prompt, this stage or an earlier one"
+                )
             seen.add(stage.name)
+        if self.dispatch is not None:
+            self._check_dispatch(self.dispatch)
         return self
+
+    def _check_dispatch(self, dispatch: Dispatch) -> None:
+        names = [stage.name for stage in self.stages]
+        if dispatch.classifier not in names:
+            raise ValueError(f"dispatch.classifier: no stage is called {dispatch.classifier!r}")
+        after = set(names[names.index(dispatch.classifier) + 1 :])
+        for label, stages in dispatch.routes.items():
+            if not stages:
+                raise ValueError(f"dispatch.routes.{label}: name at least one stage")
+            for name in stages:
+                if name not in after:
+                    raise ValueError(
+                        f"dispatch.routes.{label}: {name!r} is not a stage after the classifier {dispatch.classifier!r}"
+                    )
 
     @property
     def final_stage(self) -> Stage:

@@ -1,8 +1,10 @@
 """Messages and traces: the readable record of a stack's run.
 
 Each stage writes one :class:`Message` per input; a :class:`Trace` holds the
-original prompt, every message in the order the stages ran, and the answer.
-Both are pydantic models, so a trace serialises to JSON and back unchanged.
+original prompt, every message in the order the stages ran, the answer, and
+the routing decisions taken on the way (:class:`RoutingDecision`). All are
+pydantic models, so a trace serialises to JSON and back unchanged; fields added
+later have defaults, so traces written by an older fslm still load.
 """
 
 from __future__ import annotations
@@ -30,6 +32,33 @@ class Message(BaseModel):
     latency_s: float = Field(ge=0.0, description="Wall time of the batch that produced this message.")
     batch_size: int = Field(ge=1, description="How many inputs that batch held.")
     cached: bool = Field(default=False, description="Read from the stage cache, not generated in this run.")
+    mean_logprob: float | None = Field(
+        default=None,
+        le=0.0,
+        description="Mean log-probability of the generated tokens under the model: how sure it was (None if "
+        "the backend does not report it).",
+    )
+    parse_error: str | None = Field(
+        default=None,
+        description="Why the stage's message format could not parse the text (the raw text stays in `text`).",
+    )
+
+
+class RoutingDecision(BaseModel):
+    """What a router decided about one stage for one input, and why."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    stage: str = Field(min_length=1, description="The stage the decision is about.")
+    decision: str = Field(
+        min_length=1, description='What the router did with the stage, e.g. "ran", "skipped", "exit", "dispatch".'
+    )
+    router: str = Field(min_length=1, description="Name of the router that decided.")
+    reason: str = Field(default="", description="A short reason a person can read.")
+
+    def render(self) -> str:
+        reason = f": {self.reason}" if self.reason else ""
+        return f"{self.stage} {self.decision} ({self.router}){reason}"
 
 
 class Trace(BaseModel):
@@ -41,6 +70,9 @@ class Trace(BaseModel):
     prompt: str
     messages: list[Message] = Field(default_factory=list)
     answer: str | None = None
+    routing: list[RoutingDecision] = Field(
+        default_factory=list, description="Routing decisions in the order they were taken (none for a plain run)."
+    )
 
     def message(self, stage: str) -> Message | None:
         """The message a stage wrote, or None if it did not run for this input."""
@@ -62,5 +94,8 @@ class Trace(BaseModel):
             body = message.text.strip() or "(empty)"
             for paragraph in body.splitlines():
                 lines.extend(textwrap.wrap(paragraph, width, initial_indent="    ", subsequent_indent="    ") or [""])
+            if message.parse_error:
+                lines.append(f"    (not parsed: {message.parse_error})")
+        lines.extend(f"route: {decision.render()}" for decision in self.routing)
         lines.append(f"answer: {self.answer}")
         return "\n".join(lines)

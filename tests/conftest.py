@@ -1,8 +1,10 @@
-"""Shared fixtures: a tiny random Llama for fast engine tests, the embedded SmolLM2 for end-to-end tests."""
+"""Shared fixtures: a tiny random Llama for fast engine tests, the embedded SmolLM2 for end-to-end tests,
+headless Chromium for tests of pages (``tests/browser.py``)."""
 
 from __future__ import annotations
 
 import pytest
+from browser import browser_page, chromium  # noqa: F401  (fixtures: a page in headless Chromium)
 
 from fslm_core.testing import build_random_adapter, build_tiny_model
 

@@ -10,7 +10,7 @@ from .decompositions import Decomposition, StageRecipe, TeacherNotes
 from .evaluators import Evaluator, ExactMatch, StageJob, StageScorer, TokenF1, normalise
 from .formats import JsonFormat, KeyValueFormat, ListFormat, MessageFormat
 from .hookspecs import hookimpl, hookspec
-from .routers import ParallelRouter, Router
+from .routers import ParallelRouter, Router, RuleRouter
 from .stacks import NamedStack
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "ModelSpec",
     "ParallelRouter",
     "Router",
+    "RuleRouter",
     "StageJob",
     "StageRecipe",
     "TeacherNotes",

@@ -76,6 +76,9 @@ class Generation:
     completion_tokens: int
     latency_s: float
     batch_size: int
+    #: Mean log-probability of the generated tokens under the model (before sampling settings): how sure
+    #: the model was. None when the backend does not report it.
+    mean_logprob: float | None = None
 
 
 class ModelBackend(ABC):
@@ -87,6 +90,9 @@ class ModelBackend(ABC):
     """
 
     name: ClassVar[str]
+    #: True when :meth:`generate` accepts ``on_text`` and reports each row's text as it grows
+    #: (``fslm serve`` streams the final stage with it); other backends report a stage when it is done.
+    streams_text: ClassVar[bool] = False
 
     def __init__(self, spec: ModelSpec):
         self.spec = spec
@@ -116,7 +122,11 @@ class ModelBackend(ABC):
         """Continue each rendered prompt, prompt ``i`` with adapter ``adapters[i]`` (None: plain base).
 
         Results come back in the order of ``prompts``. ``on_batch(n)`` is called
-        after each internal batch of ``n`` prompts (progress bars).
+        after each internal batch of ``n`` prompts (progress bars). A backend
+        that sets :attr:`streams_text` also takes ``on_text(i, text)``, called
+        with prompt ``i``'s text so far (cut at stop strings, never ending in a
+        possible start of one) as it grows; when it returns False, row ``i``
+        stops generating and keeps what it has.
         """
 
     def loglikelihood(

@@ -12,7 +12,9 @@ from .app import chosen_stack, cli, count_option, seed_option, stack_options
 @click.option("--tasks", required=True, help="Comma-separated lm-eval tasks, e.g. local_arc_easy (see `fslm plugins`).")
 @click.option("--limit", type=float, help="Documents per task (a fraction below 1).")
 @click.option("--num-fewshot", type=click.IntRange(min=0), help="Shots per prompt (default: each task's own).")
-@click.option("--output", type=click.Path(), help="Folder for results.json, traces_<task>.json and samples.")
+@click.option(
+    "--output", type=click.Path(), help="Folder for results.json, traces_<task>.json, samples and report.html."
+)
 @click.option("--baseline", help="Also evaluate this model id alone (one stage, no adapter) on the same documents.")
 @click.option("--batch-size", default="16", show_default=True, help="Inputs per model call (or 'auto').")
 @click.option("--max-batch-size", type=click.IntRange(min=1), help="Batch size that 'auto' uses.")
@@ -26,6 +28,12 @@ from .app import chosen_stack, cli, count_option, seed_option, stack_options
     help="Final stage's prompt: as the stage runs, or its filled template as plain text (lm-eval's format).",
 )
 @click.option("--log-samples", is_flag=True, help="Also write lm-eval's per-document samples to --output.")
+@click.option(
+    "--report",
+    "trace_report",
+    is_flag=True,
+    help="Also write report.html to --output: the stack's traces as a page (see `fslm report`).",
+)
 @count_option("--bootstrap-iters", 100_000, "Bootstrap iterations for stderr (0: none).", minimum=0)
 @seed_option
 @click.option("--data-dir", type=click.Path(), help="Folder of the local benchmark data (sets FSLM_DATA_DIR).")
@@ -37,7 +45,18 @@ from .app import chosen_stack, cli, count_option, seed_option, stack_options
     help="Score another file of the same format for one local task (repeatable).",
 )
 def eval_command(
-    stack_path, decomposition, model, model_path, tasks, limit, output, baseline, data_dir, data_files, **settings
+    stack_path,
+    decomposition,
+    model,
+    model_path,
+    tasks,
+    limit,
+    output,
+    baseline,
+    data_dir,
+    data_files,
+    trace_report,
+    **settings,
 ):
     """Evaluate a stack with lm-evaluation-harness, optionally side by side with a single model."""
     from ..harness import (
@@ -57,4 +76,12 @@ def eval_command(
     )
     stack = chosen_stack(stack_path, decomposition, model, model_path)
     with quiet_git_probe(), no_context_bars():
-        evaluate_command(stack, settings, output=output, baseline=baseline, data_dir=data_dir, echo=click.echo)
+        evaluate_command(
+            stack,
+            settings,
+            output=output,
+            baseline=baseline,
+            data_dir=data_dir,
+            echo=click.echo,
+            trace_report=trace_report,
+        )

@@ -25,7 +25,7 @@ from ..declarations import GenerationSettings
 from ..errors import AdapterError, ModelLoadError
 from ..logs import get_logger
 from ..runtime import weights_cache
-from ..runtime.decoding import cache_keyword, cut_at_stop, decode, returned_cache
+from ..runtime.decoding import cache_keyword, cut_at_stop, decode, returned_cache, streamable_text
 from ..runtime.devices import default_device
 from ..runtime.kernels import quantize_linear_layers, tune_for_cpu
 from ..runtime.pool import local_folder_hint
@@ -44,6 +44,7 @@ class TransformersBackend(TokenizedBackend):
     """A transformers causal LM with any number of peft LoRA adapters on it."""
 
     name = "transformers"
+    streams_text = True
 
     def __init__(self, spec: ModelSpec, model, tokenizer, device: torch.device):
         super().__init__(spec)
@@ -160,6 +161,7 @@ class TransformersBackend(TokenizedBackend):
         settings: GenerationSettings,
         batch_size: int,
         on_batch: Callable[[int], None] | None = None,
+        on_text: Callable[[int, str], bool] | None = None,
     ) -> list[Generation]:
         if len(prompts) != len(adapters):
             raise ValueError("generate: one adapter (or None) per prompt")
@@ -169,7 +171,10 @@ class TransformersBackend(TokenizedBackend):
         results: list[Generation | None] = [None] * len(prompts)
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]
-            generations = self._generate_batch([encoded[i] for i in batch], [adapters[i] for i in batch], settings)
+            on_step = self._text_reporter(batch, settings, on_text) if on_text is not None else None
+            generations = self._generate_batch(
+                [encoded[i] for i in batch], [adapters[i] for i in batch], settings, on_step
+            )
             for index, generation in zip(batch, generations):
                 results[index] = generation
             if on_batch is not None:
@@ -184,11 +189,32 @@ class TransformersBackend(TokenizedBackend):
             return ids[-keep:]
         return ids
 
+    def _text_reporter(self, batch: list[int], settings: GenerationSettings, on_text: Callable[[int, str], bool]):
+        """decode's ``on_step`` for one batch: each row's showable text to ``on_text``, by the caller's index."""
+        shown: dict[int, str] = {}
+
+        def on_step(rows: list[int], generated: list[list[int]]) -> list[int]:
+            leaving = []
+            for row in rows:
+                tokens = generated[row][: self._completion_length(generated[row])]
+                text = streamable_text(self.tokenizer.decode(tokens, skip_special_tokens=True), settings.stop)
+                if text != shown.get(row, "") and not on_text(batch[row], text):
+                    leaving.append(row)
+                shown[row] = text
+            return leaving
+
+        return on_step
+
     def _generate_batch(
-        self, encoded: list[list[int]], adapters: list[str | None], settings: GenerationSettings
+        self,
+        encoded: list[list[int]],
+        adapters: list[str | None],
+        settings: GenerationSettings,
+        on_step: Callable[[list[int], list[list[int]]], list[int]] | None = None,
     ) -> list[Generation]:
         started = time.perf_counter()
         options: dict = {}
+        logprobs: list[list[float]] = []
         with torch.inference_mode(), self._adapters_active(adapters, options):
             new_tokens = decode(
                 self.model,
@@ -199,11 +225,13 @@ class TransformersBackend(TokenizedBackend):
                 tokenizer=self.tokenizer,
                 adapter_names=options.get("adapter_names"),
                 logits_to_keep=self.keeps_last_logits,
+                on_step=on_step,
+                logprobs=logprobs,
             )
         elapsed = time.perf_counter() - started
         prompt_lengths = [len(ids) for ids in encoded]
         generations = []
-        for row, prompt_length in zip(new_tokens, prompt_lengths):
+        for row, prompt_length, row_logprobs in zip(new_tokens, prompt_lengths, logprobs):
             length = self._completion_length(row)
             text = self.tokenizer.decode(row[:length], skip_special_tokens=True)
             generations.append(
@@ -213,6 +241,7 @@ class TransformersBackend(TokenizedBackend):
                     completion_tokens=length,
                     latency_s=elapsed,
                     batch_size=len(encoded),
+                    mean_logprob=sum(row_logprobs[:length]) / length if length else None,
                 )
             )
         return generations

@@ -2,12 +2,21 @@
 
 :class:`FslmLM` (:mod:`.model`) is the ``fslm`` model of lm-eval;
 :mod:`.tasks` adds the plugins' benchmark tasks to lm-eval's task manager;
-:mod:`.evaluate` is ``fslm eval`` and :mod:`.report` its table;
+:mod:`.evaluate` is ``fslm eval`` and :mod:`.report` its table (the trace page of
+``fslm eval --report`` is :mod:`fslm_core.trace_report`'s);
 ``python -m fslm_core.harness`` (:mod:`.lm_eval_cli`) is lm-eval's own command line with both;
 :mod:`.quiet` keeps lm-eval's output to what these commands show.
 """
 
-from .evaluate import EvalSettings, evaluate_command, parse_data_files, run_task, split_tasks
+from .evaluate import (
+    TRACE_REPORT_FILE,
+    EvalSettings,
+    evaluate_command,
+    parse_data_files,
+    run_task,
+    split_tasks,
+    write_eval_trace_report,
+)
 from .lm_eval_cli import main, prepare_lm_eval, requested_tasks
 from .model import DEFAULT_BATCH_SIZE, FINAL_PROMPT_MODES, FslmLM, parse_batch_size
 from .quiet import no_context_bars, quiet_git_probe
@@ -17,6 +26,7 @@ from .tasks import DATA_DIR_ENV, BenchmarkTaskManager, LocalTaskManager, local_t
 __all__ = [
     "DATA_DIR_ENV",
     "DEFAULT_BATCH_SIZE",
+    "TRACE_REPORT_FILE",
     "FINAL_PROMPT_MODES",
     "BenchmarkTaskManager",
     "EvalSettings",
@@ -39,4 +49,5 @@ __all__ = [
     "split_tasks",
     "task_folders",
     "task_manager",
+    "write_eval_trace_report",
 ]

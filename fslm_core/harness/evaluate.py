@@ -1,6 +1,7 @@
 """``fslm eval``: evaluate a stack (and, with ``--baseline``, its final model alone) task by task.
 
-Prints one side-by-side table and writes results and traces as JSON. From
+Prints one side-by-side table and writes results and traces as JSON (and,
+asked to, the traces as an HTML page, :mod:`fslm_core.trace_report`). From
 Python, pass ``task_manager=task_manager()`` to ``lm_eval.simple_evaluate``
 to use the benchmark tasks with any lm-eval model.
 """
@@ -20,11 +21,15 @@ from ..errors import InputError
 from ..files import atomic_write_text, safe_file_name
 from ..logs import get_logger
 from ..plugins import single_model_stack
+from ..runtime.costs import stage_costs
+from ..trace_report import documents_to_entries, write_trace_report
 from .model import FslmLM
 from .report import RunResult, comparison_table, render_table
 from .tasks import DATA_DIR_ENV, BenchmarkTaskManager, task_manager
 
 log = get_logger(__name__)
+
+TRACE_REPORT_FILE = "report.html"
 
 
 @dataclass
@@ -106,11 +111,16 @@ def evaluate_command(
     baseline_model_path: str | os.PathLike | None = None,
     data_dir: str | os.PathLike | None = None,
     echo=print,
+    trace_report: bool = False,
 ) -> dict | None:
     """``fslm eval``: evaluate ``stack`` (and ``baseline`` alone) task by task; print and write the comparison.
 
+    With ``trace_report``, the stack's traces of every task also go into
+    ``<output>/report.html`` (:data:`TRACE_REPORT_FILE`), a page to read them in a browser.
     Returns the report written to ``results.json`` (None on processes other than the first).
     """
+    if trace_report and output is None:
+        raise InputError(f"--report: give --output FOLDER to write {TRACE_REPORT_FILE} into")
     if data_dir is not None:
         folder = Path(data_dir).expanduser().resolve()
         if not folder.is_dir():
@@ -175,6 +185,8 @@ def evaluate_command(
         atomic_write_text(folder / "results.json", _json(report))
         for task, documents in traces.items():
             stack_lm.write_traces(folder, task, documents)
+        if trace_report:
+            echo(f"trace report: {write_eval_trace_report(folder / TRACE_REPORT_FILE, stack, traces)}")
         if settings.log_samples:
             for by_model in runs.values():
                 for model, run in by_model.items():
@@ -182,6 +194,14 @@ def evaluate_command(
                         atomic_write_text(folder / f"samples_{safe_file_name(name)}_{model}.json", _json(samples))
         echo(f"results and traces written to {folder}")
     return report
+
+
+def write_eval_trace_report(path: Path, stack: Stack, traces: dict[str, list[dict]]) -> Path:
+    """The trace report of an evaluation: every task's document traces, then the stack's cost per stage."""
+    entries = [entry for task, documents in traces.items() for entry in documents_to_entries(task, documents)]
+    costs = stage_costs(stack, [entry.trace for entry in entries])
+    title = f"fslm eval of {stack.name}: {', '.join(traces)}"
+    return write_trace_report(path, entries, costs, title)
 
 
 def _check_reachable(manager: BenchmarkTaskManager, name: str) -> None:

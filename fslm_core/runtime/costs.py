@@ -9,6 +9,10 @@ over the stage's messages; a cached message costs none. FLOPs: about two per
 parameter per token processed (prompt and generated tokens, base model plus
 adapter), the usual estimate for a forward pass; attention over the context is
 left out, which undercounts long prompts.
+
+Without the stack (traces read back from a file), :func:`traced_stage_costs`
+takes each stage's model and adapter from its messages; a model id or adapter
+folder this machine does not know leaves its parameters and FLOPs unknown.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..declarations import Stack
+from ..errors import UnknownNameError
 from ..messages import Trace
 from ..plugins import Registry, get_registry
 
@@ -53,11 +58,11 @@ class StageCost:
     completion_tokens: int
     seconds: float
     base_parameters: int | None
-    adapter_parameters: int
+    adapter_parameters: int | None
 
     @property
     def flops(self) -> float | None:
-        if self.base_parameters is None:
+        if self.base_parameters is None or self.adapter_parameters is None:
             return None
         uncached = self.runs - self.cached
         share = uncached / self.runs if self.runs else 0.0
@@ -78,27 +83,76 @@ class StageCost:
         }
 
 
+def _stage_cost(
+    name: str, traces: Sequence[Trace], base_parameters: int | None, adapter_count: int | None
+) -> StageCost:
+    messages = [m for trace in traces if (m := trace.message(name)) is not None]
+    fresh = [m for m in messages if not m.cached]
+    return StageCost(
+        stage=name,
+        runs=len(messages),
+        cached=len(messages) - len(fresh),
+        prompt_tokens=sum(m.prompt_tokens for m in messages),
+        completion_tokens=sum(m.completion_tokens for m in messages),
+        seconds=sum(m.latency_s / m.batch_size for m in fresh),
+        base_parameters=base_parameters,
+        adapter_parameters=adapter_count,
+    )
+
+
 def stage_costs(stack: Stack, traces: Sequence[Trace], registry: Registry | None = None) -> list[StageCost]:
     """One row per stage of ``stack``, in order, summed over ``traces``."""
     registry = registry or get_registry()
     rows = []
     for stage in stack.stages:
-        messages = [m for trace in traces if (m := trace.message(stage.name)) is not None]
-        fresh = [m for m in messages if not m.cached]
         spec = registry.model(stage.model) if not stage.model.startswith("hf:") else None
-        rows.append(
-            StageCost(
-                stage=stage.name,
-                runs=len(messages),
-                cached=len(messages) - len(fresh),
-                prompt_tokens=sum(m.prompt_tokens for m in messages),
-                completion_tokens=sum(m.completion_tokens for m in messages),
-                seconds=sum(m.latency_s / m.batch_size for m in fresh),
-                base_parameters=spec.parameters if spec is not None else None,
-                adapter_parameters=adapter_parameters(stage.adapter),
-            )
-        )
+        parameters = spec.parameters if spec is not None else None
+        rows.append(_stage_cost(stage.name, traces, parameters, adapter_parameters(stage.adapter)))
     return rows
+
+
+def traced_stage_costs(traces: Sequence[Trace], registry: Registry | None = None) -> list[StageCost]:
+    """One row per stage that wrote a message in ``traces``, without the stack that ran them.
+
+    Stages come in the order they ran (a stage that only some inputs ran is
+    placed after the stage it followed there); each stage's model and adapter
+    are those its first message names.
+    """
+    registry = registry or get_registry()
+    rows = []
+    for name in stage_order(traces):
+        first = next(m for trace in traces if (m := trace.message(name)) is not None)
+        rows.append(_stage_cost(name, traces, _base_parameters(first.model, registry), _known_adapter(first.adapter)))
+    return rows
+
+
+def stage_order(traces: Sequence[Trace]) -> list[str]:
+    """Every stage that wrote a message in ``traces``, in the order the stages ran."""
+    order: list[str] = []
+    for trace in traces:
+        previous = None
+        for message in trace.messages:
+            if message.stage not in order:
+                order.insert(order.index(previous) + 1 if previous is not None else len(order), message.stage)
+            previous = message.stage
+    return order
+
+
+def _base_parameters(model_id: str, registry: Registry) -> int | None:
+    if model_id.startswith("hf:"):
+        return None
+    try:
+        return registry.model(model_id).parameters
+    except UnknownNameError:  # traces from a machine with other model plugins installed
+        return None
+
+
+def _known_adapter(adapter: str | None) -> int | None:
+    if adapter is None:
+        return 0
+    if not (Path(adapter) / "adapter_model.safetensors").is_file():
+        return None  # the folder the run used is not on this machine
+    return adapter_parameters(Path(adapter))
 
 
 def _count(value: float | None) -> str:
@@ -110,12 +164,18 @@ def _count(value: float | None) -> str:
     return f"{value:.0f}"
 
 
-def render_costs(rows: Sequence[StageCost]) -> str:
-    """A plain-text table with a total row."""
-    header = ("stage", "runs", "cached", "in tok", "out tok", "seconds", "params", "adapter", "FLOPs")
-    lines = [header]
+def _total(values: Sequence[float | None]) -> float | None:
+    return None if None in values else sum(values)  # type: ignore[arg-type]
+
+
+COST_COLUMNS = ("stage", "runs", "cached", "in tok", "out tok", "seconds", "params", "adapter", "FLOPs")
+
+
+def cost_cells(rows: Sequence[StageCost]) -> list[tuple[str, ...]]:
+    """The cost table's cells as text, one tuple per stage and a last one for the total (columns: COST_COLUMNS)."""
+    cells = []
     for row in rows:
-        lines.append(
+        cells.append(
             (
                 row.stage,
                 str(row.runs),
@@ -128,8 +188,7 @@ def render_costs(rows: Sequence[StageCost]) -> str:
                 _count(row.flops),
             )
         )
-    flops = [row.flops for row in rows]
-    lines.append(
+    cells.append(
         (
             "total",
             str(sum(row.runs for row in rows)),
@@ -138,11 +197,17 @@ def render_costs(rows: Sequence[StageCost]) -> str:
             str(sum(row.completion_tokens for row in rows)),
             f"{sum(row.seconds for row in rows):.2f}",
             "",
-            _count(sum(row.adapter_parameters for row in rows)),
-            _count(sum(flops)) if None not in flops else "-",
+            _count(_total([row.adapter_parameters for row in rows])),
+            _count(_total([row.flops for row in rows])),
         )
     )
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return cells
+
+
+def render_costs(rows: Sequence[StageCost]) -> str:
+    """A plain-text table with a total row."""
+    lines = [COST_COLUMNS, *cost_cells(rows)]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(COST_COLUMNS))]
     return "\n".join(
         "  ".join(
             cell.ljust(width) if i == 0 else cell.rjust(width) for i, (cell, width) in enumerate(zip(line, widths))

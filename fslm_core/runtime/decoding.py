@@ -28,7 +28,7 @@ transformers' own cache for their layers.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -332,11 +332,17 @@ def decode(
     tokenizer=None,
     adapter_names: Sequence[str] | None = None,
     logits_to_keep: bool = True,
+    on_step: Callable[[list[int], list[list[int]]], Collection[int]] | None = None,
+    logprobs: list[list[float]] | None = None,
 ) -> list[list[int]]:
     """Generate for each prompt (token ids, unpadded); return each row's new tokens (ending with EOS if it ended).
 
     ``adapter_names`` gives each row its peft adapter (a mixed-adapter batch);
-    ``tokenizer`` is needed only for stop strings.
+    ``tokenizer`` is needed only for stop strings. ``on_step(rows, generated)``
+    is called after each step with the rows still decoding and every row's
+    tokens so far; the rows it returns stop there (a streaming client left).
+    A ``logprobs`` list is filled with each row's token log-probabilities under
+    the model's own distribution (routers read how sure a stage was).
     """
     if not prompts or any(not prompt for prompt in prompts):
         raise ValueError("decode: every prompt needs at least one token")
@@ -353,6 +359,8 @@ def decode(
 
     rows = len(prompts)
     generated: list[list[int]] = [[] for _ in range(rows)]
+    if logprobs is not None:
+        logprobs[:] = [[] for _ in range(rows)]
     origin = torch.arange(rows, device=device)  # original row of each row still decoding
     processors = logits_processors(settings)
     stop = StopStringCriteria(tokenizer, list(settings.stop)) if settings.stop else None
@@ -362,14 +370,25 @@ def decode(
     width, mask, cache, logits = state.width, state.mask, state.cache, state.logits
     prompt_width = history.shape[1] - new_tokens
     for step in range(new_tokens):
-        tokens = choose_tokens(processors(history[:, : prompt_width + step], logits), settings.greedy)
+        # Processors may change the scores in place; the model's own log-probabilities are read from a copy.
+        scores = logits.clone() if logprobs is not None and len(processors) else logits
+        tokens = choose_tokens(processors(history[:, : prompt_width + step], scores), settings.greedy)
         for row, token in zip(origin.tolist(), tokens.tolist()):
             generated[row].append(token)
+        if logprobs is not None:
+            raw = logits.float()
+            chosen = raw.gather(1, tokens[:, None]).squeeze(1) - torch.logsumexp(raw, dim=-1)
+            for row, value in zip(origin.tolist(), chosen.tolist()):
+                logprobs[row].append(value)
         history[:, prompt_width + step] = tokens
         mask[:, width + step] = 1
         finished = torch.isin(tokens, eos)
         if stop is not None:
             finished |= stop(history[:, : prompt_width + step + 1], logits)
+        if on_step is not None:
+            leaving = set(on_step(origin.tolist(), generated))
+            if leaving:
+                finished |= torch.tensor([row in leaving for row in origin.tolist()], device=device)
         if finished.all() or step + 1 == new_tokens:
             break
         if finished.any():
@@ -392,3 +411,19 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> str:
         if position != -1:
             cut = min(cut, position)
     return text[:cut]
+
+
+def streamable_text(text: str, stop: Sequence[str]) -> str:
+    """What of a growing generation can be shown already: a prefix of every longer version's final text.
+
+    Cut at a stop string; held back: a tail that may be the start of a stop
+    string, an unfinished multi-byte character, and trailing whitespace (the
+    final text is stripped).
+    """
+    text = cut_at_stop(text, stop).rstrip("\ufffd")
+    for marker in stop:
+        for length in range(min(len(marker) - 1, len(text)), 0, -1):
+            if text.endswith(marker[:length]):
+                text = text[:-length]
+                break
+    return text.strip()

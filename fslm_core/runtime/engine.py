@@ -26,12 +26,13 @@ from tqdm.auto import tqdm
 
 from ..api.backends import Generation, ModelBackend, ModelSpec, TokenizedBackend
 from ..api.formats import MessageFormat
-from ..api.routers import Router
+from ..api.routers import Router, declared_rules
 from ..declarations import PROMPT_FIELD, GenerationSettings, Stack, Stage, set_stack_runner
-from ..errors import InputError
+from ..errors import DeclarationError, InputError
 from ..logs import get_logger
 from ..messages import Message, Trace
 from ..plugins import Registry, get_registry
+from .listener import RunListener
 from .pool import ModelPool, check_installed, default_pool, with_local_weights
 from .stage_cache import StageCache, adapter_identity, model_identity, stage_key
 
@@ -69,7 +70,14 @@ def check_stack(stack: Stack, registry: Registry | None = None) -> list[ModelSpe
     reported before the first stage's model takes its time to load.
     """
     registry = registry or get_registry()
-    registry.router(stack.router, field="router")
+    router = registry.router(stack.router, field="router")
+    for rule, field in declared_rules(stack).items():
+        if rule not in router.applies:
+            takers = [name for name in registry.names("routers") if rule in registry.router(name).applies]
+            raise DeclarationError(
+                f"{field}: router {router.name!r} does not apply {rule}; set the stack's router to one that does "
+                f"({', '.join(takers)})"
+            )
     specs = []
     for index, stage in enumerate(stack.stages):
         where = f"stages.{index}"
@@ -217,6 +225,7 @@ def record_messages(
                 latency_s=generation.latency_s,
                 batch_size=generation.batch_size,
                 cached=hit,
+                mean_logprob=None if generation.mean_logprob is None else min(generation.mean_logprob, 0.0),
             )
         )
 
@@ -252,6 +261,7 @@ def run_stack(
     registry: Registry | None = None,
     pool: ModelPool | None = None,
     cache: StageCache | None = None,
+    listener: RunListener | None = None,
 ) -> list[Trace]:
     """Run ``stack`` over ``prompts`` and return one trace per prompt, in order.
 
@@ -260,6 +270,8 @@ def run_stack(
     :param progress: show a progress bar over (stage, prompt) steps.
     :param cache: greedy stages read what they wrote before for the same input from it, and write what
         they generate into it; such messages are marked ``cached`` in the trace.
+    :param listener: hears each message as it is recorded and, for the stages it asks for, the text as it
+        is generated; inputs it reports cancelled run no further stages.
     """
     prompts = check_prompts(prompts)
     if batch_size < 1:
@@ -270,13 +282,15 @@ def run_stack(
 
         set_seed(seed)
     traces = [Trace(stack=stack.name, prompt=prompt) for prompt in prompts]
+    listener = listener or RunListener()
+    position = {id(trace): index for index, trace in enumerate(traces)}
     order = {stage.name: index for index, stage in enumerate(stack.stages)}
     cuts: dict[str, dict[str, FittedPrompt]] = defaultdict(dict)  # prompt -> stage -> its cut prompt
     bar = tqdm(total=len(stack.stages) * len(traces), desc=stack.name, unit="step", disable=not progress)
     with bar:
         for wave in bound.router.waves(stack):
             for group in batch_groups(bound, wave):
-                jobs = [(stage, trace) for stage in group for trace in traces if bound.router.should_run(stage, trace)]
+                jobs = routed_jobs(bound, group, traces, listener, position)
                 bar.update(len(group) * len(traces) - len(jobs))
                 if not jobs:
                     continue
@@ -285,8 +299,16 @@ def run_stack(
                 for (stage, trace), prompt in zip(jobs, fitted):
                     if prompt.kept_characters is not None:
                         cuts[trace.prompt][stage.name] = prompt
-                generations, cached = generate_or_reuse(bound, group, jobs, fitted, batch_size, cache, bar.update)
+                stream = stream_to(listener, jobs, position)
+                generations, cached = generate_or_reuse(
+                    bound, group, jobs, fitted, batch_size, cache, bar.update, stream
+                )
                 record_messages(bound, jobs, generations, cached)
+                for stage, trace in jobs:
+                    listener.on_message(position[id(trace)], trace.message(stage.name))
+                    decision = bound.router.after_stage(stack, stage, trace)
+                    if decision is not None:
+                        trace.routing.append(decision)
                 log.debug(
                     "stages ran",
                     stages=[stage.name for stage in group],
@@ -296,12 +318,56 @@ def run_stack(
                 )
     if cuts:
         report_cuts(cuts)
-    final = stack.final_stage.name
     for trace in traces:
         trace.messages.sort(key=lambda message: order[message.stage])
-        answer = trace.message(final)
-        trace.answer = answer.text if answer else None
+        trace.answer = answer_of(trace)
     return traces
+
+
+def exited(trace: Trace) -> bool:
+    return any(decision.decision == "exit" for decision in trace.routing)
+
+
+def answer_of(trace: Trace) -> str | None:
+    """The message of the stage where the input left the stack, else of the last stage that ran for it."""
+    for decision in trace.routing:
+        if decision.decision == "exit":
+            return trace.message(decision.stage).text
+    return trace.messages[-1].text if trace.messages else None
+
+
+def routed_jobs(
+    bound: BoundStack,
+    group: Sequence[Stage],
+    traces: Sequence[Trace],
+    listener: RunListener,
+    position: dict[int, int],
+) -> list[tuple[Stage, Trace]]:
+    """The (stage, input) pairs of a group that run: not left, not cancelled, not skipped by the router."""
+    jobs = []
+    for stage in group:
+        for trace in traces:
+            if exited(trace) or listener.cancelled(position[id(trace)]):
+                continue
+            decision = bound.router.before_stage(bound.stack, stage, trace)
+            if decision is not None:
+                trace.routing.append(decision)
+                continue
+            jobs.append((stage, trace))
+    return jobs
+
+
+def stream_to(listener: RunListener, jobs: Sequence[tuple[Stage, Trace]], position: dict[int, int]):
+    """The backend's text callback for ``jobs`` (job index, text) -> keep going, or None if no stage streams."""
+    streamed = {stage.name for stage, _ in jobs if listener.streams(stage)}
+    if not streamed:
+        return None
+
+    def on_text(job: int, text: str) -> bool:
+        stage, trace = jobs[job]
+        return stage.name not in streamed or listener.on_text(position[id(trace)], stage.name, text)
+
+    return on_text
 
 
 CACHE_WRITE_ROWS = 128
@@ -315,8 +381,12 @@ def generate_or_reuse(
     batch_size: int,
     cache: StageCache | None,
     on_batch,
+    on_text=None,
 ) -> tuple[list[Generation], list[bool]]:
-    """One backend call for the jobs of a group that ``cache`` does not answer; which came from the cache."""
+    """One backend call for the jobs of a group that ``cache`` does not answer; which came from the cache.
+
+    ``on_text(job, text)`` hears each job's text as it grows, when the backend can stream it.
+    """
     backend = bound.stages[group[0].name].backend
     settings = group[0].generation
     keys: list[str | None] = [None] * len(jobs)
@@ -335,12 +405,16 @@ def generate_or_reuse(
     generated: dict[int, Generation] = {}
     for start in range(0, len(todo), step):
         chunk = todo[start : start + step]
+        streaming = {}
+        if on_text is not None and backend.streams_text:
+            streaming["on_text"] = lambda row, text, chunk=chunk: on_text(chunk[row], text)
         fresh = backend.generate(
             [fitted[index].text for index in chunk],
             [bound.stages[jobs[index][0].name].adapter_name for index in chunk],
             settings,
             batch_size,
             on_batch=on_batch,
+            **streaming,
         )
         generated.update(zip(chunk, fresh))
         if cache is not None and settings.greedy:

@@ -1,0 +1,40 @@
+"""Run the app with uvicorn: SIGINT and SIGTERM stop taking requests and finish those in flight (bounded wait)."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from ..declarations import Stack
+from ..logs import get_logger
+from ..runtime.stage_cache import StageCache
+from .app import build_app
+from .batcher import Batcher
+
+log = get_logger(__name__)
+
+
+def serve(
+    stacks: dict[str, Stack],
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    max_batch: int = 64,
+    window_s: float = 0.05,
+    seed: int = 0,
+    cache: StageCache | None = None,
+    graceful_timeout_s: float = 30.0,
+    log_level: str = "warning",
+) -> None:
+    """Serve ``stacks`` (by the names clients give as ``model``) until SIGINT or SIGTERM."""
+    batcher = Batcher(stacks, max_batch=max_batch, window_s=window_s, seed=seed, cache=cache)
+    app = build_app(batcher, stop_timeout_s=graceful_timeout_s)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        timeout_graceful_shutdown=int(graceful_timeout_s),
+        access_log=log_level in ("info", "debug"),
+    )
+    log.info("serving", host=host, port=port, stacks=sorted(stacks))
+    uvicorn.Server(config).run()
