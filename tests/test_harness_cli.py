@@ -113,6 +113,11 @@ def test_eval_prints_stack_and_baseline_side_by_side_and_writes_json(
     for row in rows:
         float(row[2]), float(row[3]), float(row[4]), float(row[5])  # values and stderr of both models
 
+    cost_header = next(line for line in out.splitlines() if line.startswith("stage"))
+    assert "out tok" in cost_header  # the per-stage cost table of the stack's runs follows the results
+    assert any(line.startswith("facts") for line in out.splitlines())
+    assert any(line.startswith("total") for line in out.splitlines())
+
     report = json.loads((output / "results.json").read_text())
     assert report["baseline"] == tiny_model_id and report["stack"]["name"] == "tiny-two"
     assert {row["task"] for row in report["table"]} == {"local_arc_easy", "local_winogrande"}

@@ -21,7 +21,7 @@ from ..errors import InputError
 from ..files import atomic_write_text, safe_file_name
 from ..logs import get_logger
 from ..plugins import single_model_stack
-from ..runtime.costs import stage_costs
+from ..runtime.costs import render_costs, stage_costs
 from ..trace_report import documents_to_entries, write_trace_report
 from .model import FslmLM
 from .report import RunResult, comparison_table, render_table
@@ -180,6 +180,9 @@ def evaluate_command(
     }
     echo(f"stack: {stack.name}" + (f"   baseline: {baseline} alone" if baseline else ""))
     echo(render_table(rows, with_baseline=baseline_lm is not None))
+    stack_traces = [entry.trace for task, docs in traces.items() for entry in documents_to_entries(task, docs)]
+    if stack_traces:
+        echo(render_costs(stage_costs(stack, stack_traces)))
     if output is not None:
         folder = Path(output).expanduser().resolve()
         atomic_write_text(folder / "results.json", _json(report))
