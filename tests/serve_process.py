@@ -40,6 +40,7 @@ class Server:
         for stack in stacks:
             command += ["--stack", stack]
         self.log = log_dir / f"serve-{self.port}.log"
+        self.health_seen: list[tuple[int, str | None]] = []  # what /health answered while starting
         self.process = subprocess.Popen(command, env=env, stdout=self.log.open("w"), stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout: float = 180) -> None:
@@ -49,6 +50,7 @@ class Server:
                 raise AssertionError(f"server exited with {self.process.returncode}:\n{self.log.read_text()}")
             try:
                 status, body = call("GET", self.url + "/health", timeout=5)
+                self.health_seen.append((status, body.get("status")))
                 if status == 200:
                     return
             except (urllib.error.URLError, ConnectionError):

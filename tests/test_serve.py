@@ -284,6 +284,8 @@ def test_the_default_stack_served_answers_a_question_through_the_openai_client(t
     server = Server([], log_dir=tmp_path)  # no --stack: the default stack, on the embedded SmolLM2
     try:
         server.wait_ready(timeout=600)
+        # The server answers from its first seconds, while the model loads in the background.
+        assert (503, "loading") in server.health_seen and server.health_seen[-1] == (200, "ok")
         client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=300)
         reply = client.chat.completions.create(
             model=client.models.list().data[0].id,
