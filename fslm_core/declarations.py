@@ -18,7 +18,7 @@ import re
 import string
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -30,7 +30,7 @@ from pydantic import (
     model_validator,
 )
 
-from .errors import StackFileError
+from .errors import InputError, StackFileError
 from .files import atomic_write_text
 from .validation import validate_settings
 
@@ -41,6 +41,10 @@ STACK_FILE_NAME = "stack.yaml"
 STACK_FORMAT_VERSION = 1
 PROMPT_FIELD = "prompt"
 _NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
+DtypeSetting = Literal["auto", "float32", "bfloat16"]
+DTYPE_SETTINGS: tuple[str, ...] = get_args(DtypeSetting)
+"""What a stack's ``dtype``, ``--dtype`` and lm-eval's ``dtype=`` accept; ``auto`` is decided per machine."""
+ParseErrorPolicy = Literal["keep-text", "empty", "fail"]
 
 
 # Declarations sit below the engine and cannot import it; the engine installs itself here when imported
@@ -168,6 +172,20 @@ class Stage(BaseModel):
     )
     reads: tuple[str, ...] = Field(default=(), description="Names of earlier stages whose messages this stage sees.")
     format: str = Field(default="text", description="Registered message format of this stage's output.")
+    json_schema: dict[str, Any] | None = Field(
+        default=None,
+        description="JSON schema (an object's) the output must satisfy; for formats that take one, such as json.",
+    )
+    enforce_format: bool = Field(
+        default=True,
+        description="Hold the output to its format while decoding (structured formats); false only asks for it "
+        "in the instruction.",
+    )
+    on_parse_error: ParseErrorPolicy = Field(
+        default="keep-text",
+        description="When the output does not parse: keep-text (readers get the raw text), empty (readers get "
+        "nothing) or fail (the run stops). The trace keeps the raw text and the error either way.",
+    )
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
     run_if: Condition | None = Field(
         default=None, description="Run this stage only for inputs where this holds (router: conditional)."
@@ -199,6 +217,24 @@ class Stage(BaseModel):
                 raise ValueError(f"template does not parse: {error}") from None
         return value
 
+    @field_validator("json_schema")
+    @classmethod
+    def _schema_describes_an_object(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        # Whether the schema compiles is checked when the stack is bound, by the library that enforces it.
+        if value is None:
+            return value
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"not JSON: {error}") from None
+        if value.get("type", "object") != "object":
+            raise ValueError(f"must describe a JSON object (type: object), not type {value.get('type')!r}")
+        for key in ("properties", "required"):
+            expected = dict if key == "properties" else list
+            if key in value and not isinstance(value[key], expected):
+                raise ValueError(f"{key} must be {'a mapping' if expected is dict else 'a list'}")
+        return value
+
     def input_fields(self) -> list[str]:
         """Names the stage's template fills: the prompt and the messages it reads."""
         return [PROMPT_FIELD, *self.reads]
@@ -220,6 +256,11 @@ class Stack(BaseModel):
     router: str = Field(default="sequential", description="Registered router that schedules the stages.")
     dispatch: Dispatch | None = Field(
         default=None, description="A classifier stage choosing which stages run for each input (router: dispatch)."
+    )
+    dtype: DtypeSetting = Field(
+        default="auto",
+        description="What the stages' models compute in: float32, bfloat16, or auto (bfloat16 on CPUs with "
+        "native bf16 instructions, else float32; a model whose plugin asks for another dtype keeps it).",
     )
     fslm_format: int = Field(default=STACK_FORMAT_VERSION, description="Version of the stack file layout.")
 
@@ -312,6 +353,15 @@ class Stack(BaseModel):
             target.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(target, self.to_yaml(relative_to=target.parent))
         return target
+
+
+def with_dtype(stack: Stack, dtype: str | None, field: str = "dtype") -> Stack:
+    """``stack`` computing in ``dtype`` (None leaves its own); a value it does not know is an error naming ``field``."""
+    if dtype is None:
+        return stack
+    if dtype not in DTYPE_SETTINGS:
+        raise InputError(f"{field}: expected one of {', '.join(DTYPE_SETTINGS)}, got {dtype!r}")
+    return stack if dtype == stack.dtype else stack.model_copy(update={"dtype": dtype})
 
 
 def _relative_if_inside(path: Path, folder: Path) -> str:

@@ -55,6 +55,10 @@ class PluginError(FslmError):
     """A plugin failed to import or to register what it provides."""
 
 
+class StageOutputError(FslmError):
+    """A stage wrote text its format cannot parse, and the stage declares ``on_parse_error: fail``."""
+
+
 class InputError(FslmError, ValueError):
     """Prompts or data given to a run are unusable (empty list, empty prompt...)."""
 

@@ -445,3 +445,11 @@ def test_end_to_end_on_the_embedded_model(tmp_path):
     before = untrained.run(prompts, pool=pool)[0]
     after = load_stack(tmp_path / "stack").run(prompts, pool=pool)[0]
     assert [m.text for m in after.messages] != [m.text for m in before.messages]
+
+
+def test_a_result_without_trained_stages_still_renders(tmp_path):
+    from fslm_core.training.results import TrainResult
+
+    result = TrainResult(output=tmp_path, stack_file=tmp_path / "stack.yaml", stages={}, held_out_examples=0)
+    header = result.render().splitlines()[0].split()
+    assert header == ["stage", "examples", "first", "loss", "final", "loss", "tokens/s"]

@@ -8,13 +8,14 @@ from .backends import Generation, ModelBackend, ModelSpec, TokenizedBackend
 from .benchmarks import Benchmark
 from .decompositions import Decomposition, StageRecipe, TeacherNotes
 from .evaluators import Evaluator, ExactMatch, StageJob, StageScorer, TokenF1, normalise
-from .formats import JsonFormat, KeyValueFormat, ListFormat, MessageFormat
+from .formats import Constraint, JsonFormat, KeyValueFormat, ListFormat, MessageFormat
 from .hookspecs import hookimpl, hookspec
 from .routers import ParallelRouter, Router, RuleRouter
 from .stacks import NamedStack
 
 __all__ = [
     "Benchmark",
+    "Constraint",
     "Decomposition",
     "Evaluator",
     "ExactMatch",

@@ -93,6 +93,10 @@ class ModelBackend(ABC):
     #: True when :meth:`generate` accepts ``on_text`` and reports each row's text as it grows
     #: (``fslm serve`` streams the final stage with it); other backends report a stage when it is done.
     streams_text: ClassVar[bool] = False
+    #: True when :meth:`generate` accepts ``constraints``, one :class:`~fslm_core.api.formats.Constraint`
+    #: (or None: free text) per prompt, and holds each row's output to it while decoding; other backends
+    #: only ask for a stage's format in its instruction.
+    enforces_formats: ClassVar[bool] = False
 
     def __init__(self, spec: ModelSpec):
         self.spec = spec
@@ -126,7 +130,8 @@ class ModelBackend(ABC):
         that sets :attr:`streams_text` also takes ``on_text(i, text)``, called
         with prompt ``i``'s text so far (cut at stop strings, never ending in a
         possible start of one) as it grows; when it returns False, row ``i``
-        stops generating and keeps what it has.
+        stops generating and keeps what it has. A backend that sets
+        :attr:`enforces_formats` also takes ``constraints``.
         """
 
     def loglikelihood(

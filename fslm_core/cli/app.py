@@ -14,7 +14,7 @@ import threading
 import click
 from pydantic import ValidationError
 
-from ..declarations import Stack
+from ..declarations import DTYPE_SETTINGS, Stack
 from ..errors import FslmError, StackChoiceError, format_validation_error
 from ..logs import configure_logging
 from ..plugins import CLI_ARGUMENTS, DEFAULT_DECOMPOSITION, DEFAULT_MODEL, resolve_stack
@@ -62,6 +62,12 @@ def count_option(name: str, default: int, help: str | None = None, minimum: int 
 
 batch_size_option = count_option("--batch-size", 16)
 seed_option = click.option("--seed", default=0, show_default=True, type=int)
+dtype_option = click.option(
+    "--dtype",
+    type=click.Choice(DTYPE_SETTINGS),
+    help="What the models compute in (default: the stack's own, auto unless its file says): auto is bfloat16 on "
+    "CPUs with native bf16 (avx512_bf16, AMX), else float32.",
+)
 
 
 class SecondInterruptQuits:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .app import chosen_stack, cli, count_option, seed_option, stack_options
+from .app import chosen_stack, cli, count_option, dtype_option, seed_option, stack_options
 
 
 @cli.command("eval")
@@ -36,6 +36,7 @@ from .app import chosen_stack, cli, count_option, seed_option, stack_options
 )
 @count_option("--bootstrap-iters", 100_000, "Bootstrap iterations for stderr (0: none).", minimum=0)
 @seed_option
+@dtype_option
 @click.option("--data-dir", type=click.Path(), help="Folder of the local benchmark data (sets FSLM_DATA_DIR).")
 @click.option(
     "--data-file",

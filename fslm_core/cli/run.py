@@ -8,11 +8,11 @@ from pathlib import Path
 
 import click
 
-from ..declarations import Stack
+from ..declarations import Stack, with_dtype
 from ..errors import InputError
 from ..runtime.costs import render_costs, stage_costs
 from ..runtime.stage_cache import StageCache
-from .app import batch_size_option, chosen_stack, cli, count_option, seed_option, stack_options
+from .app import batch_size_option, chosen_stack, cli, count_option, dtype_option, seed_option, stack_options
 
 
 def read_prompts(prompts: tuple[str, ...], input_file: str | None) -> list[str]:
@@ -55,9 +55,16 @@ def count_lines(path: Path) -> int:
     help="Reuse what greedy stages wrote before for the same input (fslm's stage cache; `fslm cache info`).",
 )
 @click.option("--stats", is_flag=True, help="Print a per-stage cost table (tokens, time, parameters, FLOPs) on stderr.")
+@click.option(
+    "--enforce-formats/--no-enforce-formats",
+    default=True,
+    help="Hold structured stages (list, key-value, json) to their format while decoding (default), or only ask "
+    "for it in the instruction, to measure what enforcing gives.",
+)
 @batch_size_option
 @count_option("--chunk-size", 256, "Prompts per engine run; --output is written after each chunk.")
 @seed_option
+@dtype_option
 def run(
     prompts,
     stack_path,
@@ -72,12 +79,14 @@ def run(
     max_prompt_tokens,
     use_cache,
     stats,
+    enforce_formats,
     batch_size,
     chunk_size,
     seed,
+    dtype,
 ):
     """Run a stack on PROMPTS and print each answer with its per-stage trace."""
-    stack = chosen_stack(stack_path, decomposition, model, model_path)
+    stack = with_dtype(chosen_stack(stack_path, decomposition, model, model_path), dtype, field="--dtype")
     if max_prompt_tokens is not None:
         stack = with_prompt_budget(stack, max_prompt_tokens)
     collected = read_prompts(prompts, input_file)
@@ -100,6 +109,7 @@ def run(
             seed=seed,
             progress=show_progress,
             cache=cache,
+            enforce_formats=enforce_formats,
         )
         if stats:
             finished += traces

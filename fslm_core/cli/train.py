@@ -7,7 +7,7 @@ import sys
 import click
 
 from ..plugins import DEFAULT_DECOMPOSITION, DEFAULT_MODEL
-from .app import batch_size_option, chosen_stack, cli, count_option, seed_option, stack_options
+from .app import batch_size_option, chosen_stack, cli, count_option, dtype_option, seed_option, stack_options
 
 
 @cli.command("distill")
@@ -60,6 +60,7 @@ def distill_command(data, output, as_json, **settings):
 @click.option("--eval-fraction", type=float, help="Share of examples held out to score each stage.")
 @click.option("--checkpoint-every", type=click.IntRange(min=1), help="Optimizer steps between checkpoints.")
 @click.option("--mixed-precision", type=click.Choice(["no", "fp16", "bf16"]), help="Autocast on GPUs.")
+@dtype_option
 @click.option("--seed", type=int)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def train_command(distilled, stack_path, decomposition, model, model_path, output, config_file, as_json, **settings):

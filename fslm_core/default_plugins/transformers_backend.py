@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from ..api.backends import Generation, ModelSpec, TokenizedBackend
+from ..api.formats import Constraint
 from ..api.hookspecs import hookimpl
 from ..declarations import GenerationSettings
 from ..errors import AdapterError, ModelLoadError
@@ -27,6 +28,7 @@ from ..logs import get_logger
 from ..runtime import weights_cache
 from ..runtime.decoding import cache_keyword, cut_at_stop, decode, returned_cache, streamable_text
 from ..runtime.devices import default_device
+from ..runtime.format_masks import FormatCompiler
 from ..runtime.kernels import quantize_linear_layers, tune_for_cpu
 from ..runtime.pool import local_folder_hint
 
@@ -45,6 +47,7 @@ class TransformersBackend(TokenizedBackend):
 
     name = "transformers"
     streams_text = True
+    enforces_formats = True
 
     def __init__(self, spec: ModelSpec, model, tokenizer, device: torch.device):
         super().__init__(spec)
@@ -64,6 +67,8 @@ class TransformersBackend(TokenizedBackend):
     def load(cls, spec: ModelSpec) -> TransformersBackend:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        if spec.quantize == "int8" and spec.dtype != "float32":
+            raise ModelLoadError(f"model {spec.id!r}: quantize=int8 layers take float32 inputs, not {spec.dtype}")
         source = spec.source or ""
         if _looks_like_path(source):
             folder = Path(source).expanduser()
@@ -111,6 +116,7 @@ class TransformersBackend(TokenizedBackend):
             "loaded base model",
             model=spec.id,
             source=source,
+            dtype=spec.dtype,
             parameters=sum(p.numel() for p in model.parameters()),
             **tuning,
             seconds=round(time.perf_counter() - started, 2),
@@ -162,9 +168,12 @@ class TransformersBackend(TokenizedBackend):
         batch_size: int,
         on_batch: Callable[[int], None] | None = None,
         on_text: Callable[[int, str], bool] | None = None,
+        constraints: Sequence[Constraint | None] | None = None,
     ) -> list[Generation]:
         if len(prompts) != len(adapters):
             raise ValueError("generate: one adapter (or None) per prompt")
+        if constraints is not None and len(constraints) != len(prompts):
+            raise ValueError("generate: one constraint (or None) per prompt")
         encoded = [self._truncate(self.encode(prompt), settings.max_new_tokens) for prompt in prompts]
         # Longest first, so each batch holds prompts of similar length and pads little.
         order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
@@ -173,7 +182,11 @@ class TransformersBackend(TokenizedBackend):
             batch = order[start : start + batch_size]
             on_step = self._text_reporter(batch, settings, on_text) if on_text is not None else None
             generations = self._generate_batch(
-                [encoded[i] for i in batch], [adapters[i] for i in batch], settings, on_step
+                [encoded[i] for i in batch],
+                [adapters[i] for i in batch],
+                settings,
+                on_step,
+                None if constraints is None else [constraints[i] for i in batch],
             )
             for index, generation in zip(batch, generations):
                 results[index] = generation
@@ -211,10 +224,12 @@ class TransformersBackend(TokenizedBackend):
         adapters: list[str | None],
         settings: GenerationSettings,
         on_step: Callable[[list[int], list[list[int]]], list[int]] | None = None,
+        constraints: Sequence[Constraint | None] | None = None,
     ) -> list[Generation]:
         started = time.perf_counter()
         options: dict = {}
         logprobs: list[list[float]] = []
+        masks = self._format_compiler.masks(constraints) if constraints is not None else None
         with torch.inference_mode(), self._adapters_active(adapters, options):
             new_tokens = decode(
                 self.model,
@@ -227,6 +242,7 @@ class TransformersBackend(TokenizedBackend):
                 logits_to_keep=self.keeps_last_logits,
                 on_step=on_step,
                 logprobs=logprobs,
+                masks=masks,
             )
         elapsed = time.perf_counter() - started
         prompt_lengths = [len(ids) for ids in encoded]
@@ -245,6 +261,10 @@ class TransformersBackend(TokenizedBackend):
                 )
             )
         return generations
+
+    @functools.cached_property
+    def _format_compiler(self) -> FormatCompiler:
+        return FormatCompiler(self.tokenizer, self.eos_ids)
 
     def _completion_length(self, row: list[int]) -> int:
         """Tokens generated up to and including the first end-of-sequence token."""

@@ -47,6 +47,8 @@ class EvalSettings:
     bootstrap_iters: int = 100_000
     seed: int = 0
     final_prompt: str = "stage"
+    dtype: str | None = None
+    """``auto``, ``float32`` or ``bfloat16`` for the stack and the baseline; None keeps the stack's own."""
     data_files: dict[str, str] = field(default_factory=dict)
     samples: dict[str, list[int]] | None = None
     """Task -> the document ids to score (lm-eval's ``samples``; exclusive with ``limit``)."""
@@ -140,6 +142,7 @@ def evaluate_command(
         device=settings.device,
         final_prompt=settings.final_prompt,
         seed=settings.seed,
+        dtype=settings.dtype or stack.dtype,  # the baseline computes as the stack does, for a fair comparison
     )
     stack_lm = FslmLM(stack=stack, **model_options)
     baseline_lm = None

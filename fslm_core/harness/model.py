@@ -43,7 +43,7 @@ from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
 from ..api.backends import TokenizedBackend
-from ..declarations import GenerationSettings, Stack
+from ..declarations import GenerationSettings, Stack, with_dtype
 from ..errors import InputError
 from ..files import atomic_write_text, safe_file_name
 from ..logs import get_logger
@@ -64,7 +64,7 @@ FINAL_PROMPT_MODES = ("stage", "plain")
 DEFAULT_BATCH_SIZE = 16
 DEFAULT_MAX_GEN_TOKS = 256  # lm-eval's default for generate_until requests without max_gen_toks
 # Arguments lm-eval's CLI may add to every model's arguments; meaningless for a stack.
-IGNORED_MODEL_ARGS = frozenset({"trust_remote_code", "pretrained", "dtype", "revision", "parallelize"})
+IGNORED_MODEL_ARGS = frozenset({"trust_remote_code", "pretrained", "revision", "parallelize"})
 
 log = get_logger(__name__)
 
@@ -121,6 +121,7 @@ class FslmLM(LM):
         (with lm-eval's command line, point it at ``--output_path``).
     :param stage_cache: upstream stages read what they wrote before for the same input from fslm's stage
         cache and add to it (``True``, the default), or always generate (``False``).
+    :param dtype: ``auto``, ``float32`` or ``bfloat16`` in place of the stack's own ``dtype`` (None keeps it).
     """
 
     def __init__(
@@ -136,6 +137,7 @@ class FslmLM(LM):
         seed: int | None = 0,
         trace_dir: str | os.PathLike | None = None,
         stage_cache: bool | str = True,
+        dtype: str | None = None,
         **unknown: Any,
     ) -> None:
         super().__init__()
@@ -143,14 +145,17 @@ class FslmLM(LM):
         if unexpected:
             raise InputError(
                 f"model_args: unknown argument(s) {unexpected} for the fslm model; it takes stack, decomposition, "
-                "model, model_path, batch_size, max_batch_size, device, final_prompt, seed, trace_dir, stage_cache"
+                "model, model_path, batch_size, max_batch_size, device, final_prompt, seed, trace_dir, stage_cache, "
+                "dtype"
             )
         if final_prompt not in FINAL_PROMPT_MODES:
             raise InputError(
                 f"model_args.final_prompt: expected one of {list(FINAL_PROMPT_MODES)}, got {final_prompt!r}"
             )
-        self.stack = resolve_stack(
-            stack, decomposition, model, model_path, model_alone=True, arguments=LM_EVAL_ARGUMENTS
+        self.stack = with_dtype(
+            resolve_stack(stack, decomposition, model, model_path, model_alone=True, arguments=LM_EVAL_ARGUMENTS),
+            dtype or None,  # lm-eval's command line may pass an empty value
+            field="model_args.dtype",
         )
         self.batch_size = parse_batch_size(batch_size, max_batch_size)
         self.final_prompt = final_prompt

@@ -5,6 +5,7 @@ Importing this package loads no model and imports no torch; :mod:`.decoding`,
 that use them.
 """
 
+from .devices import NATIVE_BF16_FLAGS, auto_dtype, has_native_bf16
 from .engine import (
     MISSING_MESSAGE,
     BoundStack,
@@ -25,6 +26,7 @@ from .pool import (
     ModelPool,
     check_installed,
     default_pool,
+    in_dtype,
     local_folder_hint,
     local_model_folder,
     with_local_weights,
@@ -45,11 +47,13 @@ __all__ = [
     "IGNORE_INDEX",
     "MISSING_MESSAGE",
     "MODELS_DIR_ENV",
+    "NATIVE_BF16_FLAGS",
     "BoundStack",
     "BoundStage",
     "EncodedExample",
     "ModelPool",
     "active_adapter",
+    "auto_dtype",
     "bind_stack",
     "check_installed",
     "check_prompts",
@@ -59,6 +63,8 @@ __all__ = [
     "default_template",
     "encode_example",
     "fit_stage_prompt",
+    "has_native_bf16",
+    "in_dtype",
     "local_folder_hint",
     "local_model_folder",
     "mean_target_loss",

@@ -30,6 +30,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from transformers import DynamicCache, LogitsProcessorList
@@ -52,6 +53,22 @@ PASS_COST = 32
 A pass reads all the weights whatever its length, which on a CPU takes about
 as long as computing a few dozen tokens of a small model; prefill chunks
 trade that against the padding a chunk of unequal prompts computes."""
+
+
+class TokenMasks(Protocol):
+    """Which tokens each row may write next (``format_masks.FormatMasks`` holds rows to their formats).
+
+    Rows are named by their index in ``decode``'s prompts, whatever place they have in the shrinking batch.
+    """
+
+    def apply(self, rows: Sequence[int], scores: torch.Tensor, greedy: bool = False) -> None:
+        """Set to -inf, in place, the scores of the tokens row ``rows[i]`` (scores row ``i``) may not write.
+
+        With ``greedy`` (the scores feed only an argmax), only rows whose best token is not allowed need it.
+        """
+
+    def advance(self, rows: Sequence[int], tokens: Sequence[int]) -> None:
+        """Hear the token each row wrote."""
 
 
 def logits_processors(settings: GenerationSettings) -> LogitsProcessorList:
@@ -334,6 +351,7 @@ def decode(
     logits_to_keep: bool = True,
     on_step: Callable[[list[int], list[list[int]]], Collection[int]] | None = None,
     logprobs: list[list[float]] | None = None,
+    masks: TokenMasks | None = None,
 ) -> list[list[int]]:
     """Generate for each prompt (token ids, unpadded); return each row's new tokens (ending with EOS if it ended).
 
@@ -343,6 +361,8 @@ def decode(
     tokens so far; the rows it returns stop there (a streaming client left).
     A ``logprobs`` list is filled with each row's token log-probabilities under
     the model's own distribution (routers read how sure a stage was).
+    ``masks`` holds rows to their message formats: it removes the tokens a row
+    may not write before the processors and the choice, and hears each chosen token.
     """
     if not prompts or any(not prompt for prompt in prompts):
         raise ValueError("decode: every prompt needs at least one token")
@@ -371,10 +391,17 @@ def decode(
     prompt_width = history.shape[1] - new_tokens
     for step in range(new_tokens):
         # Processors may change the scores in place; the model's own log-probabilities are read from a copy.
-        scores = logits.clone() if logprobs is not None and len(processors) else logits
+        changes_scores = len(processors) or masks is not None
+        scores = logits.clone() if logprobs is not None and changes_scores else logits
+        live_rows = origin.tolist()
+        if masks is not None:
+            masks.apply(live_rows, scores, greedy=settings.greedy and not len(processors))
         tokens = choose_tokens(processors(history[:, : prompt_width + step], scores), settings.greedy)
-        for row, token in zip(origin.tolist(), tokens.tolist()):
+        written = tokens.tolist()
+        for row, token in zip(live_rows, written):
             generated[row].append(token)
+        if masks is not None:
+            masks.advance(live_rows, written)
         if logprobs is not None:
             raw = logits.float()
             chosen = raw.gather(1, tokens[:, None]).squeeze(1) - torch.logsumexp(raw, dim=-1)

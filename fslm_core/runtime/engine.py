@@ -18,22 +18,23 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
 from tqdm.auto import tqdm
 
 from ..api.backends import Generation, ModelBackend, ModelSpec, TokenizedBackend
-from ..api.formats import MessageFormat
+from ..api.formats import Constraint, MessageFormat
 from ..api.routers import Router, declared_rules
-from ..declarations import PROMPT_FIELD, GenerationSettings, Stack, Stage, set_stack_runner
-from ..errors import DeclarationError, InputError
+from ..declarations import PROMPT_FIELD, GenerationSettings, Stack, Stage, set_stack_runner, with_dtype
+from ..errors import DeclarationError, InputError, StageOutputError
 from ..logs import get_logger
 from ..messages import Message, Trace
 from ..plugins import Registry, get_registry
+from .constraints import check_constraint
 from .listener import RunListener
-from .pool import ModelPool, check_installed, default_pool, with_local_weights
+from .pool import ModelPool, check_installed, default_pool, in_dtype, with_local_weights
 from .stage_cache import StageCache, adapter_identity, model_identity, stage_key
 
 MISSING_MESSAGE = "(none)"
@@ -49,6 +50,11 @@ class BoundStage:
     backend: ModelBackend
     adapter_name: str | None
     format: MessageFormat
+    constraint: Constraint | None = None  # what decoding holds the output to, when enforcement is on
+
+    def constraint_for(self, enforce_formats: bool) -> Constraint | None:
+        """The constraint this run holds the stage to: none when the run or the stage turns enforcement off."""
+        return self.constraint if enforce_formats and self.stage.enforce_format else None
 
 
 @dataclass(frozen=True)
@@ -62,10 +68,17 @@ class BoundStack:
         """Each stage's message format by stage name (what `stage_input` renders reads with)."""
         return {name: item.format for name, item in self.stages.items()}
 
+    @cached_property
+    def empty_when_unparsed(self) -> frozenset[str]:
+        """Stages whose readers get nothing from a message that did not parse (``on_parse_error: empty``)."""
+        return frozenset(name for name, item in self.stages.items() if item.stage.on_parse_error == "empty")
+
 
 def check_stack(stack: Stack, registry: Registry | None = None) -> list[ModelSpec]:
     """Check every name a stack uses and that its weights are installed, loading nothing; return each stage's spec.
 
+    Each spec is in the dtype the stack's ``dtype`` means for it on this
+    machine, so stages of one dtype share a loaded base and stages of two do not.
     :func:`bind_stack` calls it first, so a mistake in the last stage is
     reported before the first stage's model takes its time to load.
     """
@@ -82,11 +95,27 @@ def check_stack(stack: Stack, registry: Registry | None = None) -> list[ModelSpe
     for index, stage in enumerate(stack.stages):
         where = f"stages.{index}"
         spec = with_local_weights(registry.model(stage.model, field=f"{where}.model"), stage.model_path)
-        registry.format(stage.format, field=f"{where}.format")
+        spec = in_dtype(spec, stack.dtype)
+        message_format = registry.format(stage.format, field=f"{where}.format")
+        check_schema(stage, message_format, f"{where}.json_schema")
         registry.backend(spec.backend, field=f"{where}.model")
         check_installed(spec)
         specs.append(spec)
     return specs
+
+
+def check_schema(stage: Stage, message_format: MessageFormat, field: str) -> None:
+    """A declared ``json_schema`` needs a format that takes one, and must compile to something decoding enforces."""
+    if stage.json_schema is None:
+        return
+    if not message_format.takes_schema:
+        raise DeclarationError(
+            f"{field}: format {message_format.name!r} takes no schema; set the stage's format to json "
+            "or remove the schema"
+        )
+    constraint = message_format.constraint(stage.json_schema)
+    if constraint is not None:
+        check_constraint(constraint, field)
 
 
 def bind_stack(stack: Stack, registry: Registry | None = None, pool: ModelPool | None = None) -> BoundStack:
@@ -101,7 +130,8 @@ def bind_stack(stack: Stack, registry: Registry | None = None, pool: ModelPool |
         message_format = registry.format(stage.format, field=f"{where}.format")
         backend = pool.get(spec, registry.backend(spec.backend, field=f"{where}.model"))
         adapter_name = backend.attach_adapter(stage.adapter) if stage.adapter else None
-        bound[stage.name] = BoundStage(stage, backend, adapter_name, message_format)
+        constraint = message_format.constraint(stage.json_schema)
+        bound[stage.name] = BoundStage(stage, backend, adapter_name, message_format, constraint)
     return BoundStack(stack, router, bound)
 
 
@@ -112,12 +142,27 @@ def default_template(stage: Stage) -> str:
     return "\n\n".join(parts)
 
 
-def stage_input(stage: Stage, trace: Trace, formats: dict[str, MessageFormat], prompt: str | None = None) -> str:
-    """The text a stage reads for one trace: its template filled with the prompt (or ``prompt``) and messages."""
+def stage_input(
+    stage: Stage,
+    trace: Trace,
+    formats: dict[str, MessageFormat],
+    prompt: str | None = None,
+    empty_when_unparsed: Collection[str] = (),
+) -> str:
+    """The text a stage reads for one trace: its template filled with the prompt (or ``prompt``) and messages.
+
+    A message that did not parse reads as its raw text, or as nothing when its
+    stage is in ``empty_when_unparsed``.
+    """
     values = {PROMPT_FIELD: trace.prompt if prompt is None else prompt}
     for read in stage.reads:
         message = trace.message(read)
-        values[read] = formats[read].render(message.text, message.fields) if message else MISSING_MESSAGE
+        if message is None:
+            values[read] = MISSING_MESSAGE
+        elif message.parse_error is not None and read in empty_when_unparsed:
+            values[read] = ""
+        else:
+            values[read] = formats[read].render(message.text, message.fields)
     return (stage.template or default_template(stage)).format_map(values)
 
 
@@ -132,7 +177,8 @@ def render_stage_prompt(bound: BoundStack, stage: Stage, trace: Trace, prompt: s
     """The full model input of a stage for one trace, laid out by its backend; ``prompt`` replaces the trace's."""
     item = bound.stages[stage.name]
     return item.backend.render_prompt(
-        stage_instruction(stage, item.format), stage_input(stage, trace, bound.formats, prompt)
+        stage_instruction(stage, item.format),
+        stage_input(stage, trace, bound.formats, prompt, bound.empty_when_unparsed),
     )
 
 
@@ -213,11 +259,18 @@ def record_messages(
     cached = cached or [False] * len(jobs)
     for (stage, trace), generation, hit in zip(jobs, generations, cached, strict=True):
         item = bound.stages[stage.name]
+        fields, parse_error = parsed(item, generation.text)
+        if parse_error is not None and stage.on_parse_error == "fail":
+            raise StageOutputError(
+                f"stage {stage.name!r} wrote text its {item.format.name} format cannot parse ({parse_error}) "
+                f"for prompt {trace.prompt[:60]!r}; the stage's on_parse_error is fail (keep-text or empty go on)"
+            )
         trace.messages.append(
             Message(
                 stage=stage.name,
                 text=generation.text,
-                fields=item.format.parse(generation.text),
+                fields=fields,
+                parse_error=parse_error,
                 model=stage.model,
                 adapter=str(stage.adapter) if stage.adapter else None,
                 prompt_tokens=generation.prompt_tokens,
@@ -228,6 +281,19 @@ def record_messages(
                 mean_logprob=None if generation.mean_logprob is None else min(generation.mean_logprob, 0.0),
             )
         )
+
+
+def parsed(item: BoundStage, text: str) -> tuple[dict | None, str | None]:
+    """A message's fields, and why its stage's format could not read them (None when it could, or has none).
+
+    Fields that parse but break the stage's schema are kept, with the error: a reader may still use some.
+    """
+    fields = item.format.parse(text)
+    if fields is None:
+        if not item.format.structured:
+            return None, None
+        return None, f"not {item.format.name} output: {item.format.description}" if text else "empty output"
+    return fields, item.format.check(fields, item.stage.json_schema)
 
 
 def batch_groups(bound: BoundStack, wave: Sequence[Stage]) -> list[list[Stage]]:
@@ -262,6 +328,8 @@ def run_stack(
     pool: ModelPool | None = None,
     cache: StageCache | None = None,
     listener: RunListener | None = None,
+    dtype: str | None = None,
+    enforce_formats: bool = True,
 ) -> list[Trace]:
     """Run ``stack`` over ``prompts`` and return one trace per prompt, in order.
 
@@ -272,8 +340,12 @@ def run_stack(
         they generate into it; such messages are marked ``cached`` in the trace.
     :param listener: hears each message as it is recorded and, for the stages it asks for, the text as it
         is generated; inputs it reports cancelled run no further stages.
+    :param enforce_formats: hold each structured stage's output to its format while decoding (a stage may
+        still turn it off for itself); False only asks for the layout, to measure what enforcing gives.
+    :param dtype: ``auto``, ``float32`` or ``bfloat16`` in place of the stack's own ``dtype``.
     """
     prompts = check_prompts(prompts)
+    stack = with_dtype(stack, dtype)
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     bound = bind_stack(stack, registry, pool)
@@ -301,7 +373,7 @@ def run_stack(
                         cuts[trace.prompt][stage.name] = prompt
                 stream = stream_to(listener, jobs, position)
                 generations, cached = generate_or_reuse(
-                    bound, group, jobs, fitted, batch_size, cache, bar.update, stream
+                    bound, group, jobs, fitted, batch_size, cache, bar.update, stream, enforce_formats
                 )
                 record_messages(bound, jobs, generations, cached)
                 for stage, trace in jobs:
@@ -382,20 +454,31 @@ def generate_or_reuse(
     cache: StageCache | None,
     on_batch,
     on_text=None,
+    enforce_formats: bool = True,
 ) -> tuple[list[Generation], list[bool]]:
     """One backend call for the jobs of a group that ``cache`` does not answer; which came from the cache.
 
-    ``on_text(job, text)`` hears each job's text as it grows, when the backend can stream it.
+    ``on_text(job, text)`` hears each job's text as it grows, when the backend can stream it. Each row
+    is held to its own stage's format constraint, so a group may mix free and structured stages.
     """
     backend = bound.stages[group[0].name].backend
     settings = group[0].generation
+    constraints = [bound.stages[stage.name].constraint_for(enforce_formats) for stage, _ in jobs]
+    if not backend.enforces_formats and any(constraints):
+        log.warning(
+            "backend cannot enforce formats: they are only asked for",
+            backend=backend.name,
+            stages=sorted({stage.name for (stage, _), held in zip(jobs, constraints) if held}),
+        )
+        constraints = [None] * len(jobs)
     keys: list[str | None] = [None] * len(jobs)
     hits: dict[str, Generation] = {}
     if cache is not None and settings.greedy:
         model = model_identity(backend.spec)
         adapters = {stage.name: adapter_identity(stage.adapter) for stage in group}  # once per stage, not per row
         keys = [
-            stage_key(model, adapters[stage.name], prompt.text, settings) for (stage, _), prompt in zip(jobs, fitted)
+            stage_key(model, adapters[stage.name], prompt.text, settings, held.key if held else None)
+            for (stage, _), prompt, held in zip(jobs, fitted, constraints)
         ]
         hits = cache.get_many(keys)
         on_batch(sum(key in hits for key in keys))
@@ -405,16 +488,18 @@ def generate_or_reuse(
     generated: dict[int, Generation] = {}
     for start in range(0, len(todo), step):
         chunk = todo[start : start + step]
-        streaming = {}
+        options = {}
         if on_text is not None and backend.streams_text:
-            streaming["on_text"] = lambda row, text, chunk=chunk: on_text(chunk[row], text)
+            options["on_text"] = lambda row, text, chunk=chunk: on_text(chunk[row], text)
+        if any(constraints[index] for index in chunk):
+            options["constraints"] = [constraints[index] for index in chunk]
         fresh = backend.generate(
             [fitted[index].text for index in chunk],
             [bound.stages[jobs[index][0].name].adapter_name for index in chunk],
             settings,
             batch_size,
             on_batch=on_batch,
-            **streaming,
+            **options,
         )
         generated.update(zip(chunk, fresh))
         if cache is not None and settings.greedy:

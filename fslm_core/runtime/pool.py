@@ -13,7 +13,8 @@ import threading
 from pathlib import Path
 
 from ..api.backends import ModelBackend, ModelSpec
-from ..errors import ModelLoadError
+from ..errors import DeclarationError, ModelLoadError
+from .devices import auto_dtype, default_device, machine_cpu_flags
 
 MODELS_DIR_ENV = "FSLM_MODELS_DIR"
 
@@ -46,6 +47,33 @@ def with_local_weights(spec: ModelSpec, model_path: Path | None = None) -> Model
         return spec.with_source(model_path)
     folder = local_model_folder(spec.id)
     return spec.with_source(folder) if folder is not None else spec
+
+
+def in_dtype(
+    spec: ModelSpec, setting: str, field: str = "dtype", cpu_flags: tuple[str, ...] | None = None
+) -> ModelSpec:
+    """``spec`` loading in what the dtype ``setting`` (a stack's ``dtype``) means for it on this machine.
+
+    ``float32`` and ``bfloat16`` are taken as they are. ``auto`` is
+    :func:`~fslm_core.runtime.devices.auto_dtype` of ``cpu_flags`` (default:
+    this machine's) for a float32 model, and leaves a model whose plugin chose
+    another dtype (Phi's bfloat16, which halves a 3.8B model's memory) as it
+    is. An int8-quantised model computes in float32 whatever ``auto`` says.
+    """
+    if spec.quantize != "none":
+        if setting == "bfloat16":
+            raise DeclarationError(
+                f"{field}: model {spec.id!r} is quantised to {spec.quantize}, whose layers compute in float32; "
+                "use dtype float32 or auto"
+            )
+        return spec
+    if setting == "auto":
+        if spec.dtype != "float32":
+            return spec
+        dtype = auto_dtype(machine_cpu_flags() if cpu_flags is None else cpu_flags, default_device().type)
+    else:
+        dtype = setting
+    return spec if dtype == spec.dtype else spec.model_copy(update={"dtype": dtype})
 
 
 def check_installed(spec: ModelSpec) -> None:

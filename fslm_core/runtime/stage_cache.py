@@ -79,7 +79,9 @@ def adapter_identity(adapter: Path | None) -> str | None:
     return _adapter_digest(str(folder), stamps)
 
 
-def stage_key(model: dict, adapter: str | None, prompt: str, settings: GenerationSettings) -> str:
+def stage_key(
+    model: dict, adapter: str | None, prompt: str, settings: GenerationSettings, constraint: str | None = None
+) -> str:
     content = {
         "version": KEY_VERSION,
         "model": model,
@@ -87,6 +89,8 @@ def stage_key(model: dict, adapter: str | None, prompt: str, settings: Generatio
         "prompt": prompt,
         "generation": settings.model_dump(mode="json"),
     }
+    if constraint is not None:  # free-text stages keep the keys they had before formats were enforced
+        content["constraint"] = constraint
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode("utf-8")).hexdigest()
 
 

@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..declarations import DtypeSetting
 from ..errors import InputError
 from ..validation import validate_settings
 
@@ -55,6 +56,11 @@ class TrainConfig(BaseModel):
     mixed_precision: Literal["no", "fp16", "bf16"] | None = Field(
         default=None, description="Autocast on GPUs; None takes accelerate's setting (launcher or config), else none."
     )
+    dtype: DtypeSetting | None = Field(
+        default=None,
+        description="What the base models load and compute in: float32, bfloat16 (on a CPU: CPU autocast to "
+        "bf16, LoRA weights and optimizer state in float32), or auto; None takes the stack's own dtype.",
+    )
     stages: tuple[str, ...] | None = Field(default=None, description="Train only these stages; None trains all.")
     eval_fraction: float = Field(
         default=0.05,
@@ -74,7 +80,8 @@ class TrainConfig(BaseModel):
         """The settings that decide the adapters: a resumed run must use the same."""
         return self.model_dump(
             mode="json",
-            exclude={"stages", "evaluators", "eval_batch_size", "checkpoint_every", "log_every"},
+            # dtype counts as what it resolves to (train_stack adds it): runs from before the setting still resume.
+            exclude={"stages", "evaluators", "eval_batch_size", "checkpoint_every", "log_every", "dtype"},
         )
 
 

@@ -66,6 +66,21 @@ def lora_config(config: TrainConfig, backend: ModelBackend):
     )
 
 
+def autocast(run: TrainingRun, backend: ModelBackend):
+    """bf16 autocast for a bf16 base on the CPU, else accelerate's own (mixed precision on GPUs, or none).
+
+    peft keeps a bf16 base's LoRA weights in float32, so their updates and the
+    optimizer's state keep float32 precision; under autocast the adapters'
+    products run in bf16 like the base's, instead of casting every adapted
+    layer's input up to float32 and its output back.
+    """
+    if backend.spec.dtype == "bfloat16" and backend.device.type == "cpu":
+        import torch
+
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return run.accelerator.autocast()
+
+
 def train_stage(run: TrainingRun, stage_index: int, stage_name: str, examples: list[EncodedExample]) -> StageTraining:
     import torch
     from peft import get_peft_model
@@ -156,7 +171,7 @@ def train_stage(run: TrainingRun, stage_index: int, stage_name: str, examples: l
                 update = (step + 1) % config.gradient_accumulation_steps == 0 or step + 1 == len(batches)
                 with nullcontext() if update else accelerator.no_sync(model):
                     for part in micro_batches(rows, config.max_batch_tokens):
-                        with accelerator.autocast():
+                        with autocast(run, backend):
                             part_sum, _ = target_loss(model, collate(part, pad_id, device), slice_logits)
                         accelerator.backward(part_sum / max(count, 1) / config.gradient_accumulation_steps)
                         batch_loss += float(part_sum.detach())

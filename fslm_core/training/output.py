@@ -33,7 +33,8 @@ CHECKPOINTS_DIR = "checkpoints"
 
 
 def stack_identity(stack: Stack) -> dict:
-    data = stack.model_dump(mode="json", exclude={"description"})
+    # The dtype counts as what it resolves to, in the training settings' identity (train_stack).
+    data = stack.model_dump(mode="json", exclude={"description", "dtype"})
     for stage in data["stages"]:
         stage.pop("adapter", None)
     return data
@@ -65,7 +66,10 @@ def check_output(folder: Path, identity: dict) -> dict | None:
         if previous.get(key) != identity[key]:
             detail = ""
             if key == "config":
-                changed = sorted(k for k in identity[key] if previous.get(key, {}).get(k) != identity[key][k])
+                before = previous.get(key, {})
+                changed = sorted(
+                    k for k in before.keys() | identity[key].keys() if before.get(k) != identity[key].get(k)
+                )
                 detail = f" (changed: {', '.join(changed)})"
             raise InputError(
                 f"output: {folder} holds a training run with different {what}{detail}; "

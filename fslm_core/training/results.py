@@ -64,7 +64,7 @@ class TrainResult(BaseModel):
             scores = self.evaluation.get(name, {})
             row += [f"{scores[m]:.3f}" if m in scores else "-" for m in metrics]
             rows.append(row)
-        widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(len(header))]
+        widths = [max([len(header[i]), *(len(r[i]) for r in rows)]) for i in range(len(header))]  # rows may be none
         lines = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)) for line in [header, *rows]]
         lines.insert(1, "  ".join("-" * width for width in widths))
         weakest = weakest_stage(self.evaluation)

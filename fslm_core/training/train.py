@@ -20,11 +20,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..declarations import STACK_FILE_NAME, Stack, validate_stack
+from ..declarations import STACK_FILE_NAME, Stack, validate_stack, with_dtype
 from ..errors import InputError
 from ..logs import get_logger
 from ..plugins import Registry, get_registry, resolve_stack
-from ..runtime.engine import bind_stack
+from ..runtime.engine import bind_stack, check_stack
 from ..runtime.pool import ModelPool
 from ..runtime.scoring import encode_example, require_tokenized_backend
 from ..validation import with_overrides
@@ -85,7 +85,7 @@ def train_stack(
     registry = registry or get_registry()
     data = distilled if isinstance(distilled, DistilledData) else load_distilled(distilled)
     stack = resolve_stack(stack, None if stack else data.decomposition, model, model_path, registry=registry)
-    plain = _without_adapters(stack)
+    plain = with_dtype(_without_adapters(stack), config.dtype)
     distilled_stages = set(data.stage_names)
     to_train = list(config.stages) if config.stages else [stage.name for stage in stack.stages]
     for name in to_train:
@@ -99,7 +99,11 @@ def train_stack(
                 f"it holds {sorted(distilled_stages)} (decomposition {data.decomposition!r})"
             )
     folder = Path(output).expanduser().resolve()
-    identity = {"stack": stack_identity(plain), "config": config.identity(), "data": data.fingerprint}
+    config_identity = config.identity()
+    changed_dtypes = _changed_dtypes(plain, to_train, registry)
+    if changed_dtypes:
+        config_identity["dtype"] = changed_dtypes
+    identity = {"stack": stack_identity(plain), "config": config_identity, "data": data.fingerprint}
     state = check_output(folder, identity)
 
     examples = data.examples()
@@ -158,7 +162,7 @@ def train_stack(
         stack_file = trained.save(folder)
         if held_out and config.evaluators:
             evaluation = evaluate_stages(
-                trained,
+                with_dtype(trained, plain.dtype),  # scored on the bases it trained on, already loaded
                 data,
                 [example.example_id for example in held_out],
                 evaluators=config.evaluators,
@@ -176,6 +180,16 @@ def train_stack(
     return TrainResult(
         output=folder, stack_file=stack_file, stages=results, held_out_examples=len(held_out), evaluation=evaluation
     )
+
+
+def _changed_dtypes(plain: Stack, to_train: list[str], registry: Registry) -> dict[str, str]:
+    """Trained stages whose dtype setting changes what their model loads in, and the dtype it loads in."""
+    specs = check_stack(plain, registry)
+    return {
+        stage.name: spec.dtype
+        for stage, spec in zip(plain.stages, specs, strict=True)
+        if stage.name in to_train and spec.dtype != registry.model(stage.model).dtype
+    }
 
 
 def _has_adapters(model) -> bool:
