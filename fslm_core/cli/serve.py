@@ -38,7 +38,7 @@ def served_stacks(names: tuple[str, ...]) -> dict[str, Stack]:
     default=50.0,
     show_default=True,
     type=click.FloatRange(min=0),
-    help="How long a batch waits for more requests after its first one arrived.",
+    help="A batch closes when no request has arrived for this long (at most ten times this after its first).",
 )
 @click.option("--cache", "use_cache", is_flag=True, help="Reuse what greedy stages wrote before for the same input.")
 @click.option(

@@ -2,11 +2,12 @@
 
 One thread runs the stacks, one batch at a time (the CPU's cores are shared
 by every row of a batch, so two batches at once would only slow both). A
-batch holds the requests that arrived within ``window_s`` of its first one,
-or that were waiting when it started, up to ``max_batch``; whatever arrives
-after a batch has started waits for the next, so no request waits for a later
-one. Requests whose final stage samples differently (``temperature``,
-``max_tokens``, ``stop``, ``seed``) run as separate groups of the batch.
+batch holds the requests that were waiting when it started and those that
+keep arriving, until none has come for ``window_s`` (at most ten windows after
+the first), up to ``max_batch``; whatever arrives after a batch has started
+waits for the next, so no request waits for a later one. Requests whose
+final stage samples differently (``temperature``, ``max_tokens``, ``stop``,
+``seed``) run as separate groups of the batch.
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ class JobsListener(RunListener):
 
 
 _STOP = object()
+WINDOWS_AT_MOST = 10
 
 
 class Batcher:
@@ -204,9 +206,16 @@ class Batcher:
         self.state = "stopping"
 
     def _collect(self, first: Job) -> tuple[list[Job], bool]:
-        """``first`` and the jobs that arrive within the window after it (or are waiting), up to the maximum."""
+        """``first`` and the jobs arriving while requests keep coming, up to the maximum.
+
+        The batch closes once no job has arrived for ``window_s``, and at the
+        latest ``WINDOWS_AT_MOST`` windows after ``first`` arrived: clients that
+        start together trickle in over more than one window, and a batch of all
+        of them runs much faster than two smaller ones.
+        """
         batch = [first]
-        deadline = first.arrived + self.window_s
+        latest = first.arrived + self.window_s * WINDOWS_AT_MOST
+        deadline = min(first.arrived + self.window_s, latest)
         while len(batch) < self.max_batch:
             remaining = deadline - time.monotonic()
             try:
@@ -216,6 +225,7 @@ class Batcher:
             if job is _STOP:
                 return batch, True
             batch.append(job)
+            deadline = min(time.monotonic() + self.window_s, latest)
         return batch, False
 
     def _run_batch(self, batch: list[Job]) -> None:
