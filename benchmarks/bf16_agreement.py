@@ -37,17 +37,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from alpaca_prompts import ALPACA, load_prompts
+
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-ALPACA = DATA / "alpaca" / "alpaca_5000.json"
 ARC_EASY_DEV = DATA / "arc" / "ARC-Easy-Dev.jsonl"
 
 
-def load_prompts(path: Path, count: int) -> list[str]:
-    rows = json.loads(path.read_text(encoding="utf-8"))
-    prompts = [row["instruction"].strip() for row in rows if not row.get("input", "").strip()]
-    if len(prompts) < count:
-        raise SystemExit(f"{path} has only {len(prompts)} instructions without input; asked for {count}")
-    return prompts[:count]
 
 
 def arc_questions(path: Path, count: int) -> list[tuple[str, list[str]]]:

@@ -26,17 +26,12 @@ import time
 import urllib.request
 from pathlib import Path
 
+from alpaca_prompts import ALPACA, load_prompts
+
 ROOT = Path(__file__).resolve().parents[1]
-ALPACA = ROOT.parent / "shared" / "data" / "alpaca" / "alpaca_5000.json"
 sys.path.insert(0, str(ROOT / "tests"))
 
 
-def load_prompts(path: Path, count: int) -> list[str]:
-    rows = json.loads(path.read_text(encoding="utf-8"))
-    prompts = [row["instruction"].strip() for row in rows if not row.get("input", "").strip()]
-    if len(prompts) < count:
-        raise SystemExit(f"{path} has only {len(prompts)} instructions without input; asked for {count}")
-    return prompts[:count]
 
 
 def offline(stack_name: str | None, prompts: list[str], batch_size: int) -> dict:

@@ -27,16 +27,11 @@ import sys
 import time
 from pathlib import Path
 
+from alpaca_prompts import ALPACA, load_prompts
+
 MODEL = "smollm2-135m-instruct"
-ALPACA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "alpaca" / "alpaca_5000.json"
 
 
-def load_prompts(path: Path, count: int) -> list[str]:
-    rows = json.loads(path.read_text(encoding="utf-8"))
-    prompts = [row["instruction"].strip() for row in rows if not row.get("input", "").strip()]
-    if len(prompts) < count:
-        raise SystemExit(f"{path} has only {len(prompts)} instructions without input; asked for {count}")
-    return prompts[:count]
 
 
 def peak_rss_mb() -> float:

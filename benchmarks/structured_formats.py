@@ -24,8 +24,9 @@ import platform
 import time
 from pathlib import Path
 
+from alpaca_prompts import ALPACA, load_prompts
+
 MODEL = "smollm2-135m-instruct"
-ALPACA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "alpaca" / "alpaca_5000.json"
 FACTS_SCHEMA = {
     "type": "object",
     "properties": {
@@ -37,12 +38,6 @@ FACTS_SCHEMA = {
 }
 
 
-def load_prompts(path: Path, count: int) -> list[str]:
-    rows = json.loads(path.read_text(encoding="utf-8"))
-    prompts = [row["instruction"].strip() for row in rows if not row.get("input", "").strip()]
-    if len(prompts) < count:
-        raise SystemExit(f"{path} has only {len(prompts)} instructions without input; asked for {count}")
-    return prompts[:count]
 
 
 def stacks():
