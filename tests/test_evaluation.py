@@ -284,3 +284,31 @@ def test_single_model_stack_reads_the_prompt_as_it_is():
     stack = single_model_stack("hf:/models/x")
     assert [stage.template for stage in stack.stages] == ["{prompt}"]
     assert stack.final_stage.adapter is None
+
+
+def test_final_stage_scores_are_read_from_the_stage_cache_and_never_across_adapters(
+    tiny_model_id, tiny_adapters, tmp_path, monkeypatch
+):
+    from fslm_core.runtime.stage_cache import StageCache
+
+    cache = StageCache(tmp_path / "stages.sqlite")
+
+    def scorer(adapter):
+        stage = Stage(name="answer", model=tiny_model_id, adapter=adapter, instruction="Answer.", template="{prompt}")
+        lm = FslmLM(stack=Stack(name="s", stages=[stage]), final_prompt="plain", batch_size=2, stage_cache=False)
+        lm.stage_cache = cache
+        return lm
+
+    first = scorer(tiny_adapters[3])
+    cold = first.loglikelihood(requests_for(PAIRS))
+    scored_rows: list[int] = []
+    backend = first.final.backend
+    original = backend.loglikelihood
+    monkeypatch.setattr(
+        backend, "loglikelihood", lambda pairs, *a, **k: scored_rows.append(len(pairs)) or original(pairs, *a, **k)
+    )
+    warm = scorer(tiny_adapters[3]).loglikelihood(requests_for(PAIRS))
+    assert warm == cold and scored_rows == []  # every score read back, none computed
+    other = scorer(tiny_adapters[2]).loglikelihood(requests_for(PAIRS))
+    assert scored_rows == [len(PAIRS)]  # another adapter: scored afresh
+    assert all(abs(a[0] - b[0]) > 1e-4 for a, b in zip(other, cold))

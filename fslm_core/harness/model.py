@@ -58,7 +58,7 @@ from ..runtime.engine import (
     run_stack,
     stage_input,
 )
-from ..runtime.stage_cache import StageCache
+from ..runtime.stage_cache import StageCache, adapter_identity, model_identity, score_key
 
 FINAL_PROMPT_MODES = ("stage", "plain")
 DEFAULT_BATCH_SIZE = 16
@@ -297,13 +297,29 @@ class FslmLM(LM):
             for context, continuation in pairs
         ]
         options = {"add_special_tokens": True} if self.final_prompt == "plain" else {}
-        results = self.final.backend.loglikelihood(
-            scored, [self.final.adapter_name] * len(scored), self.batch_size, **options
-        )
+        results = self._scores(scored, options)
         for pair, result in zip(pairs, results):
             self.cache_hook.add_partial("loglikelihood", pair, result)
         self._write_trace_dir(requests)
         return results
+
+    def _scores(self, scored: list[tuple[str, str]], options: dict) -> list[tuple[float, bool]]:
+        """The final stage's scores of (prompt, continuation) pairs, reading and writing the stage cache."""
+        final = self.final
+        if self.stage_cache is None:
+            return final.backend.loglikelihood(scored, [final.adapter_name] * len(scored), self.batch_size, **options)
+        model, adapter = model_identity(final.backend.spec), adapter_identity(final.stage.adapter)
+        keys = [score_key(model, adapter, context, continuation, options) for context, continuation in scored]
+        known = self.stage_cache.get_scores(keys)
+        todo = [index for index, key in enumerate(keys) if key not in known]
+        if todo:
+            fresh = final.backend.loglikelihood(
+                [scored[index] for index in todo], [final.adapter_name] * len(todo), self.batch_size, **options
+            )
+            computed = {keys[index]: result for index, result in zip(todo, fresh)}
+            self.stage_cache.put_scores(computed)
+            known.update(computed)
+        return [known[key] for key in keys]
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
         if not requests:

@@ -94,8 +94,22 @@ def stage_key(
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode("utf-8")).hexdigest()
 
 
+def score_key(model: dict, adapter: str | None, context: str, continuation: str, options: dict) -> str:
+    """Key of a continuation's log-probability under a stage's model and adapter (lm-eval's ``loglikelihood``)."""
+    content = {
+        "version": KEY_VERSION,
+        "kind": "loglikelihood",
+        "model": model,
+        "adapter": adapter,
+        "context": context,
+        "continuation": continuation,
+        "options": options,
+    }
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode("utf-8")).hexdigest()
+
+
 class StageCache:
-    """Stage outputs by key in one SQLite file; safe to share between threads and processes."""
+    """Stage outputs (and final-stage scores) by key in one SQLite file; safe to share between threads and processes."""
 
     def __init__(self, path: str | Path | None = None):
         self.path = Path(path) if path is not None else default_cache_path()
@@ -109,6 +123,9 @@ class StageCache:
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute(
                 "CREATE TABLE IF NOT EXISTS outputs (key TEXT PRIMARY KEY, generation TEXT NOT NULL, created REAL)"
+            )
+            connection.execute(
+                "CREATE TABLE IF NOT EXISTS scores (key TEXT PRIMARY KEY, score TEXT NOT NULL, created REAL)"
             )
             connection.commit()
             self._local.connection = connection
@@ -136,10 +153,37 @@ class StageCache:
                 [(key, json.dumps(asdict(generation)), now) for key, generation in items.items()],
             )
 
+    def get_scores(self, keys: list[str]) -> dict[str, tuple[float, bool]]:
+        """Cached (log-probability, is greedy) of continuations, by :func:`score_key`."""
+        found: dict[str, tuple[float, bool]] = {}
+        connection = self._connection()
+        unique = list(dict.fromkeys(keys))
+        for start in range(0, len(unique), 500):
+            chunk = unique[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for key, value in connection.execute(f"SELECT key, score FROM scores WHERE key IN ({marks})", chunk):
+                logprob, greedy = json.loads(value)
+                found[key] = (float(logprob), bool(greedy))
+        return found
+
+    def put_scores(self, items: dict[str, tuple[float, bool]]) -> None:
+        if not items:
+            return
+        connection = self._connection()
+        now = time.time()
+        with connection:
+            connection.executemany(
+                "INSERT OR REPLACE INTO scores (key, score, created) VALUES (?, ?, ?)",
+                [(key, json.dumps([float(score[0]), bool(score[1])]), now) for key, score in items.items()],
+            )
+
     def info(self) -> dict:
         if not self.path.is_file():
             return {"path": str(self.path), "entries": 0, "bytes": 0}
-        (entries,) = self._connection().execute("SELECT COUNT(*) FROM outputs").fetchone()
+        connection = self._connection()
+        (outputs,) = connection.execute("SELECT COUNT(*) FROM outputs").fetchone()
+        (scores,) = connection.execute("SELECT COUNT(*) FROM scores").fetchone()
+        entries = outputs + scores
         size = sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*") if p.is_file())
         return {"path": str(self.path), "entries": entries, "bytes": size}
 
@@ -150,6 +194,7 @@ class StageCache:
             connection = self._connection()
             with connection:
                 connection.execute("DELETE FROM outputs")
+                connection.execute("DELETE FROM scores")
             connection.execute("VACUUM")
         return freed
 
