@@ -157,7 +157,8 @@ def test_missing_data_file_names_the_path(capsys, fixture_data, tiny_stack_file,
 
 
 def test_empty_data_folder_names_the_default_path(capsys, tiny_stack_file, tmp_path, monkeypatch):
-    monkeypatch.delenv(DATA_DIR_ENV, raising=False)  # --data-dir sets it; restored after the test
+    # --data-dir sets it; setenv (unlike delenv of an unset name) makes monkeypatch restore it after the test
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path))
     code, _, err = run_cli(
         capsys, "eval", "--stack", str(tiny_stack_file), "--tasks", "local_piqa", "--data-dir", str(tmp_path)
     )
