@@ -27,6 +27,7 @@ import urllib.request
 from pathlib import Path
 
 from alpaca_prompts import ALPACA, load_prompts
+from engine_run import timed_engine_run
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -38,23 +39,12 @@ def offline(stack_name: str | None, prompts: list[str], batch_size: int) -> dict
     """Runs in a child process (``--measure offline``) so that its peak RSS is its own."""
     import resource
 
-    from fslm_core import ModelPool
     from fslm_core.plugins import resolve_stack
-    from fslm_core.runtime import bind_stack
 
-    stack, pool = resolve_stack(stack_name), ModelPool()
-    started = time.perf_counter()
-    bind_stack(stack, pool=pool)
-    load_s = time.perf_counter() - started
-    started = time.perf_counter()
-    traces = stack.run(prompts, batch_size=batch_size, pool=pool)
-    run_s = time.perf_counter() - started
+    stack = resolve_stack(stack_name)
     return {
         "stack": stack.name,
-        "load_s": load_s,
-        "run_s": run_s,
-        "generated_tokens": sum(m.completion_tokens for t in traces for m in t.messages),
-        "answers": [t.answer for t in traces],
+        **timed_engine_run(stack, prompts, batch_size),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
 

@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 from alpaca_prompts import ALPACA, load_prompts
+from engine_run import timed_engine_run
 
 MODEL = "smollm2-135m-instruct"
 
@@ -45,18 +46,7 @@ def paper_stack():
 
 
 def run_engine(prompts: list[str], batch_size: int) -> dict:
-    from fslm_core import ModelPool
-    from fslm_core.runtime import bind_stack
-
-    stack, pool = paper_stack(), ModelPool()
-    started = time.perf_counter()
-    bind_stack(stack, pool=pool)
-    load_s = time.perf_counter() - started
-    started = time.perf_counter()
-    traces = stack.run(prompts, batch_size=batch_size, pool=pool)
-    run_s = time.perf_counter() - started
-    tokens = sum(m.completion_tokens for t in traces for m in t.messages)
-    return {"load_s": load_s, "run_s": run_s, "generated_tokens": tokens, "answers": [t.answer for t in traces]}
+    return timed_engine_run(paper_stack(), prompts, batch_size)
 
 
 def run_naive(prompts: list[str]) -> dict:
