@@ -93,8 +93,10 @@ class Evaluator:
     def model(self, system: str) -> FslmLM:
         if system not in self.models:
             stack = system_stack(system, self.config, self.output, self.registry)
+            # No stage cache: each result's wall time and token counts are the system's own cost, even when
+            # an interrupted run left some of its upstream stages' outputs in the cache.
             self.models[system] = FslmLM(
-                stack=stack, batch_size=self.config.evaluation.batch_size, seed=self.config.seed
+                stack=stack, batch_size=self.config.evaluation.batch_size, seed=self.config.seed, stage_cache=False
             )
         return self.models[system]
 
