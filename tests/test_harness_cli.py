@@ -157,14 +157,15 @@ def test_missing_data_file_names_the_path(capsys, fixture_data, tiny_stack_file,
 
 
 def test_empty_data_folder_names_the_default_path(capsys, tiny_stack_file, tmp_path, monkeypatch):
-    # --data-dir sets it; setenv (unlike delenv of an unset name) makes monkeypatch restore it after the test
-    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path))
+    monkeypatch.setenv(DATA_DIR_ENV, str(FIXTURES_DIR))
     code, _, err = run_cli(
         capsys, "eval", "--stack", str(tiny_stack_file), "--tasks", "local_piqa", "--data-dir", str(tmp_path)
     )
     assert code == 1
     assert f"not found: {tmp_path / 'piqa' / 'valid_first338.jsonl'}" in err
     assert "Traceback" not in err
+    # --data-dir points this evaluation only at its folder: the caller's setting is back afterwards
+    assert os.environ[DATA_DIR_ENV] == str(FIXTURES_DIR)
 
 
 def test_stack_that_cannot_be_loaded_is_one_line(capsys, tmp_path):

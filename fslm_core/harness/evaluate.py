@@ -12,6 +12,7 @@ import json
 import os
 import time
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,11 +124,31 @@ def evaluate_command(
     """
     if trace_report and output is None:
         raise InputError(f"--report: give --output FOLDER to write {TRACE_REPORT_FILE} into")
-    if data_dir is not None:
-        folder = Path(data_dir).expanduser().resolve()
-        if not folder.is_dir():
-            raise InputError(f"--data-dir: folder not found: {folder}")
-        os.environ[DATA_DIR_ENV] = str(folder)
+    if data_dir is None:
+        return _evaluate(stack, settings, output, baseline, baseline_model_path, echo, trace_report)
+    folder = Path(data_dir).expanduser().resolve()
+    if not folder.is_dir():
+        raise InputError(f"--data-dir: folder not found: {folder}")
+    with _environment(DATA_DIR_ENV, str(folder)):
+        return _evaluate(stack, settings, output, baseline, baseline_model_path, echo, trace_report)
+
+
+@contextmanager
+def _environment(name: str, value: str):
+    """Set an environment variable for the block (the benchmark plugins read the data folder from it), then
+    restore it, so a Python caller's later evaluations are not pointed at this one's data."""
+    previous = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous
+
+
+def _evaluate(stack, settings, output, baseline, baseline_model_path, echo, trace_report) -> dict | None:
     manager = task_manager(settings.tasks, data_files=settings.data_files)
     manager.check_tasks(settings.tasks)
     for name in settings.tasks:
