@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from fslm_core import ModelPool, TrainConfig, distill, evaluate_stages, load_dis
 from fslm_core.cli import main
 from fslm_core.errors import InputError
 from fslm_core.plugins import get_registry
+from fslm_core.progress import INTERVAL_ENV
 from fslm_core.runtime import encode_example
 from fslm_core.training import (
     DistillConfig,
@@ -304,7 +306,8 @@ def run_cli(args, capsys) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
-def test_cli_trains_and_reports_each_stage(distilled_dir, tiny_model_id, tmp_path, capsys):
+def test_cli_trains_and_reports_each_stage(distilled_dir, tiny_model_id, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv(INTERVAL_ENV, "0")  # a progress line at every step instead of every 30 s
     code, out, err = run_cli(
         [
             "train",
@@ -328,6 +331,12 @@ def test_cli_trains_and_reports_each_stage(distilled_dir, tiny_model_id, tmp_pat
     assert "weakest stage" in out and f"trained stack: {tmp_path / 'stack' / 'stack.yaml'}" in out
     stack = load_stack(tmp_path / "stack")
     assert [stage.adapter is not None for stage in stack.stages] == [False, True, False, True]
+    # stderr is not a terminal here: progress comes as whole lines with count, rate, ETA and loss, no redrawn bar
+    progress = [line for line in err.splitlines() if line.startswith("train recall:")]
+    assert progress and "\r" not in err
+    assert re.fullmatch(
+        r"train recall: 100% (\d+)/\1 \[[\d:]+<[\d:]+, +[\d.]+(s/batch|batch/s), loss=\d\.\d{3}\]", progress[-1]
+    )
 
 
 def test_cli_bad_training_input_is_one_line_without_traceback(distilled_dir, tiny_model_id, tmp_path, capsys):

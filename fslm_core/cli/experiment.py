@@ -28,4 +28,4 @@ def experiment_command(config, quick, output, until, only):
     settings = load_experiment_config(config, quick=quick, overrides=overrides)
     # As typed, without the logging options before the command name.
     command = shlex.join(["fslm", *sys.argv[sys.argv.index("experiment") :]]) if "experiment" in sys.argv else None
-    run_experiment(settings, until=until, only=only, echo=click.echo, progress=sys.stderr.isatty(), command=command)
+    run_experiment(settings, until=until, only=only, echo=click.echo, progress=True, command=command)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 
 from ..plugins import DEFAULT_DECOMPOSITION, DEFAULT_MODEL
@@ -39,7 +37,7 @@ def distill_command(data, output, as_json, **settings):
 
     # Options left out take DistillConfig's defaults (the default decomposition and teacher).
     config = DistillConfig(**{name: value for name, value in settings.items() if value is not None})
-    summary = distill(data, output, config, progress=sys.stderr.isatty())
+    summary = distill(data, output, config, progress=True)
     click.echo(summary.model_dump_json(indent=2) if as_json else summary.render())
 
 
@@ -74,7 +72,7 @@ def train_command(distilled, stack_path, decomposition, model, model_path, outpu
     data = load_distilled(distilled)
     stack = chosen_stack(stack_path, decomposition or (None if stack_path else data.decomposition), model, model_path)
     config = load_train_config(config_file, settings)
-    result = train_stack(data, output, config, stack=stack, progress=sys.stderr.isatty())
+    result = train_stack(data, output, config, stack=stack, progress=True)
     if is_main_process():
         click.echo(result.model_dump_json(indent=2) if as_json else result.render())
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -281,7 +280,7 @@ class FslmLM(LM):
             kept[:] = [existing for existing in kept if existing.prompt != trace.prompt] + [trace]
 
     def _show_progress(self, disable_tqdm: bool) -> bool:
-        return not disable_tqdm and self.rank == 0 and sys.stderr.isatty()
+        return not disable_tqdm and self.rank == 0
 
     # lm-eval requests ----------------------------------------------------------------
 

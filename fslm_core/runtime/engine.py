@@ -22,8 +22,6 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
-from tqdm.auto import tqdm
-
 from ..api.backends import Generation, ModelBackend, ModelSpec, TokenizedBackend
 from ..api.formats import Constraint, MessageFormat
 from ..api.routers import Router, declared_rules
@@ -32,6 +30,7 @@ from ..errors import DeclarationError, InputError, StageOutputError
 from ..logs import get_logger
 from ..messages import Message, Trace
 from ..plugins import Registry, get_registry
+from ..progress import progress_bar
 from .constraints import check_constraint
 from .listener import RunListener
 from .pool import ModelPool, check_installed, default_pool, in_dtype, with_local_weights
@@ -358,11 +357,12 @@ def run_stack(
     position = {id(trace): index for index, trace in enumerate(traces)}
     order = {stage.name: index for index, stage in enumerate(stack.stages)}
     cuts: dict[str, dict[str, FittedPrompt]] = defaultdict(dict)  # prompt -> stage -> its cut prompt
-    bar = tqdm(total=len(stack.stages) * len(traces), desc=stack.name, unit="step", disable=not progress)
+    bar = progress_bar(total=len(stack.stages) * len(traces), desc=stack.name, unit="step", show=progress)
     with bar:
         for wave in bound.router.waves(stack):
             for group in batch_groups(bound, wave):
                 jobs = routed_jobs(bound, group, traces, listener, position)
+                bar.set_description(f"{stack.name}: {', '.join(stage.name for stage in group)}")
                 bar.update(len(group) * len(traces) - len(jobs))
                 if not jobs:
                     continue

@@ -31,13 +31,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from ..api.decompositions import Decomposition, StageRecipe
 from ..errors import InputError
 from ..files import existing_run_state, remove_temporaries
 from ..logs import get_logger
 from ..plugins import Registry, get_registry
+from ..progress import progress_bar
 from ..runtime.pool import ModelPool
 from ..validation import with_overrides
 from .distill_config import DistillConfig, DistillSummary, ShardWritten
@@ -164,7 +163,7 @@ def distill(
     distilled_now = 0
     if todo:
         teacher = Teacher(config, decomposition, registry, pool)
-        bar = tqdm(total=len(todo) * teacher.generating_stages, desc="distill", unit="target", disable=not progress)
+        bar = progress_bar(total=len(todo) * teacher.generating_stages, desc="distill", unit="target", show=progress)
         with bar:
             for start in range(0, len(todo), config.shard_size):
                 chunk = todo[start : start + config.shard_size]

@@ -16,12 +16,11 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from ..api.backends import ModelBackend
 from ..errors import AdapterError
 from ..files import write_folder_atomically
 from ..logs import get_logger
+from ..progress import progress_bar
 from ..runtime.devices import default_device
 from ..runtime.engine import BoundStack
 from ..runtime.scoring import EncodedExample, collate, micro_batches, slices_logits, target_loss
@@ -146,12 +145,12 @@ def train_stage(run: TrainingRun, stage_index: int, stage_name: str, examples: l
         processes=accelerator.num_processes,
         resumed_from_step=resumed_from,
     )
-    bar = tqdm(
+    bar = progress_bar(
         total=steps_per_epoch * config.epochs,
         initial=progress["epoch"] * steps_per_epoch + progress["step"],
-        desc=stage_name,
+        desc=f"train {stage_name}",
         unit="batch",
-        disable=not (run.progress and run.main),
+        show=run.progress and run.main,
     )
     device = accelerator.device
     with bar:
