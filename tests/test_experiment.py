@@ -21,6 +21,7 @@ import yaml
 from fslm_core.errors import InputError, UnknownNameError
 from fslm_core.experiment import STEPS, compare, load_experiment_config, mcnemar_exact, run_experiment
 from fslm_core.experiment.report import adapter_parameters
+from fslm_core.experiment.stats import holm
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -144,6 +145,9 @@ def test_stage_checks_and_report(finished):
     ):
         assert heading in text
     assert "stack-trained − single-lora" in text and "local_gsm8k" in text
+    tasks = len(config.evaluation.tasks)
+    assert text.count("| all tasks (") == 3  # one pooled row per comparison
+    assert "Holm" in text and text.count(" | stack-trained − single | ") == tasks + 1  # each task, and pooled
     assert (config.output.parent / "results_traces" / "traces_local_arc_easy.md").is_file()
 
 
@@ -204,6 +208,9 @@ def test_paired_statistics_on_known_cases():
     assert better.a_only == 30 and better.b_only == 0
     graded = compare([0.9, 0.8, 0.7, 0.95], [0.1, 0.2, 0.15, 0.3])
     assert graded.test == "paired bootstrap" and graded.ci_low > 0
+    # Holm: the smallest p times the family size, the next times one less, never below an earlier one
+    assert holm([0.01, 0.04, 0.03, 0.5]) == pytest.approx([0.04, 0.09, 0.09, 0.5])
+    assert holm([0.6, 0.2]) == pytest.approx([0.6, 0.4]) and holm([]) == []
 
 
 def test_trained_stack_is_packaged_with_half_precision_adapters_and_its_targets(finished, tmp_path):
