@@ -296,3 +296,52 @@ def test_the_default_stack_served_answers_a_question_through_the_openai_client(t
     stages = [message["stage"] for message in reply.model_extra["fslm_trace"]["messages"]]
     assert stages == ["interpret", "recall", "reason", "answer"]
     assert any("Paris" in message["text"] for message in reply.model_extra["fslm_trace"]["messages"])
+
+
+def test_a_failed_batch_is_rerun_without_sending_any_request_a_stage_twice(tiny_stack_file):
+    from fslm_core import load_stack
+    from fslm_core.serving.batcher import Batcher, Job
+
+    stack = load_stack(tiny_stack_file)
+    events: dict[str, list] = {}
+    done = threading.Event()
+
+    def job(name: str, stream: bool, fails_on: str | None = None) -> Job:
+        events[name] = []
+
+        def report(event) -> None:
+            kind, value = event
+            if kind == "stage" and value.stage == fails_on:
+                raise RuntimeError(f"client {name} cannot take stage {fails_on}")  # fails the whole batch
+            events[name].append((kind, value.stage if kind == "stage" else value))
+            if all(items and items[-1][0] in ("done", "error") for items in events.values()):
+                done.set()
+
+        return Job(stack.name, PROMPTS[len(events) - 1], stack.final_stage.generation, None, stream, report)
+
+    def run(*jobs: Job) -> None:
+        done.clear()
+        batcher = Batcher({stack.name: stack}, window_s=0.2)
+        for item in jobs:
+            batcher.submit(item)  # queued before the thread starts: one batch
+        batcher.start()
+        assert done.wait(120), events
+        batcher.stop()
+        assert batcher.batch_sizes == {len(jobs): 1}
+
+    # The batch fails at the first stage: the others are rerun and get each stage once, then their answer.
+    run(job("a", stream=True), job("b", stream=False), job("c", stream=False, fails_on="interpret"))
+    for name in ("a", "b"):
+        kinds = [kind for kind, _ in events[name]]
+        assert [value for kind, value in events[name] if kind == "stage"] == ["interpret", "answer"]
+        assert kinds[-1] == "done" and "error" not in kinds
+    assert "text" in [kind for kind, _ in events["a"]]
+    assert events["c"] == [("error", events["c"][0][1])] and events["c"][0][1].status == 500
+
+    # The batch fails after a's answer has streamed: a cannot be rerun (a second answer could not continue the
+    # text it was sent), so it ends with an error; b, which streamed nothing, is rerun.
+    events.clear()
+    run(job("a", stream=True), job("b", stream=False), job("c", stream=False, fails_on="answer"))
+    assert events["a"][-1][0] == "error" and "done" not in [kind for kind, _ in events["a"]]
+    assert [value for kind, value in events["b"] if kind == "stage"] == ["interpret", "answer"]
+    assert events["b"][-1][0] == "done"

@@ -49,6 +49,9 @@ class Job:
     report: Callable[[Event], None]  # called from the batcher's thread
     cancelled: threading.Event = field(default_factory=threading.Event)
     arrived: float = field(default_factory=time.monotonic)
+    # What the request has been sent, so a batch rerun after a failure sends nothing twice.
+    reported_stages: set[str] = field(default_factory=set)
+    streamed_text: bool = False
 
     def group(self) -> tuple:
         """Jobs of one group share every backend call; a sampling seed only matters when sampling."""
@@ -71,11 +74,15 @@ class JobsListener(RunListener):
         if job.cancelled.is_set():
             return False
         if job.stream:
+            job.streamed_text = True
             job.report(("text", text))
         return True
 
     def on_message(self, index: int, message: Message) -> None:
-        self.jobs[index].report(("stage", message))
+        job = self.jobs[index]
+        if message.stage not in job.reported_stages:
+            job.report(("stage", message))
+            job.reported_stages.add(message.stage)  # once delivered: a report that raised is sent again
 
     def cancelled(self, index: int) -> bool:
         return self.jobs[index].cancelled.is_set()
@@ -250,18 +257,24 @@ class Batcher:
             if len(jobs) > 1:
                 log.warning("batch failed; running its requests one by one", error=str(error), requests=len(jobs))
                 for job in jobs:
-                    self._run_group([job])
+                    if job.streamed_text:  # part of its answer is sent: a rerun's answer could not continue it
+                        self._fail(job, error)
+                    else:
+                        self._run_group([job])
                 return
-            self.failed += 1
-            status = 400 if isinstance(error, FslmError) else 500
-            log.error("request failed", error=f"{type(error).__name__}: {error}")
-            jobs[0].report(("error", ApiError(status, f"{type(error).__name__}: {error}")))
+            self._fail(jobs[0], error)
             return
         for job, trace in zip(jobs, traces):
             if job.cancelled.is_set():
                 continue
             self.served += 1
             job.report(("done", trace))
+
+    def _fail(self, job: Job, error: Exception) -> None:
+        self.failed += 1
+        status = 400 if isinstance(error, FslmError) else 500
+        log.error("request failed", error=f"{type(error).__name__}: {error}")
+        job.report(("error", ApiError(status, f"{type(error).__name__}: {error}")))
 
     def _run(self, jobs: list[Job]) -> list[Trace]:
         first = jobs[0]
