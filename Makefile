@@ -46,5 +46,15 @@ test-fast: install chromium
 test-wheels: install
 	$(BIN)/python -m pytest -m wheels tests/test_lm_eval_entry_points.py
 
+# benchmarks/peers.py's peer: llama-cpp-python has no CPU wheel on PyPI, so it is compiled from its source
+# (a few minutes). Portable flags: a native build crashed on an AMX machine; AVX-512 only where the CPU has it.
+LLAMA_CPP_AVX512 := $(shell grep -qw avx512f /proc/cpuinfo 2>/dev/null && echo ON || echo OFF)
+LLAMA_CPP_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
+	-DGGML_AVX512=$(LLAMA_CPP_AVX512) -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF \
+	-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF
+bench: install
+	CMAKE_ARGS="$(LLAMA_CPP_CMAKE_ARGS)" $(BIN)/python -m pip install --quiet -c constraints.txt \
+		--no-binary=llama-cpp-python 'llama-cpp-python==0.3.36'
+
 clean:
 	rm -rf $(VENV) .pytest_cache build dist *.egg-info

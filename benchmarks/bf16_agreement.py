@@ -38,6 +38,7 @@ import time
 from pathlib import Path
 
 from alpaca_prompts import ALPACA, load_prompts
+from machine_info import machine
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 ARC_EASY_DEV = DATA / "arc" / "ARC-Easy-Dev.jsonl"
@@ -53,15 +54,6 @@ def arc_questions(path: Path, count: int) -> list[tuple[str, list[str]]]:
         context = f"Question: {row['question']['stem']}\nAnswer:"
         questions.append((context, [f" {choice['text']}" for choice in row["question"]["choices"]]))
     return questions
-
-
-def machine() -> dict:
-    """What the figures depend on: CPU model, cores, the instruction sets that matter, torch and its threads."""
-    import torch
-
-    from fslm_core.runtime.devices import cpu_summary
-
-    return {**cpu_summary(), "torch": torch.__version__, "threads": torch.get_num_threads()}
 
 
 def scoring_pairs(lm, questions: list[tuple[str, list[str]]]) -> list[tuple[str, str]]:

@@ -49,27 +49,19 @@ def run_engine(prompts: list[str], batch_size: int) -> dict:
     return timed_engine_run(paper_stack(), prompts, batch_size)
 
 
-def run_naive(prompts: list[str]) -> dict:
-    """Four model copies, one prompt and one stage at a time, plain ``generate``."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def one_prompt_at_a_time(prompts: list[str], reply) -> dict:
+    """The stack's stages for one prompt after another, each stage's input built with fslm's own functions.
 
+    ``reply(stage, messages)`` writes one stage's reply to its chat messages and returns (text, tokens
+    generated); the naive stack and the llama.cpp peer (``peers.py``) differ only there.
+    """
     from fslm_core import get_registry
-    from fslm_core.runtime import stage_input, stage_instruction
     from fslm_core.messages import Message, Trace
+    from fslm_core.runtime import stage_input, stage_instruction
 
     stack = paper_stack()
-    spec = get_registry().model(MODEL)
     formats = {stage.name: get_registry().format(stage.format) for stage in stack.stages}
-    started = time.perf_counter()
-    tokenizer = AutoTokenizer.from_pretrained(spec.source, gguf_file=spec.gguf_file)
-    models = {
-        stage.name: AutoModelForCausalLM.from_pretrained(spec.source, gguf_file=spec.gguf_file).eval()
-        for stage in stack.stages
-    }
-    load_s = time.perf_counter() - started
-
-    started, tokens, answers = time.perf_counter(), 0, []
+    started, tokens, answers, first_answer_s = time.perf_counter(), 0, [], None
     for prompt in prompts:
         trace = Trace(stack=stack.name, prompt=prompt)
         for stage in stack.stages:
@@ -77,22 +69,46 @@ def run_naive(prompts: list[str]) -> dict:
                 {"role": "system", "content": stage_instruction(stage, formats[stage.name])},
                 {"role": "user", "content": stage_input(stage, trace, formats)},
             ]
-            text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-            inputs = tokenizer(text, return_tensors="pt", add_special_tokens=False)
-            with torch.inference_mode():
-                output = models[stage.name].generate(
-                    **inputs, max_new_tokens=stage.generation.max_new_tokens, do_sample=False,
-                    pad_token_id=tokenizer.pad_token_id,
-                )
-            new = output[0, inputs["input_ids"].shape[1]:]
-            tokens += len(new)
-            reply = tokenizer.decode(new, skip_special_tokens=True).strip()
-            trace.messages.append(Message(stage=stage.name, text=reply, fields=formats[stage.name].parse(reply),
-                                          model=MODEL, prompt_tokens=0, completion_tokens=len(new),
+            text, count = reply(stage, messages)
+            tokens += count
+            trace.messages.append(Message(stage=stage.name, text=text, fields=formats[stage.name].parse(text),
+                                          model=MODEL, prompt_tokens=0, completion_tokens=count,
                                           latency_s=0.0, batch_size=1))
         answers.append(trace.messages[-1].text)
-    run_s = time.perf_counter() - started
-    return {"load_s": load_s, "run_s": run_s, "generated_tokens": tokens, "answers": answers}
+        if first_answer_s is None:
+            first_answer_s = time.perf_counter() - started
+    return {"run_s": time.perf_counter() - started, "generated_tokens": tokens, "answers": answers,
+            "first_answer_s": first_answer_s}
+
+
+def run_naive(prompts: list[str]) -> dict:
+    """Four model copies, one prompt and one stage at a time, plain ``generate``."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from fslm_core import get_registry
+
+    spec = get_registry().model(MODEL)
+    started = time.perf_counter()
+    tokenizer = AutoTokenizer.from_pretrained(spec.source, gguf_file=spec.gguf_file)
+    models = {
+        stage.name: AutoModelForCausalLM.from_pretrained(spec.source, gguf_file=spec.gguf_file).eval()
+        for stage in paper_stack().stages
+    }
+    load_s = time.perf_counter() - started
+
+    def reply(stage, messages) -> tuple[str, int]:
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        inputs = tokenizer(text, return_tensors="pt", add_special_tokens=False)
+        with torch.inference_mode():
+            output = models[stage.name].generate(
+                **inputs, max_new_tokens=stage.generation.max_new_tokens, do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        new = output[0, inputs["input_ids"].shape[1]:]
+        return tokenizer.decode(new, skip_special_tokens=True).strip(), len(new)
+
+    return {"load_s": load_s, **one_prompt_at_a_time(prompts, reply)}
 
 
 def measure(kind: str, prompts_file: Path, count: int, batch_size: int) -> dict:

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import psutil
+from machine_info import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE_COMMIT = "0dce587"  # the training loop before the no-mask attention, micro-batches and LoRA dropout 0
@@ -40,15 +41,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "fslm-bench-train")
     parser.add_argument("--json", action="store_true", help="Print the figures as JSON only.")
     return parser.parse_args(argv)
-
-
-def machine() -> dict:
-    """What the figures depend on: CPU model, cores, the instruction sets that matter, torch and its threads."""
-    import torch
-
-    from fslm_core.runtime.devices import cpu_summary
-
-    return {**cpu_summary(), "torch": torch.__version__, "threads": torch.get_num_threads()}
 
 
 def subset(source: Path, examples: int, target: Path) -> int:

@@ -1,0 +1,246 @@
+"""The fslm engine against its peers on one stack, in one run: the same prompts, stages and greedy decoding.
+
+Sides, each in a process of its own (one after the other, so each peak RSS is its own):
+
+engine-float32:  ``Stack.run`` on the fslm-paper stack over SmolLM2-135M-Instruct, batch 64, float32.
+engine-bfloat16: the same in bfloat16 (fast only where the CPU has native bf16; see docs/performance.md).
+naive:           four separately loaded HF models, one prompt and one stage at a time, ``generate``.
+llama-cpp:       llama-cpp-python on the same GGUF file (Q4_1 weights, as shipped), the same four
+                 stages one prompt at a time, the prompts tokenised exactly as the engine's.
+
+Every side builds each stage's input from the earlier stages' replies with fslm's own functions, so the
+work is the same; the token counts and the share of identical final answers are printed. Reported per
+side: generated tokens/s and prompts/s (model loading not counted), load time, first-answer latency (from
+the start of the run to the first prompt's final answer: the engine batches stage by stage, so its first
+answer comes with the last) and peak RSS.
+
+Two more measurements, for the figures docs/performance.md states against them:
+
+roofline:  the dense matrix-product rate of the CPU for the dtype (torch.mm of 2048 x 2048 matrices),
+           against one decoding step of 64 rows on a 256-token cache through the engine's model
+           (packed linear layers), counted as 2 x parameters floating-point operations per token.
+startup:   ``fslm run "What is the capital of France?"`` twice, each a new process, on an empty
+           weights cache: the first (cold) converts the GGUF file and fills the cache, the second (warm)
+           reads it. Wall time from start to exit.
+
+llama-cpp-python has no CPU wheel on PyPI: ``make bench`` compiles it from its source distribution with
+portable flags. Without it the llama-cpp side is skipped and says so.
+
+    HF_HUB_OFFLINE=1 python benchmarks/peers.py [--prompts 64] [--batch-size 64] [--skip naive]   # ~40 min
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from alpaca_prompts import ALPACA, load_prompts
+from engine_run import timed_engine_run
+from machine_info import describe, machine
+from stack_throughput import MODEL, one_prompt_at_a_time, paper_stack, run_naive
+
+SIDES = ("engine-float32", "engine-bfloat16", "naive", "llama-cpp")
+STARTUP_PROMPT = "What is the capital of France?"
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# Sides -------------------------------------------------------------------------------------------------
+
+
+def run_engine(prompts: list[str], batch_size: int, dtype: str) -> dict:
+    stack = paper_stack().model_copy(update={"dtype": dtype})
+    result = timed_engine_run(stack, prompts, batch_size)
+    result["first_answer_s"] = result["run_s"]  # stage-by-stage batches: every answer arrives at the end
+    return result
+
+
+def run_llama_cpp(prompts: list[str]) -> dict:
+    """The four stages through llama.cpp, one prompt at a time, prompts tokenised as the engine does."""
+    try:
+        from llama_cpp import Llama
+    except ImportError:
+        return {"skipped": "llama-cpp-python is not installed (make bench)"}
+    from transformers import AutoTokenizer
+
+    from fslm_core import get_registry
+
+    spec = get_registry().model(MODEL)
+    tokenizer = AutoTokenizer.from_pretrained(spec.source, gguf_file=spec.gguf_file)
+    started = time.perf_counter()
+    llm = Llama(model_path=str(Path(spec.source) / spec.gguf_file), n_ctx=4096, n_threads=os.cpu_count(),
+                n_batch=512, verbose=False)
+    load_s = time.perf_counter() - started
+
+    def reply(stage, messages) -> tuple[str, int]:
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        llm.reset()
+        done = llm.create_completion(ids, max_tokens=stage.generation.max_new_tokens, temperature=0.0, top_k=1,
+                                     seed=0)
+        return done["choices"][0]["text"].strip(), done["usage"]["completion_tokens"]
+
+    return {"load_s": load_s, **one_prompt_at_a_time(prompts, reply)}
+
+
+def measure(side: str, prompts_file: Path, count: int, batch_size: int) -> dict:
+    prompts = load_prompts(prompts_file, count)
+    if side.startswith("engine-"):
+        result = run_engine(prompts, batch_size, side.removeprefix("engine-"))
+    elif side == "naive":
+        result = run_naive(prompts)
+    else:
+        result = run_llama_cpp(prompts)
+    if "skipped" in result:
+        return {"side": side, **result}
+    result.update(side=side, prompts=len(prompts), peak_rss_mb=round(peak_rss_mb(), 1))
+    result["prompts_per_s"] = len(prompts) / result["run_s"]
+    result["tokens_per_s"] = result["generated_tokens"] / result["run_s"]
+    return result
+
+
+# Roofline and startup --------------------------------------------------------------------------------
+
+
+def roofline(dtype: str, rows: int = 64, cache: int = 256, repeats: int = 5) -> dict:
+    """Dense matmul GFLOP/s for ``dtype`` against the GFLOP/s of one engine decoding step of ``rows`` rows."""
+    import statistics
+
+    import torch
+    from transformers import DynamicCache
+
+    from fslm_core.runtime import bind_stack
+
+    torch_dtype = getattr(torch, dtype)
+    size = 2048
+    a = torch.randn(size, size, dtype=torch_dtype)
+    b = torch.randn(size, size, dtype=torch_dtype)
+    torch.mm(a, b)
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        torch.mm(a, b)
+        times.append(time.perf_counter() - started)
+    matmul = 2 * size**3 / statistics.median(times) / 1e9
+
+    bound = bind_stack(paper_stack().model_copy(update={"dtype": dtype}))
+    model = next(iter(bound.stages.values())).backend.model  # one base, shared by the four stages
+    parameters = sum(p.numel() for p in model.parameters())  # tied embeddings once: the head's product counts
+    generator = torch.Generator().manual_seed(0)
+    context = torch.randint(100, 10_000, (rows, cache), generator=generator)
+    step = torch.randint(100, 10_000, (rows, 1), generator=generator)
+    with torch.inference_mode():
+        past = DynamicCache()
+        model(input_ids=context, past_key_values=past, use_cache=True, logits_to_keep=1)
+        steps = []
+        for _ in range(repeats + 1):
+            started = time.perf_counter()
+            model(input_ids=step, past_key_values=past, use_cache=True, logits_to_keep=1)
+            steps.append(time.perf_counter() - started)
+            past.crop(-1)
+    step_s = statistics.median(steps[1:])
+    decode = 2 * parameters * rows / step_s / 1e9
+    return {"dtype": dtype, "matmul_gflops": matmul, "decode_gflops": decode, "decode_step_ms": step_s * 1000,
+            "decode_share": decode / matmul, "rows": rows, "cache": cache}
+
+
+def startup() -> dict:
+    """Cold and warm `fslm run` of one question on an empty cache folder: wall seconds to exit."""
+    fslm = Path(sys.executable).parent / "fslm"
+    times = {}
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, FSLM_CACHE_DIR=cache, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+        for label in ("cold", "warm", "warm again"):
+            started = time.perf_counter()
+            done = subprocess.run([str(fslm), "run", STARTUP_PROMPT], capture_output=True, text=True, env=env)
+            times[label] = time.perf_counter() - started
+            if done.returncode != 0:
+                raise SystemExit(f"fslm run failed ({label}):\n{done.stderr[-2000:]}")
+            times[f"{label} answer"] = done.stdout.strip().splitlines()[-1].strip()
+    return times
+
+
+# Driver ------------------------------------------------------------------------------------------------
+
+
+def child(arguments: list[str]) -> dict:
+    completed = subprocess.run(
+        [sys.executable, __file__, *arguments], capture_output=True, text=True,
+        env=dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1"),
+    )
+    if completed.returncode != 0:
+        raise SystemExit(f"{' '.join(arguments)} failed:\n{completed.stderr[-3000:]}")
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def report(figures: dict) -> None:
+    print(describe(figures["machine"]), "|", figures["date"])
+    print(f"{figures['prompts']} Alpaca prompts, fslm-paper (4 stages) on {MODEL}, greedy, "
+          f"engine batch {figures['batch_size']}")
+    print(f"{'side':<17}{'tok/s':>8}{'prompts/s':>11}{'tokens':>8}{'load s':>8}{'first answer s':>16}"
+          f"{'peak RSS MB':>13}{'same answers':>14}")
+    reference = figures["sides"].get("engine-float32", {})
+    for side, row in figures["sides"].items():
+        if "skipped" in row:
+            print(f"{side:<17}skipped: {row['skipped']}")
+            continue
+        same = sum(a == b for a, b in zip(row["answers"], reference.get("answers", [])))
+        print(f"{side:<17}{row['tokens_per_s']:>8.1f}{row['prompts_per_s']:>11.3f}{row['generated_tokens']:>8}"
+              f"{row['load_s']:>8.1f}{row['first_answer_s']:>16.1f}{row['peak_rss_mb']:>13.0f}"
+              f"{same:>10}/{len(row['answers'])}")
+    peer = figures["sides"].get("llama-cpp", {})
+    if reference and "tokens_per_s" in peer:
+        print(f"engine-float32 / llama-cpp: tokens/s x{reference['tokens_per_s'] / peer['tokens_per_s']:.2f}, "
+              f"prompts/s x{reference['prompts_per_s'] / peer['prompts_per_s']:.2f}")
+    for row in figures.get("roofline", []):
+        print(f"roofline {row['dtype']}: matmul {row['matmul_gflops']:.0f} GFLOP/s; decode step of {row['rows']} rows "
+              f"{row['decode_step_ms']:.1f} ms = {row['decode_gflops']:.0f} GFLOP/s ({row['decode_share']:.0%})")
+    if figures.get("startup"):
+        s = figures["startup"]
+        print(f"fslm run, one question: cold {s['cold']:.1f} s, warm {s['warm']:.1f} s, warm again {s['warm again']:.1f} s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--prompts", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--prompts-file", type=Path, default=ALPACA, help="Alpaca-format JSON.")
+    parser.add_argument("--skip", default="", help="Comma-separated sides or parts to leave out "
+                        f"({', '.join(SIDES)}, roofline, startup).")
+    parser.add_argument("--json", type=Path, help="Also write every figure (and each answer) here.")
+    parser.add_argument("--measure", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.measure == "roofline-float32" or args.measure == "roofline-bfloat16":
+        print(json.dumps(roofline(args.measure.removeprefix("roofline-"))))
+        return
+    if args.measure:
+        print(json.dumps(measure(args.measure, args.prompts_file, args.prompts, args.batch_size)))
+        return
+    skip = {item.strip() for item in args.skip.split(",") if item.strip()}
+    common = ["--prompts", str(args.prompts), "--batch-size", str(args.batch_size),
+              "--prompts-file", str(args.prompts_file)]
+    figures = {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "prompts": args.prompts,
+               "batch_size": args.batch_size, "sides": {}, "roofline": []}
+    for side in SIDES:
+        if side not in skip:
+            figures["sides"][side] = child(["--measure", side, *common])
+    if "roofline" not in skip:
+        figures["roofline"] = [child(["--measure", f"roofline-{dtype}"]) for dtype in ("float32", "bfloat16")]
+    if "startup" not in skip:
+        figures["startup"] = startup()
+    report(figures)
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()
