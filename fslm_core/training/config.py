@@ -36,10 +36,11 @@ class TrainConfig(BaseModel):
     batch_size: int = Field(default=8, gt=0, description="Examples per batch and process.")
     gradient_accumulation_steps: int = Field(default=1, gt=0)
     max_batch_tokens: int = Field(
-        default=1024,
+        default=512,
         ge=8,
         description="Most tokens (rows x longest row) one forward pass reads; a batch with more runs as several "
-        "micro-batches whose gradients add up to the batch's. Bounds training memory; the update is the same.",
+        "micro-batches whose gradients add up to the batch's. Bounds training memory; the update is the same. "
+        "512 kept SmolLM2-135M's peak RSS at 2.5 GB (3.9 GB at 1024) at the same speed.",
     )
     max_length: int = Field(
         default=512, ge=8, description="Tokens of prompt plus target; prompts are cut from the left."
