@@ -3,6 +3,8 @@ headless Chromium for tests of pages (``tests/browser.py``)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from browser import browser_page, chromium  # noqa: F401  (fixtures: a page in headless Chromium)
 
@@ -27,3 +29,19 @@ def tiny_adapters(tiny_model_dir, tmp_path_factory):
     """Four LoRA adapters with distinct random weights for the tiny model."""
     root = tmp_path_factory.mktemp("tiny-adapters")
     return [build_random_adapter(tiny_model_dir, root / f"adapter{i}", seed=i) for i in range(4)]
+
+
+@pytest.fixture(scope="module")
+def distilled_dir(tiny_model_id, tmp_path_factory):
+    """Per-stage targets for the tiny Alpaca fixture, written by the tiny model (one copy per test module)."""
+    from fslm_core import DistillConfig, distill
+
+    folder = tmp_path_factory.mktemp("train-data") / "distilled"
+    distill(
+        Path(__file__).parent / "fixtures" / "alpaca_tiny.json",
+        folder,
+        DistillConfig(max_new_tokens=8, teacher_prompt="per-stage"),
+        teacher=tiny_model_id,
+        progress=False,
+    )
+    return folder

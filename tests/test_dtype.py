@@ -9,13 +9,13 @@ import pytest
 import torch
 from fslm_plugin_benchmarks import DATA_DIR_ENV, FIXTURES_DIR
 
-from fslm_core import GenerationSettings, ModelPool, ModelSpec, Stack, Stage, TrainConfig, distill, load_stack
+from fslm_core import GenerationSettings, ModelPool, ModelSpec, Stack, Stage, TrainConfig, load_stack
 from fslm_core.cli import main
 from fslm_core.errors import DeclarationError, InputError, StackFileError
 from fslm_core.harness import FslmLM
 from fslm_core.runtime import auto_dtype, bind_stack, default_pool, in_dtype
 from fslm_core.runtime.kernels import pack_linear_layers
-from fslm_core.training import DistillConfig, load_train_config, train_stack
+from fslm_core.training import load_train_config, train_stack
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -210,19 +210,6 @@ def test_a_bad_dtype_is_an_error_naming_its_field(capsys, tiny_model_id, tmp_pat
 
 
 # training -----------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def distilled_dir(tiny_model_id, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("dtype-train-data") / "distilled"
-    distill(
-        ALPACA_TINY,
-        folder,
-        DistillConfig(max_new_tokens=8, teacher_prompt="per-stage"),
-        teacher=tiny_model_id,
-        progress=False,
-    )
-    return folder
 
 
 def test_bfloat16_training_keeps_lora_weights_in_float32_and_saves_adapters(

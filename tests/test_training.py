@@ -19,7 +19,6 @@ from fslm_core.plugins import get_registry
 from fslm_core.progress import INTERVAL_ENV
 from fslm_core.runtime import encode_example
 from fslm_core.training import (
-    DistillConfig,
     epoch_batches,
     load_train_config,
     process_share,
@@ -32,19 +31,6 @@ ALPACA_TINY = Path(__file__).parent / "fixtures" / "alpaca_tiny.json"
 STAGES = ["interpret", "recall", "reason", "answer"]
 # 5 training examples in batches of 2: 3 batches an epoch, 9 per stage; a checkpoint after every update.
 FAST = TrainConfig(epochs=3, batch_size=2, learning_rate=3e-2, eval_fraction=0.2, checkpoint_every=1, log_every=1)
-
-
-@pytest.fixture(scope="module")
-def distilled_dir(tiny_model_id, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("train-data") / "distilled"
-    distill(
-        ALPACA_TINY,
-        folder,
-        DistillConfig(max_new_tokens=8, teacher_prompt="per-stage"),
-        teacher=tiny_model_id,
-        progress=False,
-    )
-    return folder
 
 
 @pytest.fixture(scope="module")
