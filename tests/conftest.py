@@ -13,6 +13,16 @@ from fslm_core.testing import build_random_adapter, build_tiny_model
 SMOLLM2 = "smollm2-135m-instruct"
 
 
+@pytest.fixture(autouse=True)
+def keep_logging_config():
+    """`fslm` points structlog at the stderr of the moment (a test's capture); put the previous config back."""
+    import structlog
+
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A two-layer random Llama with a chat template and a local BPE tokenizer."""

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+from fslm_cli import run_fslm
 
 from fslm_core import distill, load_distilled
-from fslm_core.cli import main
 from fslm_core.errors import FslmError, InputError, UnknownNameError
 from fslm_core.plugins import get_registry
 from fslm_core.runtime import stage_input
@@ -183,33 +183,21 @@ def test_bad_input_gives_one_clear_error(tiny_model_id, tmp_path, distilled_dir)
     assert issubclass(InputError, FslmError)
 
 
-def run_cli(args, capsys) -> tuple[int, str, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as done:
-        code = done.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 def test_cli_distills_and_reports_skipped_rows(tiny_model_id, tmp_path, capsys):
-    code, out, err = run_cli(
-        [
-            "distill",
-            "--data",
-            str(ALPACA_TINY),
-            "--output",
-            str(tmp_path / "out"),
-            "--teacher",
-            tiny_model_id,
-            "--max-new-tokens",
-            "4",
-            "--limit",
-            "2",
-            "--json",
-        ],
+    code, out, err = run_fslm(
         capsys,
+        "distill",
+        "--data",
+        str(ALPACA_TINY),
+        "--output",
+        str(tmp_path / "out"),
+        "--teacher",
+        tiny_model_id,
+        "--max-new-tokens",
+        "4",
+        "--limit",
+        "2",
+        "--json",
     )
     assert code == 0, err
     summary = json.loads(out)
@@ -228,7 +216,7 @@ def test_cli_distills_and_reports_skipped_rows(tiny_model_id, tmp_path, capsys):
 )
 def test_cli_bad_input_is_one_line_without_traceback(args, message, tmp_path, capsys):
     args = [arg.replace("{tmp}", str(tmp_path)) for arg in args]
-    code, out, err = run_cli(["distill", *args, "--output", str(tmp_path / "out")], capsys)
+    code, out, err = run_fslm(capsys, "distill", *args, "--output", str(tmp_path / "out"))
     assert code == 1
     assert err.startswith(message) and len(err.strip().splitlines()) == 1
     assert "Traceback" not in err

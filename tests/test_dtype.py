@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from fslm_cli import run_fslm
 from fslm_plugin_benchmarks import DATA_DIR_ENV, FIXTURES_DIR
+from tiny_stacks import two_stage_stack
 
-from fslm_core import GenerationSettings, ModelPool, ModelSpec, Stack, Stage, TrainConfig, load_stack
-from fslm_core.cli import main
+from fslm_core import ModelPool, ModelSpec, Stack, Stage, TrainConfig, load_stack
 from fslm_core.errors import DeclarationError, InputError, StackFileError
 from fslm_core.harness import FslmLM
 from fslm_core.runtime import auto_dtype, bind_stack, default_pool, in_dtype
@@ -25,49 +26,8 @@ EPYC_FLAGS = ("avx2", "fma")  # the development machine: no bf16 instructions
 SAPPHIRE_RAPIDS_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
 
 
-@pytest.fixture(autouse=True)
-def keep_logging_config():
-    """`fslm` points structlog at the stderr of the moment (the capture, here); put the previous config back."""
-    import structlog
-
-    saved = structlog.get_config()
-    yield
-    structlog.configure(**saved)
-
-
-def two_stage_stack(model_id: str, adapters, dtype: str = "auto") -> Stack:
-    settings = GenerationSettings(max_new_tokens=6)
-    return Stack(
-        name="tiny-dtype",
-        dtype=dtype,
-        stages=[
-            Stage(
-                name="facts", model=model_id, adapter=adapters[0], instruction="List key facts.", generation=settings
-            ),
-            Stage(
-                name="answer",
-                model=model_id,
-                adapter=adapters[1],
-                instruction="Answer.",
-                reads=("facts",),
-                generation=settings,
-            ),
-        ],
-    )
-
-
 def loaded_dtypes(pool: ModelPool, source: Path) -> set[torch.dtype]:
     return {backend.model.dtype for backend in pool.loaded() if backend.spec.source == str(source)}
-
-
-def run_cli(capsys, *argv) -> tuple[int, str, str]:
-    code = 0
-    try:
-        main(list(argv))
-    except SystemExit as exit_:
-        code = exit_.code or 0
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 # auto ---------------------------------------------------------------------------------------------------------
@@ -143,11 +103,11 @@ def test_the_stack_file_keeps_its_dtype_and_fslm_run_loads_it(capsys, tiny_model
     assert load_stack(folder).dtype == "bfloat16"
     assert "dtype:" not in two_stage_stack(tiny_model_id, [None, None]).to_yaml()  # auto, the default, is not written
 
-    code, out, err = run_cli(capsys, "run", "--stack", str(folder), "--answers-only", "Name a city.")
+    code, out, err = run_fslm(capsys, "run", "--stack", str(folder), "--answers-only", "Name a city.")
     assert code == 0, err
     assert torch.bfloat16 in loaded_dtypes(default_pool, tiny_model_dir)
     # --dtype overrides the file.
-    code, out, err = run_cli(capsys, "run", "--stack", str(folder), "--dtype", "float32", "--json", "Name a city.")
+    code, out, err = run_fslm(capsys, "run", "--stack", str(folder), "--dtype", "float32", "--json", "Name a city.")
     assert code == 0, err
     assert json.loads(out.splitlines()[0])["answer"] is not None
     assert torch.float32 in loaded_dtypes(default_pool, tiny_model_dir)
@@ -162,7 +122,7 @@ def test_lm_eval_model_args_dtype_reaches_the_model(tiny_model_dir, tiny_model_i
 def test_fslm_eval_dtype_scores_in_bfloat16(capsys, monkeypatch, tiny_model_dir, tiny_model_id, tmp_path):
     monkeypatch.setenv(DATA_DIR_ENV, str(FIXTURES_DIR))
     output = tmp_path / "eval"
-    code, out, err = run_cli(
+    code, out, err = run_fslm(
         capsys,
         "eval",
         "--model",
@@ -205,7 +165,7 @@ def test_a_bad_dtype_is_an_error_naming_its_field(capsys, tiny_model_id, tmp_pat
         FslmLM(model=tiny_model_id, dtype="fp16")
     with pytest.raises(InputError, match=r"training settings: dtype: Input should be"):
         load_train_config(overrides={"dtype": "half"})
-    code, _, err = run_cli(capsys, "run", "--dtype", "half", "hello")
+    code, _, err = run_fslm(capsys, "run", "--dtype", "half", "hello")
     assert code == 2 and "Invalid value for '--dtype'" in err
 
 
@@ -239,7 +199,7 @@ def test_bfloat16_training_keeps_lora_weights_in_float32_and_saves_adapters(
     # A rerun resumes (nothing left to do); the same folder in float32 is another run.
     again = train_stack(distilled_dir, output, config, model=tiny_model_id, progress=False, pool=ModelPool())
     assert all(stage.already_trained for stage in again.stages.values())
-    code, _, err = run_cli(
+    code, _, err = run_fslm(
         capsys,
         "train",
         str(distilled_dir),

@@ -8,22 +8,13 @@ import subprocess
 import sys
 
 import pytest
+from fslm_cli import run_fslm
 from fslm_plugin_benchmarks import DATA_DIR_ENV, FIXTURES_DIR
+from tiny_stacks import two_stage_stack
 
-from fslm_core.cli import main
-from fslm_core.declarations import GenerationSettings, Stack, Stage
+from fslm_core.declarations import Stack, Stage
 from fslm_core.errors import UnknownNameError
 from fslm_core.harness import BenchmarkTaskManager, comparison_table, metric_rows, render_table
-
-
-@pytest.fixture(autouse=True)
-def keep_logging_config():
-    """`fslm` points structlog at the stderr of the moment (the capture, here); put the previous config back."""
-    import structlog
-
-    saved = structlog.get_config()
-    yield
-    structlog.configure(**saved)
 
 
 @pytest.fixture
@@ -34,46 +25,15 @@ def fixture_data(monkeypatch):
 @pytest.fixture(scope="module")
 def tiny_stack_file(tiny_model_id, tiny_adapters, tmp_path_factory):
     """A two-stage stack on the tiny model, saved as a stack folder."""
-    settings = GenerationSettings(max_new_tokens=6)
-    stack = Stack(
-        name="tiny-two",
-        stages=[
-            Stage(
-                name="facts",
-                model=tiny_model_id,
-                adapter=tiny_adapters[0],
-                instruction="List key facts.",
-                generation=settings,
-            ),
-            Stage(
-                name="answer",
-                model=tiny_model_id,
-                adapter=tiny_adapters[1],
-                instruction="Answer.",
-                reads=("facts",),
-                generation=settings,
-            ),
-        ],
-    )
+    stack = two_stage_stack(tiny_model_id, tiny_adapters)
     return stack.save(tmp_path_factory.mktemp("stack") / "tiny-two")
-
-
-def run_cli(capsys, *argv):
-    """Run `fslm ...` in-process; return (exit code, stdout, stderr)."""
-    code = 0
-    try:
-        main(list(argv))
-    except SystemExit as exit_:
-        code = exit_.code or 0
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_eval_prints_stack_and_baseline_side_by_side_and_writes_json(
     capsys, fixture_data, tiny_stack_file, tiny_model_id, tmp_path
 ):
     output = tmp_path / "report"
-    code, out, err = run_cli(
+    code, out, err = run_fslm(
         capsys,
         "eval",
         "--stack",
@@ -138,7 +98,7 @@ def test_eval_prints_stack_and_baseline_side_by_side_and_writes_json(
 
 def test_missing_data_file_names_the_path(capsys, fixture_data, tiny_stack_file, tmp_path):
     missing = tmp_path / "arc-missing.jsonl"
-    code, _, err = run_cli(
+    code, _, err = run_fslm(
         capsys,
         "eval",
         "--stack",
@@ -158,7 +118,7 @@ def test_missing_data_file_names_the_path(capsys, fixture_data, tiny_stack_file,
 
 def test_empty_data_folder_names_the_default_path(capsys, tiny_stack_file, tmp_path, monkeypatch):
     monkeypatch.setenv(DATA_DIR_ENV, str(FIXTURES_DIR))
-    code, _, err = run_cli(
+    code, _, err = run_fslm(
         capsys, "eval", "--stack", str(tiny_stack_file), "--tasks", "local_piqa", "--data-dir", str(tmp_path)
     )
     assert code == 1
@@ -171,9 +131,9 @@ def test_empty_data_folder_names_the_default_path(capsys, tiny_stack_file, tmp_p
 def test_stack_that_cannot_be_loaded_is_one_line(capsys, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: broken\nstages: []\n")
-    code, _, err = run_cli(capsys, "eval", "--stack", str(bad), "--tasks", "local_arc_easy")
+    code, _, err = run_fslm(capsys, "eval", "--stack", str(bad), "--tasks", "local_arc_easy")
     assert code == 1 and err.startswith(f"error: invalid stack file {bad}: stages")
-    code, _, err = run_cli(capsys, "eval", "--stack", str(tmp_path / "none.yaml"), "--tasks", "local_arc_easy")
+    code, _, err = run_fslm(capsys, "eval", "--stack", str(tmp_path / "none.yaml"), "--tasks", "local_arc_easy")
     assert code == 1 and err.strip() == f"error: stack file not found: {tmp_path / 'none.yaml'}"
 
 
@@ -190,7 +150,7 @@ def test_unknown_task_lists_the_local_benchmark_tasks():
 @pytest.mark.slow
 def test_unknown_task_on_the_command_line_lists_the_local_tasks(capsys, tiny_stack_file):
     """Slow only because telling an unknown name from lm-eval's own tasks indexes them all (about 13 s)."""
-    code, _, err = run_cli(capsys, "eval", "--stack", str(tiny_stack_file), "--tasks", "local_arc_eazy")
+    code, _, err = run_fslm(capsys, "eval", "--stack", str(tiny_stack_file), "--tasks", "local_arc_eazy")
     assert code == 1
     assert err.startswith(
         "error: --tasks: unknown benchmark task 'local_arc_eazy'; known: local_arc_challenge, local_arc_easy"
@@ -199,7 +159,7 @@ def test_unknown_task_on_the_command_line_lists_the_local_tasks(capsys, tiny_sta
 
 
 def test_unknown_data_file_task_is_named(capsys, tiny_stack_file):
-    code, _, err = run_cli(
+    code, _, err = run_fslm(
         capsys,
         "eval",
         "--stack",
@@ -312,21 +272,10 @@ def test_python_m_route_reports_a_missing_data_file_in_one_line_before_loading_a
     assert "Traceback" not in completed.stderr
 
 
-@pytest.fixture
-def one_torch_thread():
-    """One torch thread: on cores shared with other jobs, more threads oversubscribe them and run slower."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.slow
 def test_eval_smollm2_stack_against_the_model_alone(capsys, fixture_data, tmp_path, one_torch_thread):
     """The issue's demo on fixtures: the fslm-paper stack on SmolLM2 beside SmolLM2 alone, offline."""
-    code, out, err = run_cli(
+    code, out, err = run_fslm(
         capsys,
         "eval",
         "--decomposition",

@@ -6,6 +6,7 @@ import json
 import re
 
 import pytest
+from fslm_cli import run_fslm
 from fslm_plugin_benchmarks import DATA_DIR_ENV, FIXTURES_DIR
 from playwright.sync_api import expect
 
@@ -22,27 +23,6 @@ INJECTED = "<script>window.injected = true</script> Is <b>this</b> bold?"
 # random output cannot hold them by chance.
 FIRST_RUN = ["What is the capital of Burkina Faso?", INJECTED]
 RERUN = ["What is the capital of Burkina Faso?", "Which planet is the largest?"]
-
-
-@pytest.fixture(autouse=True)
-def keep_logging_config():
-    """`fslm` points structlog at the stderr of the moment (the capture, here); put the previous config back."""
-    import structlog
-
-    saved = structlog.get_config()
-    yield
-    structlog.configure(**saved)
-
-
-def run_cli(capsys, *argv) -> tuple[int, str, str]:
-    """Run `fslm ...` in this process; return (exit code, stdout, stderr)."""
-    code = 0
-    try:
-        main([str(arg) for arg in argv])
-    except SystemExit as exit_:
-        code = exit_.code or 0
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def three_stage_stack(model_id: str, adapters) -> Stack:
@@ -196,7 +176,7 @@ def test_stages_only_some_inputs_ran_keep_their_place_and_unknown_sizes_show_a_d
 def test_fslm_report_writes_one_page_atomically(capsys, traces_files, tmp_path):
     first, rerun = traces_files
     page = tmp_path / "out" / "report.html"
-    code, out, err = run_cli(capsys, "report", first, rerun, "-o", page)
+    code, out, err = run_fslm(capsys, "report", first, rerun, "-o", page)
     assert code == 0, err
     assert out.strip() == f"4 traces: {page}"
     assert [path.name for path in page.parent.iterdir()] == ["report.html"]  # no temporary file left
@@ -205,7 +185,7 @@ def test_fslm_report_writes_one_page_atomically(capsys, traces_files, tmp_path):
     # Self-contained: nothing fetched from anywhere.
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", html)
     # One file given: the page goes beside it.
-    code, out, err = run_cli(capsys, "report", first)
+    code, out, err = run_fslm(capsys, "report", first)
     assert code == 0, err
     assert first.with_suffix(".html").is_file()
 
@@ -260,7 +240,7 @@ def test_a_long_report_starts_collapsed():
 def test_bad_traces_files_get_one_line_naming_the_file_and_line(capsys, tmp_path, content, expected):
     bad = tmp_path / "traces.jsonl"
     bad.write_text(content, encoding="utf-8")
-    code, _, err = run_cli(capsys, "report", bad, "-o", tmp_path / "report.html")
+    code, _, err = run_fslm(capsys, "report", bad, "-o", tmp_path / "report.html")
     assert code == 1
     assert err.startswith(f"error: {bad}") and expected in err, err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
@@ -269,13 +249,13 @@ def test_bad_traces_files_get_one_line_naming_the_file_and_line(capsys, tmp_path
 
 def test_bad_arguments_name_the_option_at_fault(capsys, traces_files, tmp_path):
     first, rerun = traces_files
-    code, _, err = run_cli(capsys, "report", tmp_path / "none.jsonl", "-o", tmp_path / "r.html")
+    code, _, err = run_fslm(capsys, "report", tmp_path / "none.jsonl", "-o", tmp_path / "r.html")
     assert code == 1 and err.strip() == f"error: {tmp_path / 'none.jsonl'}: file not found"
-    code, _, err = run_cli(capsys, "report", first, "-o", tmp_path)
+    code, _, err = run_fslm(capsys, "report", first, "-o", tmp_path)
     assert code == 1 and err.strip() == f"error: --output: {tmp_path} is a folder; give the HTML file to write"
-    code, _, err = run_cli(capsys, "report", first, rerun)
+    code, _, err = run_fslm(capsys, "report", first, rerun)
     assert code == 1 and "--output: give the HTML file to write" in err
-    code, _, err = run_cli(capsys, "report", first, "-o", first)
+    code, _, err = run_fslm(capsys, "report", first, "-o", first)
     assert code == 1 and "is a traces file to read" in err
 
 
@@ -289,10 +269,10 @@ def test_fslm_eval_report_shows_each_documents_traces_and_the_stacks_costs(
     stack_file = three_stage_stack(tiny_model_id, tiny_adapters).save(tmp_path / "stack.yaml")
     output = tmp_path / "eval-out"
     common = ["eval", "--stack", stack_file, "--tasks", "local_arc_easy", "--limit", "2", "--bootstrap-iters", "0"]
-    code, _, err = run_cli(capsys, *common, "--report")
+    code, _, err = run_fslm(capsys, *common, "--report")
     assert code == 1 and err.strip() == f"error: --report: give --output FOLDER to write {TRACE_REPORT_FILE} into"
 
-    code, out, err = run_cli(capsys, *common, "--output", output, "--report")
+    code, out, err = run_fslm(capsys, *common, "--output", output, "--report")
     assert code == 0, err
     page = output / TRACE_REPORT_FILE
     assert f"trace report: {page}" in out

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from fslm_cli import run_fslm
 
 from fslm_core import ModelPool, TrainConfig, distill, evaluate_stages, load_distilled, load_stack, train_stack
-from fslm_core.cli import main
 from fslm_core.errors import InputError
 from fslm_core.plugins import get_registry
 from fslm_core.progress import INTERVAL_ENV
@@ -282,34 +282,22 @@ def test_later_stages_can_train_on_what_the_trained_earlier_stages_write(distill
         train_stack(distilled_dir, tmp_path / "bad", model=tiny_model_id, upstream_inputs="nope")
 
 
-def run_cli(args, capsys) -> tuple[int, str, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as done:
-        code = done.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 def test_cli_trains_and_reports_each_stage(distilled_dir, tiny_model_id, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv(INTERVAL_ENV, "0")  # a progress line at every step instead of every 30 s
-    code, out, err = run_cli(
-        [
-            "train",
-            str(distilled_dir),
-            "--model",
-            tiny_model_id,
-            "--output",
-            str(tmp_path / "stack"),
-            "--epochs",
-            "1",
-            "--batch-size",
-            "4",
-            "--stages",
-            "recall,answer",
-        ],
+    code, out, err = run_fslm(
         capsys,
+        "train",
+        str(distilled_dir),
+        "--model",
+        tiny_model_id,
+        "--output",
+        str(tmp_path / "stack"),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--stages",
+        "recall,answer",
     )
     assert code == 0, err
     assert out.splitlines()[0].split()[:4] == ["stage", "examples", "first", "loss"]
@@ -342,7 +330,7 @@ def test_cli_bad_training_input_is_one_line_without_traceback(distilled_dir, tin
         ),
     ]
     for args, message in cases:
-        code, out, err = run_cli(args, capsys)
+        code, out, err = run_fslm(capsys, *args)
         assert code == 1, args
         assert err.startswith(message) and len(err.strip().splitlines()) == 1, err
         assert "Traceback" not in err
