@@ -17,11 +17,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+from fslm_plugin_benchmarks import DATA_DIR_ENV, FIXTURES_DIR
 
 from fslm_core.errors import InputError, UnknownNameError
 from fslm_core.experiment import STEPS, compare, load_experiment_config, mcnemar_exact, run_experiment
+from fslm_core.experiment.answer_bias import correct_options
 from fslm_core.experiment.report import adapter_parameters
 from fslm_core.experiment.stats import holm
+from fslm_core.harness import task_manager
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -149,6 +152,9 @@ def test_stage_checks_and_report(finished):
     assert text.count("| all tasks (") == 3  # one pooled row per comparison
     assert "Holm" in text and text.count(" | stack-trained − single | ") == tasks + 1  # each task, and pooled
     assert (config.output.parent / "results_traces" / "traces_local_arc_easy.md").is_file()
+    # ARC's correct options come from its data: the score of always giving the most common one is shown
+    arc_row = next(line for line in text.splitlines() if line.startswith("| local_arc_easy | acc"))
+    assert float(arc_row.rstrip(" |").rsplit("|", 1)[1]) > 0
 
 
 def test_a_changed_config_is_refused_for_the_same_folder(finished, tiny_model_id):
@@ -211,6 +217,24 @@ def test_paired_statistics_on_known_cases():
     # Holm: the smallest p times the family size, the next times one less, never below an earlier one
     assert holm([0.01, 0.04, 0.03, 0.5]) == pytest.approx([0.04, 0.09, 0.09, 0.5])
     assert holm([0.6, 0.2]) == pytest.approx([0.6, 0.4]) and holm([]) == []
+
+
+def test_most_common_correct_answer_and_each_system_s_lean_come_from_the_task_data(monkeypatch):
+    monkeypatch.setenv(DATA_DIR_ENV, str(FIXTURES_DIR))
+    manager = task_manager(["local_boolq", "local_winogrande", "local_truthfulqa_mc2", "local_gsm8k"])
+    boolq = correct_options("local_boolq", [0, 1, 2, 3], manager)  # the fixture's labels: false, true, true, true
+    assert boolq.gold == {0: 0, 1: 1, 2: 1, 3: 1} and boolq.labels == ("no", "yes")
+    assert boolq.option == 1 and boolq.share == 0.75 and boolq.name == 'option 1 ("yes")' and boolq.two_options
+    always_yes = {"0": 0.0, "1": 1.0, "2": 1.0, "3": 1.0}
+    always_no = {"0": 1.0, "1": 0.0, "2": 0.0, "3": 0.0}
+    assert boolq.share_answered(always_yes) == 1.0 and boolq.share_answered(always_no) == 0.0
+    assert boolq.share_answered({"0": 1.0, "1": 1.0, "2": 0.0, "3": 0.0}) == 0.25
+    # WinoGrande puts its options in the context and answers with an index: options without fixed text
+    winogrande = correct_options("local_winogrande", [0, 1, 2], manager)  # answers 2, 1, 2
+    assert winogrande.gold == {0: 1, 1: 0, 2: 1} and winogrande.labels is None and winogrande.name == "option 1"
+    # several correct options (mc2), or no options at all: nothing to report
+    assert correct_options("local_truthfulqa_mc2", [0, 1], manager) is None
+    assert correct_options("local_gsm8k", [0, 1], manager) is None
 
 
 def test_trained_stack_is_packaged_with_half_precision_adapters_and_its_targets(finished, tmp_path):

@@ -11,11 +11,13 @@ import hashlib
 import json
 from pathlib import Path
 
+from ..errors import FslmError
 from ..files import atomic_write_text, safe_file_name
 from ..plugins import Registry
 from ..runtime.costs import adapter_parameters as count_adapter_parameters
 from ..runtime.devices import cpu_summary
 from .ablations import ABLATIONS_FILE
+from .answer_bias import MostCommonAnswer, correct_options
 from .config import STEPS, ExperimentConfig
 from .evaluate import read_result
 from .stage_checks import CHECKS_FILE
@@ -118,6 +120,88 @@ def _reading(config: ExperimentConfig, results: dict, state: dict) -> list[str]:
                 f"p = {pooled.p_value:.3g}): {verdict}."
             )
         lines.append("".join(parts))
+    return lines
+
+
+def _most_common_answers(config: ExperimentConfig, results: dict) -> dict[str, MostCommonAnswer]:
+    """Per multiple-choice task scored right or wrong per document: its documents' correct options.
+
+    Read from the task's data through lm-eval; a task whose data is not at hand is left out.
+    """
+    from ..harness import task_manager
+
+    found: dict[str, MostCommonAnswer] = {}
+    manager = None
+    for task in config.evaluation.tasks:
+        scored = [results[(system, task)] for system in config.systems if (system, task) in results]
+        if not scored or not all(set(r["scores"].values()) <= {0.0, 1.0} for r in scored):
+            continue  # not a right-or-wrong score (TruthfulQA's mc2 is a probability)
+        if scored[0]["output_type"] != "multiple_choice":
+            continue
+        try:
+            manager = manager or task_manager(list(config.evaluation.tasks))
+            answers = correct_options(task, scored[0]["doc_ids"], manager)
+        except (OSError, FslmError, ValueError):
+            continue
+        if answers is not None:
+            found[task] = answers
+    return found
+
+
+def _lean(config: ExperimentConfig, results: dict, answers: dict[str, MostCommonAnswer]) -> list[str]:
+    """Two-option tasks: how often each system gives the most common correct option."""
+    rows = [(task, found) for task, found in answers.items() if found.two_options]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "### The most common answer",
+        "",
+        "On a two-option task a wrong answer is the other option, so each system's per-document scores say "
+        "how often it gave the most common correct option; a system that leans towards it scores up to that "
+        "option's share without reading the documents.",
+        "",
+        "| task | most common correct option | its share (score of always giving it) | "
+        + " | ".join(f"{system} gives it" for system in config.systems)
+        + " |",
+        "|---|---|---|" + "---|" * len(config.systems),
+    ]
+    for task, found in rows:
+        shares = [
+            found.share_answered(results[(system, task)]["scores"]) if (system, task) in results else None
+            for system in config.systems
+        ]
+        cells = " | ".join("-" if share is None else f"{share:.0%}" for share in shares)
+        lines.append(f"| {task} | {found.name} | {found.share:.3f} | {cells} |")
+    return lines
+
+
+def _lean_reading(config: ExperimentConfig, results: dict, answers: dict[str, MostCommonAnswer]) -> list[str]:
+    """A caveat for each task where the trained stack seems to beat a system (p < 0.05 before Holm) while
+    scoring no better than always giving the most common correct option."""
+    lines = []
+    for task, found in answers.items():
+        stack = results.get(("stack-trained", task))
+        if stack is None:
+            continue
+        mean, stderr = mean_and_stderr(list(stack["scores"].values()))
+        beaten = [
+            b
+            for a, b in COMPARISONS
+            if (comparison := _paired(stack, results.get((b, task)))) is not None
+            and comparison.difference > 0
+            and comparison.p_value < 0.05
+        ]
+        if not beaten or mean > found.share + stderr:
+            continue
+        leaning = found.share_answered(stack["scores"])
+        lean = f", and it gives that option on {leaning:.0%} of them" if leaning is not None else ""
+        lines.append(
+            f"On {task} the trained stack's {mean:.3f} is no better than always giving the most common correct "
+            f"answer ({found.name}, right on {found.share:.3f} of the documents){lean}: its lead over "
+            f"{', '.join(beaten)} there is a lean towards that answer, not evidence that it reads the documents "
+            "better."
+        )
     return lines
 
 
@@ -307,6 +391,7 @@ def write_report(config: ExperimentConfig, output: Path, state: dict, registry: 
         for task in config.evaluation.tasks
         if (result := read_result(output, system, task)) is not None
     }
+    answers = _most_common_answers(config, results)
     steps = state.get("steps", {})
     filtered = steps.get("filter", {})
     distill = config.distill
@@ -334,15 +419,16 @@ def write_report(config: ExperimentConfig, output: Path, state: dict, registry: 
         "",
         "## Accuracy (mean ± stderr over documents)",
         "",
-        "| task | metric | documents | " + " | ".join(config.systems) + " |",
-        "|---|---|---|" + "---|" * len(config.systems),
+        "| task | metric | documents | " + " | ".join(config.systems) + " | always the most common answer |",
+        "|---|---|---|" + "---|" * (len(config.systems) + 1),
     ]
     for task in config.evaluation.tasks:
         first = next((results[(s, task)] for s in config.systems if (s, task) in results), None)
         if first is None:
             continue
         cells = " | ".join(_cell(results.get((system, task))) for system in config.systems)
-        lines.append(f"| {task} | {first['metric']} | {len(first['doc_ids'])} | {cells} |")
+        common = f"{answers[task].share:.3f}" if task in answers else "-"
+        lines.append(f"| {task} | {first['metric']} | {len(first['doc_ids'])} | {cells} | {common} |")
     lines += ["", "## Paired differences (same documents)", ""]
     lines += [
         "Difference of means, its 95% interval from a paired bootstrap, and a two-sided p-value "
@@ -375,7 +461,10 @@ def write_report(config: ExperimentConfig, output: Path, state: dict, registry: 
             f"| all tasks ({pooled.documents} documents) | {a} − {b} | {pooled.difference:+.3f} | "
             f"[{pooled.ci_low:+.3f}, {pooled.ci_high:+.3f}] | {pooled.p_value:.3g} | - | {reading} |"
         )
-    lines += ["", "## Reading", ""] + _reading(config, results, state)
+    lines += ["", "## Reading"]
+    for paragraph in _reading(config, results, state) + _lean_reading(config, results, answers):
+        lines += ["", paragraph]
+    lines += _lean(config, results, answers)
     lines += ["", "## Cost", ""] + _costs(config, output, results, state)
     lines += [
         "",
