@@ -153,8 +153,14 @@ def test_a_second_ctrl_c_quits_at_once_even_during_a_slow_clean_up():
     import signal
     import time
 
+    # A shell without job control starts background jobs with Ctrl-C ignored, and
+    # the child would inherit that (Python then installs no KeyboardInterrupt).
     process = subprocess.Popen(
-        [sys.executable, "-c", SLOW_CLEANUP], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-c", SLOW_CLEANUP],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert process.stdout.readline().strip() == "started"
     process.send_signal(signal.SIGINT)
