@@ -93,6 +93,9 @@ class SecondInterruptQuits:
 
     @staticmethod
     def _watch(read: int) -> None:
+        # The kernel may hand a process's SIGINT to any thread that does not block it;
+        # one that lands here would not wake the main thread from a blocking call.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         interrupts = 0
         with os.fdopen(read, "rb", buffering=0) as signals:
             while received := signals.read(64):
