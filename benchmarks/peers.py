@@ -21,6 +21,9 @@ roofline:  the dense matrix-product rate of the CPU per dtype (torch.mm of 2048 
            against one decoding step of 64 rows on a 256-token cache through the engine's model
            (packed linear layers, the engine's reserved key/value cache), counted as 2 x parameters
            floating-point operations per token (attention over the cache comes on top, uncounted).
+memory:    peak RSS of ``fslm run --input`` over the same prompts at its default batch size, for the four-stage
+           stack and for one stage on the same model (one loaded base model, same dtype), each a new
+           process; the ratio of the two.
 startup:   ``fslm run "What is the capital of France?"`` twice, each a new process, on an empty
            weights cache: the first (cold) converts the GGUF file and fills the cache, the second (warm)
            reads it. Wall time from start to exit.
@@ -194,6 +197,47 @@ def startup() -> dict:
     return times
 
 
+ONE_MODEL_STACK = f"""\
+fslm_format: 1
+name: one-model
+description: {MODEL} alone, one stage
+stages:
+- name: answer
+  model: {MODEL}
+  instruction: Answer the user's request. Be correct and concise.
+  template: '{{prompt}}'
+  generation:
+    max_new_tokens: 96
+"""
+
+
+def peak_rss_of(command: list[str], env: dict) -> float:
+    """Run ``command`` to its end; its peak RSS in MB (the kernel's count for that process alone)."""
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    _, status, usage = os.wait4(process.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{process.stderr.read().decode()[-2000:]}")
+    return usage.ru_maxrss / 1024
+
+
+def memory(prompts_file: Path, count: int) -> dict:
+    """Peak RSS of `fslm run --input` (default batch size): the four-stage stack against one stage, one base."""
+    fslm = str(Path(sys.executable).parent / "fslm")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    with tempfile.TemporaryDirectory() as folder:
+        prompts = Path(folder, "prompts.txt")
+        prompts.write_text("".join(" ".join(p.split()) + "\n" for p in load_prompts(prompts_file, count)))
+        one_model = Path(folder, "one-model.yaml")
+        one_model.write_text(ONE_MODEL_STACK)
+        run = [fslm, "run", "--input", str(prompts), "--answers-only", "--dtype", "float32"]
+        figures = {
+            "one model": peak_rss_of([*run, "--stack", str(one_model)], env),
+            "four-stage stack": peak_rss_of([*run, "--decomposition", "fslm-paper", "--model", MODEL], env),
+        }
+    figures["ratio"] = figures["four-stage stack"] / figures["one model"]
+    return figures
+
+
 # Driver ------------------------------------------------------------------------------------------------
 
 
@@ -211,8 +255,9 @@ def report(figures: dict) -> None:
     print(describe(figures["machine"]), "|", figures["date"])
     print(f"{figures['prompts']} Alpaca prompts, fslm-paper (4 stages) on {MODEL}, greedy, "
           f"engine batch {figures['batch_size']}")
-    print(f"{'side':<17}{'tok/s':>8}{'prompts/s':>11}{'tokens':>8}{'load s':>8}{'first answer s':>16}"
-          f"{'peak RSS MB':>13}{'same answers':>14}")
+    if figures["sides"]:
+        print(f"{'side':<17}{'tok/s':>8}{'prompts/s':>11}{'tokens':>8}{'load s':>8}{'first answer s':>16}"
+              f"{'peak RSS MB':>13}{'same answers':>14}")
     reference = figures["sides"].get("engine-float32", {})
     for side, row in figures["sides"].items():
         if "skipped" in row:
@@ -229,6 +274,10 @@ def report(figures: dict) -> None:
     for row in figures.get("roofline", []):
         print(f"roofline {row['dtype']}: matmul {row['matmul_gflops']:.0f} GFLOP/s; decode step of {row['rows']} rows "
               f"{row['decode_step_ms']:.1f} ms = {row['decode_gflops']:.0f} GFLOP/s ({row['decode_share']:.0%})")
+    if figures.get("memory"):
+        m = figures["memory"]
+        print(f"fslm run --input, {figures['prompts']} prompts, default batch: peak RSS four-stage stack "
+              f"{m['four-stage stack']:.0f} MB, one model {m['one model']:.0f} MB, ratio {m['ratio']:.2f}")
     if figures.get("startup"):
         s = figures["startup"]
         print(f"fslm run, one question: cold {s['cold']:.1f} s, warm {s['warm']:.1f} s, warm again {s['warm again']:.1f} s")
@@ -240,7 +289,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--prompts-file", type=Path, default=ALPACA, help="Alpaca-format JSON.")
     parser.add_argument("--skip", default="", help="Comma-separated sides or parts to leave out "
-                        f"({', '.join(SIDES)}, roofline, startup).")
+                        f"({', '.join(SIDES)}, roofline, memory, startup).")
     parser.add_argument("--json", type=Path, help="Also write every figure (and each answer) here.")
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -268,6 +317,8 @@ def main() -> None:
     if "roofline" not in skip:
         dtypes = ("float32", "bfloat16") if native_bf16 else ("float32",)
         figures["roofline"] = [child(["--measure", f"roofline-{dtype}"]) for dtype in dtypes]
+    if "memory" not in skip:
+        figures["memory"] = memory(args.prompts_file, args.prompts)
     if "startup" not in skip:
         figures["startup"] = startup()
     report(figures)
