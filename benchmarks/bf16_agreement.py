@@ -80,6 +80,10 @@ def measure(dtype: str, stack_name: str | None, prompts: list[str], arc: int, ba
     traces = stack.run(prompts, batch_size=batch_size, dtype=dtype)
     run_s = time.perf_counter() - started
     lm = FslmLM(stack=stack, dtype=dtype, batch_size=batch_size)
+    stage_texts: dict[str, list[str]] = {}
+    for trace in traces:
+        for message in trace.messages:
+            stage_texts.setdefault(message.stage, []).append(message.text)
     if pairs_file.exists():
         pairs = [tuple(pair) for pair in json.loads(pairs_file.read_text(encoding="utf-8"))]
     else:
@@ -94,6 +98,7 @@ def measure(dtype: str, stack_name: str | None, prompts: list[str], arc: int, ba
         "run_s": run_s,
         "generated_tokens": sum(m.completion_tokens for t in traces for m in t.messages),
         "answers": [t.answer for t in traces],
+        "stage_texts": stage_texts,
         "loglikelihoods": [score for score, _ in scores],
         "machine": machine(),
     }
@@ -147,6 +152,16 @@ def main() -> None:
     differing = [i for i, (a, b) in enumerate(zip(fp32["answers"], bf16["answers"])) if a != b]
     same = len(fp32["answers"]) - len(differing)
     print(f"identical final answers: {same}/{len(fp32['answers'])} ({same / len(fp32['answers']):.1%})")
+    # A stage's reply can differ because its own arithmetic did or because an earlier stage's did; the
+    # second count keeps only the prompts whose input to that stage was still the same in both dtypes.
+    still_same = [True] * len(fp32["answers"])
+    for stage, texts in fp32.get("stage_texts", {}).items():
+        other = bf16["stage_texts"][stage]
+        equal = [a == b for a, b in zip(texts, other)]
+        fed = [i for i, same_input in enumerate(still_same) if same_input]
+        print(f"  stage {stage:<10} identical {sum(equal)}/{len(equal)}; with the same input in both: "
+              f"{sum(equal[i] for i in fed)}/{len(fed)}")
+        still_same = [a and b for a, b in zip(still_same, equal)]
     prompts = load_prompts(args.prompts_file, args.prompts)
     for index in differing:
         print(f"  [{index}] {short(prompts[index], 70)}")
