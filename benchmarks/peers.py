@@ -34,7 +34,7 @@ startup:   ``fslm run "What is the capital of France?"`` twice, each a new proce
 llama-cpp-python has no CPU wheel on PyPI: ``make bench`` compiles it from its source distribution with
 portable flags. Without it the llama-cpp side is skipped and says so.
 
-    HF_HUB_OFFLINE=1 python benchmarks/peers.py [--prompts 64] [--batch-size 64] [--skip naive]   # ~22 min
+    HF_HUB_OFFLINE=1 python benchmarks/peers.py [--prompts 64] [--batch-size 64] [--skip naive]   # ~25 min
 """
 
 from __future__ import annotations
