@@ -49,7 +49,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import fslm_core
 from alpaca_prompts import ALPACA, load_prompts
 from engine_run import timed_engine_run
 from machine_info import describe, machine
@@ -83,7 +82,7 @@ class Int8Model:
 def run_engine(prompts: list[str], batch_size: int, dtype: str) -> dict:
     if dtype == "int8":
         register_plugin(Int8Model, name="peers-int8")
-        stack = fslm_core.decomposition("fslm-paper").build(Int8Model.id)
+        stack = paper_stack(Int8Model.id)
     else:
         stack = paper_stack().model_copy(update={"dtype": dtype})
     result = timed_engine_run(stack, prompts, batch_size)
@@ -98,8 +97,6 @@ def run_llama_cpp(prompts: list[str]) -> dict:
     except ImportError:
         return {"skipped": "llama-cpp-python is not installed (make bench)"}
     from transformers import AutoTokenizer
-
-    from fslm_core import get_registry
 
     spec = get_registry().model(MODEL)
     tokenizer = AutoTokenizer.from_pretrained(spec.source, gguf_file=spec.gguf_file)
@@ -235,10 +232,12 @@ stages:
 
 def peak_rss_of(command: list[str], env: dict) -> float:
     """Run ``command`` to its end; its peak RSS in MB (the kernel's count for that process alone)."""
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    _, status, usage = os.wait4(process.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{' '.join(command)} failed:\n{process.stderr.read().decode()[-2000:]}")
+    with tempfile.TemporaryFile() as errors:  # a file, not a pipe: nothing reads while the process runs
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=errors, env=env)
+        _, status, usage = os.wait4(process.pid, 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            errors.seek(0)
+            raise SystemExit(f"{' '.join(command)} failed:\n{errors.read().decode()[-2000:]}")
     return usage.ru_maxrss / 1024
 
 

@@ -39,10 +39,10 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def paper_stack():
+def paper_stack(model: str = MODEL):
     import fslm_core
 
-    return fslm_core.decomposition("fslm-paper").build(MODEL)
+    return fslm_core.decomposition("fslm-paper").build(model)
 
 
 def run_engine(prompts: list[str], batch_size: int) -> dict:
