@@ -20,9 +20,8 @@ that size for every layer, and fetching fresh pages each time (page faults
 and zeroing) costs a prefill pass about a tenth of its time. The process keeps
 its peak memory instead of returning it.
 
-:func:`tune_for_cpu` does both, and routes a decoding step's attention through
-:mod:`fslm_core.runtime.attention`; set ``FSLM_CPU_TUNING=0`` to do none of it
-and leave models on PyTorch's default kernels.
+:func:`tune_for_cpu` does both; set ``FSLM_CPU_TUNING=0`` to do neither and
+leave models on PyTorch's default kernels.
 """
 
 from __future__ import annotations
@@ -47,17 +46,10 @@ def tuning_enabled() -> bool:
 
 
 def tune_for_cpu(model: torch.nn.Module) -> dict[str, int | bool]:
-    """Pack ``model``'s linear layers, keep freed memory and take the decoding-step attention
-    (:mod:`fslm_core.runtime.attention`), unless ``FSLM_CPU_TUNING=0``; say what was done."""
+    """Pack ``model``'s linear layers and keep freed memory, unless ``FSLM_CPU_TUNING=0``; say what was done."""
     if not tuning_enabled():
-        return {"packed_linear_layers": 0, "keeps_freed_memory": False, "step_attention": False}
-    from .attention import use_step_attention
-
-    return {
-        "packed_linear_layers": pack_linear_layers(model),
-        "keeps_freed_memory": keep_freed_memory(),
-        "step_attention": use_step_attention(model),
-    }
+        return {"packed_linear_layers": 0, "keeps_freed_memory": False}
+    return {"packed_linear_layers": pack_linear_layers(model), "keeps_freed_memory": keep_freed_memory()}
 
 
 def keep_freed_memory() -> bool:
