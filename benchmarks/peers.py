@@ -4,9 +4,9 @@ Sides, each in a process of its own (one after the other, so each peak RSS is it
 
 engine-float32:  ``Stack.run`` on the fslm-paper stack over SmolLM2-135M-Instruct, batch 64, float32.
 engine-bfloat16: the same in bfloat16 (fast only where the CPU has native bf16; see docs/performance.md).
-engine-int8:     the same with the model's linear layers dynamically quantised to int8 (the model spec's
-                 ``quantize: int8``, as the Qwen teacher uses): int8 weights per output channel, activations
-                 quantised per batch. Its answers differ from float32's; the table counts how many.
+engine-int8:     the same in ``dtype: int8`` (float32 with int8 linear layers: int8 weights per output channel
+                 smoothed by a calibration text, activations quantised per row). Its answers differ from
+                 float32's; the table counts how many.
 naive:           four separately loaded HF models, one prompt and one stage at a time, ``generate``.
 llama-cpp:       llama-cpp-python on the same GGUF file (Q4_1 weights, as shipped), the same four
                  stages one prompt at a time, the prompts tokenised exactly as the engine's.
@@ -54,7 +54,7 @@ from engine_run import timed_engine_run
 from machine_info import describe, machine
 from stack_throughput import MODEL, one_prompt_at_a_time, paper_stack, run_naive
 
-from fslm_core import get_registry, hookimpl, register_plugin
+from fslm_core import get_registry
 
 SIDES = ("engine-float32", "engine-bfloat16", "engine-int8", "naive", "llama-cpp")
 STARTUP_PROMPT = "What is the capital of France?"
@@ -67,24 +67,8 @@ def peak_rss_mb() -> float:
 # Sides -------------------------------------------------------------------------------------------------
 
 
-class Int8Model:
-    """Registers the benchmark's model a second time, under its own id, with int8 linear layers."""
-
-    id = f"{MODEL}-int8"
-
-    @staticmethod
-    @hookimpl
-    def register_models(register):
-        spec = get_registry().model(MODEL)
-        register(spec.model_copy(update={"id": Int8Model.id, "quantize": "int8"}))
-
-
 def run_engine(prompts: list[str], batch_size: int, dtype: str) -> dict:
-    if dtype == "int8":
-        register_plugin(Int8Model, name="peers-int8")
-        stack = paper_stack(Int8Model.id)
-    else:
-        stack = paper_stack().model_copy(update={"dtype": dtype})
+    stack = paper_stack().model_copy(update={"dtype": dtype})
     result = timed_engine_run(stack, prompts, batch_size)
     result["first_answer_s"] = result["run_s"]  # stage-by-stage batches: every answer arrives at the end
     return result

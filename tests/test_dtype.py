@@ -53,6 +53,8 @@ def test_a_spec_takes_the_setting_and_auto_keeps_a_plugin_s_own_choice():
     assert in_dtype(teacher, "auto", cpu_flags=SAPPHIRE_RAPIDS_FLAGS).dtype == "float32"
     with pytest.raises(DeclarationError, match="dtype: model 'teacher' is quantised to int8"):
         in_dtype(teacher, "bfloat16")
+    as_int8 = in_dtype(chosen_for_memory, "int8", cpu_flags=SAPPHIRE_RAPIDS_FLAGS)
+    assert (as_int8.dtype, as_int8.quantize) == ("float32", "int8")
 
 
 # running ------------------------------------------------------------------------------------------------------
@@ -72,6 +74,21 @@ def test_a_bfloat16_run_loads_bf16_weights_and_writes_traces(tiny_model_dir, tin
     linear_dtypes = [module.weight.dtype for module in backend.model.modules() if type(module) is torch.nn.Linear]
     assert torch.bfloat16 in linear_dtypes
     assert pack_linear_layers(backend.model) == linear_dtypes.count(torch.float32)
+
+
+def test_an_int8_run_puts_the_adapters_on_int8_layers(tiny_model_id, tiny_adapters):
+    from peft.tuners.lora import LoraLayer
+
+    from fslm_core.runtime.kernels import Int8Linear
+
+    pool = ModelPool()
+    traces = two_stage_stack(tiny_model_id, tiny_adapters, dtype="int8").run(PROMPTS, pool=pool)
+    assert all(message.completion_tokens > 0 for trace in traces for message in trace.messages)
+    (backend,) = pool.loaded()
+    assert (backend.spec.dtype, backend.spec.quantize) == ("float32", "int8")
+    adapted = [module for module in backend.model.modules() if isinstance(module, LoraLayer)]
+    assert adapted and all(isinstance(module.get_base_layer(), Int8Linear) for module in adapted)
+    assert len(backend.adapter_names) == 2
 
 
 def test_float32_and_bfloat16_share_no_base_while_stages_of_one_dtype_share_one(tiny_model_id, tiny_adapters):
@@ -156,12 +173,14 @@ def test_a_bad_dtype_is_an_error_naming_its_field(capsys, tiny_model_id, tmp_pat
         Stack(name="s", dtype="float16", stages=[Stage(name="a", model="m", instruction="Answer.")])
     stack_file = tmp_path / "stack.yaml"
     stack_file.write_text("name: s\ndtype: half\nstages:\n- {name: a, model: m, instruction: Answer.}\n")
-    with pytest.raises(StackFileError, match=r"stack.yaml: dtype: Input should be 'auto', 'float32' or 'bfloat16'"):
+    expected = r"stack.yaml: dtype: Input should be 'auto', 'float32', 'bfloat16' or 'int8'"
+    with pytest.raises(StackFileError, match=expected):
         load_stack(stack_file)
     stack = two_stage_stack(tiny_model_id, [None, None])
-    with pytest.raises(InputError, match=r"^dtype: expected one of auto, float32, bfloat16, got 'half'"):
+    with pytest.raises(InputError, match=r"^dtype: expected one of auto, float32, bfloat16, int8, got 'half'"):
         stack.run(PROMPTS, dtype="half")
-    with pytest.raises(InputError, match=r"^model_args.dtype: expected one of auto, float32, bfloat16, got 'fp16'"):
+    expected = r"^model_args.dtype: expected one of auto, float32, bfloat16, int8, got 'fp16'"
+    with pytest.raises(InputError, match=expected):
         FslmLM(model=tiny_model_id, dtype="fp16")
     with pytest.raises(InputError, match=r"training settings: dtype: Input should be"):
         load_train_config(overrides={"dtype": "half"})
@@ -221,3 +240,23 @@ def test_bfloat16_training_keeps_lora_weights_in_float32_and_saves_adapters(
         "float32",
     )
     assert code == 1 and "different training settings (changed: dtype)" in err
+
+
+def test_int8_training_trains_adapters_on_the_int8_base_and_is_a_run_of_its_own(distilled_dir, tiny_model_id, tmp_path):
+    from fslm_core.runtime.kernels import Int8Linear
+
+    config = TrainConfig(
+        epochs=1, batch_size=2, learning_rate=3e-2, eval_fraction=0.2, stages=("answer",), dtype="int8"
+    )
+    pool = ModelPool()
+    output = tmp_path / "trained"
+    result = train_stack(distilled_dir, output, config, model=tiny_model_id, progress=False, pool=pool)
+    (backend,) = pool.loaded()
+    assert any(isinstance(module, Int8Linear) for module in backend.model.modules())
+    stage = result.stages["answer"]
+    assert stage.steps == 3 and all(loss == loss and loss > 0 for loss in stage.losses)
+    assert (output / "adapters" / "answer" / "adapter_model.safetensors").is_file()
+    with pytest.raises(InputError, match=r"changed: dtype"):
+        train_stack(
+            distilled_dir, output, config.model_copy(update={"dtype": "float32"}), model=tiny_model_id, progress=False
+        )

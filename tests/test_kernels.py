@@ -1,4 +1,4 @@
-"""oneDNN-packed linear layers compute what PyTorch's own kernel computes, and only when it is safe."""
+"""oneDNN-packed linear layers compute what PyTorch's own kernel computes, and only when it is safe; int8 layers."""
 
 import pytest
 import torch
@@ -6,8 +6,11 @@ from transformers import AutoModelForCausalLM
 
 from fslm_core.runtime.kernels import (
     CPU_TUNING_ENV,
+    Int8Linear,
+    int8_available,
     pack_linear_layers,
     packing_available,
+    quantize_linear_layers,
     tune_for_cpu,
     unpack_linear_layers,
 )
@@ -67,3 +70,83 @@ def test_the_switch_leaves_models_alone(model, monkeypatch):
     assert all("forward" not in module.__dict__ for module in model.modules())
     monkeypatch.setenv(CPU_TUNING_ENV, "1")
     assert tune_for_cpu(model) == {"packed_linear_layers": linear_count(model), "keeps_freed_memory": True}
+
+
+# int8 linear layers -------------------------------------------------------------------------------------------
+
+int8_only = pytest.mark.skipif(not int8_available(), reason="this PyTorch build has no fbgemm int8 kernels")
+CALIBRATION_IDS = torch.tensor([list(range(3, 60))])
+
+
+def base_linear_bytes(model) -> int:
+    return sum(p.numel() * p.element_size() for n, p in model.named_parameters() if "embed" not in n)
+
+
+@int8_only
+def test_int8_layers_stay_close_to_float32_and_free_their_float_weights(model):
+    ids = torch.tensor([[1, 40, 41, 42, 43, 44, 45, 46], [1, 50, 51, 52, 53, 54, 55, 56]])
+    before = logits(model, ids)
+    float_bytes = base_linear_bytes(model)
+    assert quantize_linear_layers(model, CALIBRATION_IDS) == 2 * 7 + 1  # per layer q, k, v, o, gate, up, down
+    assert all(isinstance(module, Int8Linear) for module in model.modules() if isinstance(module, torch.nn.Linear))
+    after = logits(model, ids)
+    assert ((after - before).norm() / before.norm()).item() < 0.05
+    assert not any(key.endswith("proj.weight") for key in model.state_dict())  # the float32 weights are gone
+    assert base_linear_bytes(model) < float_bytes / 10  # what is left: the norms' weights
+
+
+@int8_only
+def test_int8_weights_read_back_as_the_float_weights_they_were_made_from(model):
+    original = model.model.layers[0].mlp.down_proj.weight.detach().clone()
+    quantize_linear_layers(model, CALIBRATION_IDS)
+    read_back = model.model.layers[0].mlp.down_proj.weight
+    assert read_back.shape == original.shape and read_back.dtype == torch.float32
+    # Each column was smoothed before rounding, so each entry is within one step of its (smoothed) row.
+    assert (read_back - original).abs().max() < original.abs().max() / 20
+
+
+@int8_only
+def test_an_int8_row_gives_the_same_result_in_any_batch(model):
+    quantize_linear_layers(model, CALIBRATION_IDS)
+    layer = model.model.layers[1].mlp.up_proj
+    torch.manual_seed(0)
+    rows = torch.randn(6, layer.in_features)
+    rows[2] *= 40  # one row with a much larger range than its neighbours
+    with torch.inference_mode():
+        together = layer(rows)
+        alone = torch.cat([layer(rows[i : i + 1]) for i in range(len(rows))])
+    torch.testing.assert_close(together, alone, rtol=0, atol=0)
+
+
+@int8_only
+def test_a_tied_output_layer_keeps_the_embeddings_it_shares(tmp_path):
+    from fslm_core.testing import tiny_config
+
+    torch.manual_seed(0)
+    tied = AutoModelForCausalLM.from_config(tiny_config("llama", tie_word_embeddings=True)).eval()
+    embeddings = tied.get_input_embeddings().weight
+    ids = torch.tensor([[1, 5, 9, 13]])
+    before = logits(tied, ids)
+    quantize_linear_layers(tied)
+    assert tied.lm_head.weight is embeddings and tied.get_input_embeddings().weight is embeddings
+    assert ((logits(tied, ids) - before).norm() / before.norm()).item() < 0.05
+
+
+@int8_only
+def test_peft_attaches_lora_to_int8_layers_and_trains_it(model):
+    from peft import LoraConfig, get_peft_model
+
+    quantize_linear_layers(model, CALIBRATION_IDS)
+    adapted = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    ids = torch.tensor([[1, 40, 41, 42, 43, 44]])
+    loss = adapted(input_ids=ids, labels=ids).loss
+    loss.backward()
+    trained = [p for p in adapted.parameters() if p.requires_grad]
+    assert trained and all(p.grad is not None and p.grad.abs().sum() > 0 for p in trained)
+    # Inference runs the int8 product plus the adapter: near what the de-quantised weights give with gradients.
+    layer = adapted.base_model.model.model.layers[0].self_attn.q_proj
+    inputs = torch.randn(3, layer.in_features)
+    with torch.inference_mode():
+        fast = layer(inputs)
+    exact = layer(inputs).detach()
+    assert ((fast - exact).norm() / exact.norm()).item() < 0.05

@@ -66,7 +66,8 @@ dtype_option = click.option(
     "--dtype",
     type=click.Choice(DTYPE_SETTINGS),
     help="What the models compute in (default: the stack's own, auto unless its file says): auto is bfloat16 on "
-    "CPUs with native bf16 (avx512_bf16, AMX), else float32.",
+    "CPUs with native bf16 (avx512_bf16, AMX), else float32; int8 is float32 with int8 linear layers (CPU only, "
+    "about 1.3x faster than float32 on CPUs without bf16, slightly less accurate).",
 )
 
 

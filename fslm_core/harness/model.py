@@ -120,7 +120,7 @@ class FslmLM(LM):
         (with lm-eval's command line, point it at ``--output_path``).
     :param stage_cache: upstream stages read what they wrote before for the same input from fslm's stage
         cache and add to it (``True``, the default), or always generate (``False``).
-    :param dtype: ``auto``, ``float32`` or ``bfloat16`` in place of the stack's own ``dtype`` (None keeps it).
+    :param dtype: ``auto``, ``float32``, ``bfloat16`` or ``int8`` in place of the stack's own ``dtype`` (None keeps it).
     """
 
     def __init__(

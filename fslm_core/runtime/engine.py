@@ -341,7 +341,7 @@ def run_stack(
         is generated; inputs it reports cancelled run no further stages.
     :param enforce_formats: hold each structured stage's output to its format while decoding (a stage may
         still turn it off for itself); False only asks for the layout, to measure what enforcing gives.
-    :param dtype: ``auto``, ``float32`` or ``bfloat16`` in place of the stack's own ``dtype``.
+    :param dtype: ``auto``, ``float32``, ``bfloat16`` or ``int8`` in place of the stack's own ``dtype``.
     """
     prompts = check_prompts(prompts)
     stack = with_dtype(stack, dtype)

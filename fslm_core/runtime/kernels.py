@@ -112,25 +112,167 @@ def pack_linear_layers(model: torch.nn.Module) -> int:
     return count
 
 
-def quantize_linear_layers(model: torch.nn.Module) -> int:
-    """Replace every ``nn.Linear`` of ``model`` by a dynamically quantised int8 one; return how many.
+SMOOTHING_STRENGTH = 0.5
+"""How much of an input channel's range moves into the weights (SmoothQuant's alpha).
+
+Small language models carry a few activation channels ten to thirty times the
+others' size; quantised per row, they leave the other channels a handful of
+int8 steps. Dividing channel ``j`` of the input by
+``s_j = max|x_j| ** a / max|w_j| ** (1 - a)`` and multiplying the weight's
+column ``j`` by it leaves the product unchanged and shares the range between
+the two. On SmolLM2-135M this cut the layers' error from 3 to 12% to 2 to 4%
+(``docs/performance.md``)."""
+
+WEIGHT_LEVELS = 63
+"""Largest int8 weight magnitude: 7-bit weights leave the activations all 8 bits.
+
+fbgemm's x86 kernel adds pairs of uint8 x int8 products in 16-bit registers
+that saturate: 2 x 255 x 127 overflows them, 2 x 255 x 63 does not. PyTorch's
+own dynamic quantisation avoids it by giving the activations 7 bits
+(``reduce_range``); on SmolLM2-135M the activations' error is the larger one,
+and moving that bit to them cut the layers' error by about a third."""
+
+CALIBRATION_TEXT = (
+    "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n"
+    "Instruction: Explain why the sky is blue, then list three facts about the Moon.\n\n"
+    "Response: Sunlight is scattered by the molecules of the air, and blue light, with its shorter wavelength, "
+    "is scattered far more than red. 1. The Moon orbits the Earth every 27.3 days. 2. Its surface gravity is "
+    "about one sixth of Earth's. 3. Twelve people walked on it between 1969 and 1972.\n\n"
+    "Question: Which of these is a mammal? (A) shark (B) dolphin (C) trout (D) octopus\nAnswer: (B) dolphin.\n"
+    "def mean(values):\n    return sum(values) / len(values)\n"
+)
+"""Text whose activations set the smoothing: an instruction, an answer, a list, a choice question and code."""
+
+
+class Int8Linear(torch.nn.Linear):
+    """An ``nn.Linear`` whose weight is kept as int8, one scale per output channel.
+
+    It stays an ``nn.Linear`` so peft attaches LoRA adapters to it as to any
+    other. Without gradients its product runs on fbgemm's int8 kernel: the
+    input's channels are divided by the smoothing factors the weight's columns
+    were multiplied by, and each row is scaled to a largest magnitude of 1, so
+    the kernel's per-tensor activation scale is in effect per row (a row's
+    result barely depends on the other rows of its batch). With gradients
+    (training an adapter on an int8 base) the product uses the de-quantised
+    weight, the values the int8 kernel reads. ``weight`` de-quantises on each
+    read unless the layer shares its weight with another module (tied
+    embeddings), whose float32 tensor is kept as it was.
+    """
+
+    _int8_weight: torch.ScriptObject
+    _input_divisors: torch.Tensor
+
+    @property
+    def weight(self) -> torch.Tensor:  # type: ignore[override]
+        shared = self._parameters.get("weight")
+        if shared is not None:
+            return shared
+        return torch.ops.quantized.linear_unpack(self._int8_weight)[0].dequantize() / self._input_divisors
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() or input.device.type != "cpu" or input.dtype != torch.float32:
+            return F.linear(input, self.weight, self.bias)
+        rows = input.reshape(-1, self.in_features) / self._input_divisors
+        scales = rows.abs().amax(dim=1, keepdim=True).clamp_min_(torch.finfo(torch.float32).tiny)
+        # fbgemm quantises the activations with the range of the whole tensor: one more row spanning
+        # [-1, 1] fixes that range to every row's own, whatever its neighbours.
+        rows = torch.cat((rows.div_(scales), _full_range_row(self.in_features)))
+        output = torch.ops.quantized.linear_dynamic(rows, self._int8_weight, False)[:-1].mul_(scales)
+        if self.bias is not None:
+            output.add_(self.bias)
+        return output.reshape(*input.shape[:-1], self.out_features)
+
+
+_FULL_RANGE_ROWS: dict[int, torch.Tensor] = {}
+
+
+def _full_range_row(width: int) -> torch.Tensor:
+    if width not in _FULL_RANGE_ROWS:
+        row = torch.zeros(1, width)
+        row[0, 0], row[0, -1] = -1.0, 1.0
+        _FULL_RANGE_ROWS[width] = row
+    return _FULL_RANGE_ROWS[width]
+
+
+def int8_available() -> bool:
+    return "fbgemm" in torch.backends.quantized.supported_engines
+
+
+def input_ranges(model: torch.nn.Module, layers: list[torch.nn.Linear], input_ids: torch.Tensor) -> list[torch.Tensor]:
+    """The largest magnitude of each input channel of ``layers`` while ``model`` reads ``input_ids``."""
+    ranges: dict[int, torch.Tensor] = {}
+
+    def record(module, args):
+        seen = args[0].detach().reshape(-1, module.in_features).abs().amax(dim=0)
+        ranges[id(module)] = torch.maximum(ranges[id(module)], seen) if id(module) in ranges else seen
+
+    handles = [layer.register_forward_pre_hook(record) for layer in layers]
+    try:
+        with torch.inference_mode():
+            model(input_ids=input_ids)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return [ranges.get(id(layer), torch.ones(layer.in_features)).clone() for layer in layers]
+
+
+def quantize_linear_layers(model: torch.nn.Module, calibration_ids: torch.Tensor | None = None) -> int:
+    """Turn every float32 ``nn.Linear`` of ``model`` on the CPU into an :class:`Int8Linear`; return how many.
 
     Weights get one int8 scale per output channel (per-tensor scales visibly
-    degraded a 1.5B teacher's writing); activations are quantised per batch as
-    they arrive. Inference only: the quantised layers record no gradient.
+    degraded a 1.5B teacher's writing). With ``calibration_ids`` (token ids,
+    shape ``(1, n)``), the model first reads them once in float32 and each
+    layer's input channels are smoothed by their ranges there
+    (:data:`SMOOTHING_STRENGTH`). A weight no other module shares is freed:
+    the layer then holds a quarter of the bytes. Layers packed by
+    :func:`pack_linear_layers` are unpacked first.
     """
     import warnings
 
-    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-
+    if not int8_available():
+        raise RuntimeError("this PyTorch build has no fbgemm int8 kernels")
     unpack_linear_layers(model)
-    before = sum(1 for module in model.modules() if type(module) is torch.nn.Linear)
-    with warnings.catch_warnings():
-        # torch.ao's eager quantisation is deprecated in favour of torchao, which has no fast CPU int8 kernels.
-        warnings.simplefilter("ignore")
-        quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=True)
-    release_freed_memory()  # the float32 weights just replaced: a quarter of the memory stays in use
-    return before - sum(1 for module in model.modules() if type(module) is torch.nn.Linear)
+    layers = [
+        module
+        for module in model.modules()
+        if type(module) is torch.nn.Linear
+        and module.weight.device.type == "cpu"
+        and module.weight.dtype == torch.float32
+    ]
+    if calibration_ids is None:
+        ranges = [None] * len(layers)
+    else:
+        ranges = input_ranges(model, layers, calibration_ids)
+    owners: dict[int, int] = {}
+    for module in model.modules():
+        for parameter in module.parameters(recurse=False):
+            owners[id(parameter)] = owners.get(id(parameter), 0) + 1
+    tiny = torch.finfo(torch.float32).tiny
+    for module, input_range in zip(layers, ranges):
+        weight = module.weight.detach()
+        if input_range is None:
+            divisors = torch.ones(module.in_features)
+        else:
+            column_range = weight.abs().amax(dim=0)
+            divisors = input_range.clamp_min(1e-5).pow(SMOOTHING_STRENGTH) / column_range.clamp_min(1e-5).pow(
+                1 - SMOOTHING_STRENGTH
+            )
+        smoothed = weight * divisors
+        scales = smoothed.abs().amax(dim=1).clamp_min(tiny).double() / WEIGHT_LEVELS
+        zero_points = torch.zeros(weight.shape[0], dtype=torch.long)
+        with warnings.catch_warnings():
+            # PyTorch deprecates its quantised tensors in favour of torchao, which has no fast CPU int8 kernels.
+            warnings.simplefilter("ignore")
+            quantized = torch.quantize_per_channel(smoothed, scales, zero_points, 0, torch.qint8)
+            packed = torch.ops.quantized.linear_prepack(quantized, None)
+        shared = owners[id(module.weight)] > 1
+        module.__class__ = Int8Linear
+        module._int8_weight = packed
+        module._input_divisors = divisors
+        if not shared:
+            del module._parameters["weight"]
+    release_freed_memory()  # the float32 weights just freed: hand their pages back
+    return len(layers)
 
 
 def unpack_linear_layers(model: torch.nn.Module) -> int:

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..api.backends import ModelSpec
 from ..declarations import STACK_FILE_NAME, Stack, validate_stack, with_dtype
 from ..errors import InputError
 from ..logs import get_logger
@@ -186,10 +187,14 @@ def _changed_dtypes(plain: Stack, to_train: list[str], registry: Registry) -> di
     """Trained stages whose dtype setting changes what their model loads in, and the dtype it loads in."""
     specs = check_stack(plain, registry)
     return {
-        stage.name: spec.dtype
+        stage.name: _computes_in(spec)
         for stage, spec in zip(plain.stages, specs, strict=True)
-        if stage.name in to_train and spec.dtype != registry.model(stage.model).dtype
+        if stage.name in to_train and _computes_in(spec) != _computes_in(registry.model(stage.model))
     }
+
+
+def _computes_in(spec: ModelSpec) -> str:
+    return spec.dtype if spec.quantize == "none" else spec.quantize
 
 
 def _has_adapters(model) -> bool:
