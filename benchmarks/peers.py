@@ -20,7 +20,8 @@ answer comes with the last) and peak RSS.
 Two more measurements, for the figures docs/performance.md states against them:
 
 roofline:  the dense matrix-product rate of the CPU per dtype (torch.mm of 2048 x 2048 matrices; bfloat16
-           only where the CPU has native bf16),
+           only where the CPU has native bf16; int8: the int8 layers' product of 2048 rows by a 2048 x 2048
+           weight),
            against one decoding step of 64 rows on a 256-token cache through the engine's model
            (packed linear layers, the engine's reserved key/value cache), counted as 2 x parameters
            floating-point operations per token (attention over the cache comes on top, uncounted).
@@ -130,21 +131,39 @@ def roofline(dtype: str, rows: int = 64, cache: int = 256, repeats: int = 5) -> 
     from fslm_core.runtime import bind_stack
     from fslm_core.runtime.decoding import ReservedLayer, cache_keyword
 
-    torch_dtype = getattr(torch, dtype)
+    from fslm_core.runtime.kernels import Int8Linear, quantize_linear_layers
+
     size = 2048
-    a = torch.randn(size, size, dtype=torch_dtype)
-    b = torch.randn(size, size, dtype=torch_dtype)
-    torch.mm(a, b)
+    if dtype == "int8":  # the int8 layers' own product (per-row activation scales included) on a square weight
+        layer = torch.nn.Linear(size, size, bias=False)
+        quantize_linear_layers(torch.nn.Sequential(layer))
+        a = torch.randn(size, size)
+
+        def product():
+            with torch.inference_mode():
+                layer.int8_product(a)
+    else:
+        a = torch.randn(size, size, dtype=getattr(torch, dtype))
+        b = torch.randn(size, size, dtype=getattr(torch, dtype))
+
+        def product():
+            torch.mm(a, b)
+
+    product()
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
-        torch.mm(a, b)
+        product()
         times.append(time.perf_counter() - started)
     matmul = 2 * size**3 / statistics.median(times) / 1e9
 
     bound = bind_stack(paper_stack().model_copy(update={"dtype": dtype}))
     model = next(iter(bound.stages.values())).backend.model  # one base, shared by the four stages
     parameters = sum(p.numel() for p in model.parameters())  # tied embeddings once: the head's product counts
+    # int8 layers hold no float weight parameter (a tied head keeps its embeddings', counted above).
+    parameters += sum(
+        m.in_features * m.out_features for m in model.modules() if isinstance(m, Int8Linear) and "weight" not in m._parameters
+    )
     generator = torch.Generator().manual_seed(0)
     context = torch.randint(100, 10_000, (rows, cache), generator=generator)
     step = torch.randint(100, 10_000, (rows, 1), generator=generator)
@@ -273,9 +292,11 @@ def report(figures: dict) -> None:
               f"{row['load_s']:>8.1f}{row['first_answer_s']:>16.1f}{row['peak_rss_mb']:>13.0f}"
               f"{same:>10}/{len(row['answers'])}")
     peer = figures["sides"].get("llama-cpp", {})
-    if reference and "tokens_per_s" in peer:
-        print(f"engine-float32 / llama-cpp: tokens/s x{reference['tokens_per_s'] / peer['tokens_per_s']:.2f}, "
-              f"prompts/s x{reference['prompts_per_s'] / peer['prompts_per_s']:.2f}")
+    for name in ("engine-float32", "engine-bfloat16", "engine-int8"):
+        row = figures["sides"].get(name, {})
+        if "tokens_per_s" in row and "tokens_per_s" in peer:
+            print(f"{name} / llama-cpp: tokens/s x{row['tokens_per_s'] / peer['tokens_per_s']:.2f}, "
+                  f"prompts/s x{row['prompts_per_s'] / peer['prompts_per_s']:.2f}")
     for row in figures.get("roofline", []):
         print(f"roofline {row['dtype']}: matmul {row['matmul_gflops']:.0f} GFLOP/s; decode step of {row['rows']} rows "
               f"{row['decode_step_ms']:.1f} ms = {row['decode_gflops']:.0f} GFLOP/s ({row['decode_share']:.0%})")
@@ -298,7 +319,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="Also write every figure (and each answer) here.")
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.measure == "roofline-float32" or args.measure == "roofline-bfloat16":
+    if args.measure in ("roofline-float32", "roofline-bfloat16", "roofline-int8"):
         print(json.dumps(roofline(args.measure.removeprefix("roofline-"))))
         return
     if args.measure:
@@ -320,7 +341,7 @@ def main() -> None:
         elif side not in skip:
             figures["sides"][side] = child(["--measure", side, *common])
     if "roofline" not in skip:
-        dtypes = ("float32", "bfloat16") if native_bf16 else ("float32",)
+        dtypes = ("float32", "bfloat16", "int8") if native_bf16 else ("float32", "int8")
         figures["roofline"] = [child(["--measure", f"roofline-{dtype}"]) for dtype in dtypes]
     if "memory" not in skip:
         figures["memory"] = memory(args.prompts_file, args.prompts)

@@ -10,6 +10,9 @@ side's `training.json` records it; the reference commit is checked out with
 
     HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 .venv/bin/python benchmarks/train_throughput.py \\
         --distilled runs/paper/distilled --examples 128
+
+With ``--dtypes float32,int8`` the sides are this checkout in each of those
+dtypes (``fslm train --dtype``) instead of the reference commit against it.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--stages", default="interpret,recall,reason,answer")
     parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "fslm-bench-train")
+    parser.add_argument("--dtypes", help="Compare this checkout in these dtypes (comma-separated) instead.")
     parser.add_argument("--json", action="store_true", help="Print the figures as JSON only.")
     return parser.parse_args(argv)
 
@@ -59,7 +63,7 @@ def subset(source: Path, examples: int, target: Path) -> int:
     return held
 
 
-def run_side(name: str, pythonpath: Path | None, data: Path, args) -> dict:
+def run_side(name: str, pythonpath: Path | None, data: Path, args, dtype: str | None = None) -> dict:
     """`fslm train` in a process of its own; its per-stage throughput, wall time and peak RSS."""
     output = args.work_dir / f"trained-{name}"
     shutil.rmtree(output, ignore_errors=True)
@@ -69,7 +73,7 @@ def run_side(name: str, pythonpath: Path | None, data: Path, args) -> dict:
     command = [
         sys.executable, "-m", "fslm_core.cli", "train", str(data), "--output", str(output),
         "--epochs", str(args.epochs), "--stages", args.stages, "--eval-fraction", "0", "--json",
-    ]
+    ] + (["--dtype", dtype] if dtype else [])
     # Run from the work folder: `python -m` puts the current folder first on sys.path, and from the repository
     # root that would import this checkout's fslm_core on both sides.
     source = subprocess.run(
@@ -103,11 +107,7 @@ def run_side(name: str, pythonpath: Path | None, data: Path, args) -> dict:
             "peak_rss_mb": peak >> 20, "fslm_core": source}
 
 
-def main(argv=None) -> dict:
-    args = parse_args(argv)
-    args.work_dir.mkdir(parents=True, exist_ok=True)
-    data = args.work_dir / "distilled"
-    held = subset(args.distilled.resolve(), args.examples, data)
+def compare_with_reference(data: Path, args) -> dict:
     reference = args.work_dir / "reference-checkout"
     if reference.exists():
         subprocess.run(["git", "worktree", "remove", "--force", str(reference)], cwd=ROOT, check=False)
@@ -120,6 +120,18 @@ def main(argv=None) -> dict:
         }
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", str(reference)], cwd=ROOT, check=False)
+    return sides
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    args.work_dir.mkdir(parents=True, exist_ok=True)
+    data = args.work_dir / "distilled"
+    held = subset(args.distilled.resolve(), args.examples, data)
+    if args.dtypes:
+        sides = {f"this checkout, {dtype}": run_side(dtype, None, data, args, dtype) for dtype in args.dtypes.split(",")}
+    else:
+        sides = compare_with_reference(data, args)
     names = list(sides)
     figures = {
         "machine": machine(),

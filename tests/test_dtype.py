@@ -55,6 +55,8 @@ def test_a_spec_takes_the_setting_and_auto_keeps_a_plugin_s_own_choice():
         in_dtype(teacher, "bfloat16")
     as_int8 = in_dtype(chosen_for_memory, "int8", cpu_flags=SAPPHIRE_RAPIDS_FLAGS)
     assert (as_int8.dtype, as_int8.quantize) == ("float32", "int8")
+    sized = ModelSpec(id="m", source="/weights", parameters=1000)
+    assert in_dtype(sized, "int8").memory_estimate_bytes == 1000 < sized.memory_estimate_bytes
 
 
 # running ------------------------------------------------------------------------------------------------------

@@ -58,10 +58,13 @@ class ModelSpec(BaseModel):
 
     @property
     def memory_estimate_bytes(self) -> int | None:
-        """Bytes the weights take in memory at `dtype` (activations not included)."""
+        """Bytes the weights take in memory at `dtype`, or about one per parameter in int8 (activations not included).
+
+        int8 keeps the embeddings in float32; for small models, whose embeddings are a large share, it is low.
+        """
         if self.parameters is None:
             return None
-        return self.parameters * _BYTES_PER_PARAM.get(self.dtype, 4)
+        return self.parameters * (1 if self.quantize == "int8" else _BYTES_PER_PARAM.get(self.dtype, 4))
 
     def with_source(self, path: Path) -> ModelSpec:
         """This spec with its weights read from a local folder instead."""

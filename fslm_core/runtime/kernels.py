@@ -152,11 +152,12 @@ class Int8Linear(torch.nn.Linear):
     input's channels are divided by the smoothing factors the weight's columns
     were multiplied by, and each row is scaled to a largest magnitude of 1, so
     the kernel's per-tensor activation scale is in effect per row (a row's
-    result barely depends on the other rows of its batch). With gradients
-    (training an adapter on an int8 base) the product uses the de-quantised
-    weight, the values the int8 kernel reads. ``weight`` de-quantises on each
-    read unless the layer shares its weight with another module (tied
-    embeddings), whose float32 tensor is kept as it was.
+    result does not depend on the other rows of its batch). With gradients
+    (training an adapter on an int8 base) the forward pass is the same int8
+    product and the input's gradient goes through the de-quantised weight.
+    ``weight`` de-quantises on each read unless the layer shares its weight
+    with another module (tied embeddings), whose float32 tensor is kept as it
+    was.
     """
 
     _int8_weight: torch.ScriptObject
@@ -170,17 +171,50 @@ class Int8Linear(torch.nn.Linear):
         return torch.ops.quantized.linear_unpack(self._int8_weight)[0].dequantize() / self._input_divisors
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled() or input.device.type != "cpu" or input.dtype != torch.float32:
+        if input.device.type != "cpu" or input.dtype != torch.float32:
             return F.linear(input, self.weight, self.bias)
+        if torch.is_grad_enabled():
+            shared = self._parameters.get("weight")
+            if shared is not None and shared.requires_grad:  # a trained weight needs its own gradient
+                return F.linear(input, shared, self.bias)
+            output = _Int8Product.apply(input, self)
+        else:
+            self.__dict__.pop("_float_weight", None)  # training is over: hand back the backward pass's copy
+            output = self.int8_product(input)
+        return output if self.bias is None else output + self.bias
+
+    def backward_weight(self) -> torch.Tensor:
+        """The de-quantised weight, kept while training (unpacking fbgemm's layout at every step costs more)."""
+        if "_float_weight" not in self.__dict__:
+            self.__dict__["_float_weight"] = self.weight.detach()
+        return self.__dict__["_float_weight"]
+
+    def int8_product(self, input: torch.Tensor) -> torch.Tensor:
         rows = input.reshape(-1, self.in_features) / self._input_divisors
         scales = rows.abs().amax(dim=1, keepdim=True).clamp_min_(torch.finfo(torch.float32).tiny)
         # fbgemm quantises the activations with the range of the whole tensor: one more row spanning
         # [-1, 1] fixes that range to every row's own, whatever its neighbours.
         rows = torch.cat((rows.div_(scales), _full_range_row(self.in_features)))
         output = torch.ops.quantized.linear_dynamic(rows, self._int8_weight, False)[:-1].mul_(scales)
-        if self.bias is not None:
-            output.add_(self.bias)
         return output.reshape(*input.shape[:-1], self.out_features)
+
+
+class _Int8Product(torch.autograd.Function):
+    """The int8 product forward; backward, the input's gradient through the de-quantised weight.
+
+    The base weight is frozen (adapters train beside it), so the input's
+    gradient is all that is needed, and the forward pass runs at int8 speed
+    with the very arithmetic inference will use.
+    """
+
+    @staticmethod
+    def forward(ctx, input: torch.Tensor, layer: Int8Linear) -> torch.Tensor:
+        ctx.layer = layer
+        return layer.int8_product(input)
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        return grad_output @ ctx.layer.backward_weight(), None
 
 
 _FULL_RANGE_ROWS: dict[int, torch.Tensor] = {}
