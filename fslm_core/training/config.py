@@ -60,8 +60,8 @@ class TrainConfig(BaseModel):
     dtype: DtypeSetting | None = Field(
         default=None,
         description="What the base models load and compute in: float32, bfloat16 (on a CPU: CPU autocast to "
-        "bf16, LoRA weights and optimizer state in float32), int8 (adapters trained on the int8 base's "
-        "de-quantised weights), or auto; None takes the stack's own dtype.",
+        "bf16, LoRA weights and optimizer state in float32), int8 (adapters trained on the int8 base: its int8 "
+        "forward pass, gradients through its de-quantised weights), or auto; None takes the stack's own dtype.",
     )
     stages: tuple[str, ...] | None = Field(default=None, description="Train only these stages; None trains all.")
     eval_fraction: float = Field(
