@@ -29,7 +29,7 @@ from ..runtime import weights_cache
 from ..runtime.decoding import cache_keyword, cut_at_stop, decode, returned_cache, streamable_text
 from ..runtime.devices import default_device
 from ..runtime.format_masks import FormatCompiler
-from ..runtime.kernels import CALIBRATION_TEXT, quantize_linear_layers, tune_for_cpu
+from ..runtime.kernels import CALIBRATION_TEXT, int8_available, quantize_linear_layers, tune_for_cpu
 from ..runtime.pool import local_folder_hint
 
 HF_PREFIX = "hf:"
@@ -103,8 +103,12 @@ class TransformersBackend(TokenizedBackend):
             ) from None
         model.to(device).eval()
         if spec.quantize == "int8":
-            if device.type != "cpu":
-                raise ModelLoadError(f"model {spec.id!r}: quantize=int8 runs on the CPU only")
+            if device.type != "cpu" or not int8_available():
+                where = "on the CPU only" if device.type != "cpu" else "only with PyTorch's fbgemm kernels (x86)"
+                raise ModelLoadError(
+                    f"model {spec.id!r}: int8 layers (dtype int8, quantize=int8) run {where}; "
+                    "use dtype float32, bfloat16 or auto here"
+                )
             # No keep_freed_memory here: the freed float32 weights are to be handed back, not kept.
             calibration_ids = tokenizer(CALIBRATION_TEXT, return_tensors="pt").input_ids
             tuning = {"int8_linear_layers": quantize_linear_layers(model, calibration_ids)}

@@ -194,11 +194,14 @@ class Int8Linear(torch.nn.Linear):
         return self.__dict__["_float_weight"]
 
     def int8_product(self, input: torch.Tensor) -> torch.Tensor:
-        rows = input.reshape(-1, self.in_features) / self._input_divisors
-        scales = rows.abs().amax(dim=1, keepdim=True).clamp_min_(torch.finfo(torch.float32).tiny)
+        flat = input.reshape(-1, self.in_features)
         # fbgemm quantises the activations with the range of the whole tensor: one more row spanning
         # [-1, 1] fixes that range to every row's own, whatever its neighbours.
-        rows = torch.cat((rows.div_(scales), _full_range_row(self.in_features)))
+        rows = torch.empty(len(flat) + 1, self.in_features)
+        scaled = torch.div(flat, self._input_divisors, out=rows[:-1])
+        scales = scaled.abs().amax(dim=1, keepdim=True).clamp_min_(torch.finfo(torch.float32).tiny)
+        scaled.div_(scales)
+        rows[-1] = _full_range_row(self.in_features)
         output = torch.ops.quantized.linear_dynamic(rows, self._int8_weight, False)[:-1].mul_(scales)
         return output.reshape(*input.shape[:-1], self.out_features)
 
