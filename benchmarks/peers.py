@@ -194,9 +194,7 @@ def roofline(dtype: str, rows: int = 64, cache: int = 256, repeats: int = 5) -> 
                 **{keyword: reserved},
             )
             steps.append(time.perf_counter() - started)
-            for layer in layers:  # back to the context alone, for the next step
-                layer.length = cache
-                layer._expose()
+            reserved.crop(-1)  # back to the context alone, for the next step
     step_s = statistics.median(steps[1:])
     decode = 2 * parameters * rows / step_s / 1e9
     return {"dtype": dtype, "matmul_gflops": matmul, "decode_gflops": decode, "decode_step_ms": step_s * 1000,

@@ -12,6 +12,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from fslm_core import GenerationSettings
 from fslm_core.runtime import decoding
 from fslm_core.runtime.decoding import (
+    ReservedLayer,
     compaction,
     decode,
     full_attention_only,
@@ -194,3 +195,16 @@ def test_compaction_moves_last_live_rows_into_holes():
     assert select_rows(buffer.clone(), keep)[:, 0].tolist() == [0, 4, 2, 5]
     # Any other selection is a plain gather.
     assert select_rows(buffer.clone(), torch.tensor([3, 0]))[:, 0].tolist() == [3, 0]
+
+
+def test_a_cropped_reserved_layer_forgets_positions_and_writes_over_them():
+    keys, values = torch.zeros(2, 1, 6, 4), torch.zeros(2, 1, 6, 4)
+    layer = ReservedLayer(keys, values, length=3)
+    layer.update(torch.ones(2, 1, 2, 4), torch.ones(2, 1, 2, 4))
+    assert layer.get_seq_length() == 5 and layer.keys.shape[-2] == 5
+    layer.crop(-2)  # transformers' Cache.crop passes a negative count
+    assert layer.get_seq_length() == 3 and layer.keys.shape[-2] == 3 and layer.values.shape[-2] == 3
+    written, _ = layer.update(torch.full((2, 1, 1, 4), 7.0), torch.full((2, 1, 1, 4), 7.0))
+    assert written[:, :, 3].eq(7).all() and layer.get_seq_length() == 4
+    with pytest.raises(ValueError, match="negative"):
+        layer.crop(2)

@@ -93,6 +93,30 @@ def test_an_int8_run_puts_the_adapters_on_int8_layers(tiny_model_id, tiny_adapte
     assert len(backend.adapter_names) == 2
 
 
+def test_an_int8_run_of_a_bfloat16_checkpoint_answers_as_its_float32_copy(tiny_model_dir, tiny_adapters, tmp_path):
+    """The bf16 checkpoint is quantised from bf16 layer by layer, never widened whole, and to the same result."""
+    import shutil
+
+    from transformers import AutoModelForCausalLM
+
+    stored, widened = tmp_path / "bfloat16", tmp_path / "float32"
+    shutil.copytree(tiny_model_dir, stored)
+    shutil.copytree(tiny_model_dir, widened)
+    narrow = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16)
+    narrow.save_pretrained(stored)
+    narrow.float().save_pretrained(widened)  # the same values, stored in float32
+    answers = {}
+    for folder in (stored, widened):
+        pool = ModelPool()
+        traces = two_stage_stack(f"hf:{folder}", tiny_adapters, dtype="int8").run(PROMPTS, pool=pool)
+        (backend,) = pool.loaded()
+        assert backend.model.config.dtype == getattr(torch, folder.name)  # loaded as stored, then quantised
+        assert {parameter.dtype for parameter in backend.model.parameters()} == {torch.float32}
+        answers[folder.name] = [[message.text for message in trace.messages] for trace in traces]
+    assert answers["bfloat16"] == answers["float32"]
+    assert all(text for texts in answers["bfloat16"] for text in texts)
+
+
 def test_float32_and_bfloat16_share_no_base_while_stages_of_one_dtype_share_one(tiny_model_id, tiny_adapters):
     pool = ModelPool()
     for dtype in ("float32", "bfloat16"):

@@ -139,6 +139,35 @@ def test_a_tied_output_layer_keeps_the_embeddings_it_shares():
 
 
 @int8_only
+@pytest.mark.parametrize("model_type", ["llama", "gpt_neox", "phi", "phi3"])  # the default's, Pythia's and Phi's
+def test_a_bfloat16_model_quantises_as_its_float32_load_does_one_layer_at_a_time(model_type, tmp_path, monkeypatch):
+    from fslm_core.runtime import kernels
+    from fslm_core.testing import build_tiny_model, tiny_config
+
+    built = build_tiny_model(tmp_path / "built", tiny_config(model_type))
+    AutoModelForCausalLM.from_pretrained(built, dtype=torch.bfloat16).save_pretrained(tmp_path / "stored")
+    wide = AutoModelForCausalLM.from_pretrained(tmp_path / "stored", dtype=torch.float32).eval()
+    narrow = AutoModelForCausalLM.from_pretrained(tmp_path / "stored", dtype=torch.bfloat16).eval()
+    layers = linear_count(narrow)
+    float_layers_seen = []
+    make_int8 = kernels._make_int8
+
+    def counting(module, input_range, shared):
+        float_layers_seen.append(
+            sum(type(m) is torch.nn.Linear and m.weight.dtype == torch.float32 for m in narrow.modules())
+        )
+        make_int8(module, input_range, shared)
+
+    quantize_linear_layers(wide, CALIBRATION_IDS)
+    monkeypatch.setattr(kernels, "_make_int8", counting)
+    assert quantize_linear_layers(narrow, CALIBRATION_IDS) == layers
+    assert len(float_layers_seen) == layers and max(float_layers_seen) == 1  # never more than the layer at hand
+    assert all(p.dtype == torch.float32 for p in narrow.parameters())
+    ids = torch.tensor([[1, 40, 41, 42, 43, 44, 45, 46]])
+    assert torch.equal(logits(narrow, ids), logits(wide, ids))
+
+
+@int8_only
 def test_peft_attaches_lora_to_int8_layers_and_trains_it(model):
     from peft import LoraConfig, get_peft_model
 

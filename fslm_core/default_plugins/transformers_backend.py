@@ -77,6 +77,17 @@ class TransformersBackend(TokenizedBackend):
             source = str(folder.resolve())
         options = {"gguf_file": spec.gguf_file} if spec.gguf_file else {}
         device = default_device()
+        if spec.quantize == "int8" and (device.type != "cpu" or not int8_available()):
+            where = "on the CPU only" if device.type != "cpu" else "only with PyTorch's fbgemm kernels (x86)"
+            raise ModelLoadError(
+                f"model {spec.id!r}: int8 layers (dtype int8, quantize=int8) run {where}; "
+                "use dtype float32, bfloat16 or auto here"
+            )
+        load_dtype = getattr(torch, spec.dtype)
+        if spec.quantize == "int8" and not spec.gguf_file:
+            # In the checkpoint's own dtype: its layers become float32 one at a time as they are quantised,
+            # so a bfloat16 checkpoint never exists in float32 as a whole (twice its size).
+            load_dtype = "auto"
         started = time.perf_counter()
         cache = None
         if spec.gguf_file and weights_cache.cache_enabled() and Path(source, spec.gguf_file).is_file():
@@ -86,7 +97,7 @@ class TransformersBackend(TokenizedBackend):
         try:
             with _loading_bars(shown=logging.getLogger(__name__).isEnabledFor(logging.INFO)):
                 tokenizer = AutoTokenizer.from_pretrained(source, **options)
-                model = AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, spec.dtype), **options)
+                model = AutoModelForCausalLM.from_pretrained(source, dtype=load_dtype, **options)
             if cache is not None and options:
                 try:
                     weights_cache.write_entry(cache, model, tokenizer, Path(source, spec.gguf_file), gguf_sha256)
@@ -103,12 +114,6 @@ class TransformersBackend(TokenizedBackend):
             ) from None
         model.to(device).eval()
         if spec.quantize == "int8":
-            if device.type != "cpu" or not int8_available():
-                where = "on the CPU only" if device.type != "cpu" else "only with PyTorch's fbgemm kernels (x86)"
-                raise ModelLoadError(
-                    f"model {spec.id!r}: int8 layers (dtype int8, quantize=int8) run {where}; "
-                    "use dtype float32, bfloat16 or auto here"
-                )
             # No keep_freed_memory here: the freed float32 weights are to be handed back, not kept.
             calibration_ids = tokenizer(CALIBRATION_TEXT, return_tensors="pt").input_ids
             tuning = {"int8_linear_layers": quantize_linear_layers(model, calibration_ids)}

@@ -124,6 +124,16 @@ class ReservedLayer(DynamicLayer):
     def get_seq_length(self) -> int:
         return self.length
 
+    def crop(self, tokens_to_remove: int) -> None:
+        """Forget the last ``-tokens_to_remove`` positions (transformers' convention: a negative count).
+
+        The buffers keep their size; the next ``update`` writes over the forgotten columns.
+        """
+        if tokens_to_remove > 0:
+            raise ValueError(f"crop takes a negative number of positions to remove, not {tokens_to_remove}")
+        self.length = max(self.length + tokens_to_remove, 0)
+        self._expose()
+
     def batch_select_indices(self, indices: torch.Tensor) -> None:
         self.key_buffer = select_rows(self.key_buffer, indices)
         self.value_buffer = select_rows(self.value_buffer, indices)

@@ -239,81 +239,107 @@ def int8_available() -> bool:
     return "fbgemm" in torch.backends.quantized.supported_engines
 
 
-def input_ranges(model: torch.nn.Module, layers: list[torch.nn.Linear], input_ids: torch.Tensor) -> list[torch.Tensor]:
-    """The largest magnitude of each input channel of ``layers`` while ``model`` reads ``input_ids``."""
-    ranges: dict[int, torch.Tensor] = {}
-
-    def record(module, args):
-        seen = args[0].detach().reshape(-1, module.in_features).abs().amax(dim=0)
-        ranges[id(module)] = torch.maximum(ranges[id(module)], seen) if id(module) in ranges else seen
-
-    handles = [layer.register_forward_pre_hook(record) for layer in layers]
-    try:
-        with torch.inference_mode():
-            model(input_ids=input_ids)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return [ranges.get(id(layer), torch.ones(layer.in_features)).clone() for layer in layers]
-
-
 def quantize_linear_layers(model: torch.nn.Module, calibration_ids: torch.Tensor | None = None) -> int:
-    """Turn every float32 ``nn.Linear`` of ``model`` on the CPU into an :class:`Int8Linear`; return how many.
+    """Turn every floating-point ``nn.Linear`` of ``model`` on the CPU into an :class:`Int8Linear`; return how many.
 
     Weights get one int8 scale per output channel (per-tensor scales visibly
     degraded a 1.5B teacher's writing). With ``calibration_ids`` (token ids,
-    shape ``(1, n)``), the model first reads them once in float32 and each
-    layer's input channels are smoothed by their ranges there
+    shape ``(1, n)``), the model reads them once in float32 and each layer's
+    input channels are smoothed by their ranges there
     (:data:`SMOOTHING_STRENGTH`). A weight no other module shares is freed:
     the layer then holds a quarter of the bytes. Layers packed by
     :func:`pack_linear_layers` are unpacked first.
-    """
-    import warnings
 
+    The model may come in bfloat16 or float16 (as its checkpoint stores it):
+    everything but the layers' own weights is made float32 first, and each
+    layer's weight becomes float32 only while that layer is calibrated and
+    quantised. The float32 copy of the whole model, twice a bfloat16 one's
+    size, never exists; the result is the same as from a float32 load, since
+    widening to float32 is exact.
+    """
     if not int8_available():
         raise RuntimeError("this PyTorch build has no fbgemm int8 kernels")
     unpack_linear_layers(model)
     layers = [
         module
         for module in model.modules()
-        if type(module) is torch.nn.Linear
-        and module.weight.device.type == "cpu"
-        and module.weight.dtype == torch.float32
+        if type(module) is torch.nn.Linear and module.weight.device.type == "cpu" and module.weight.is_floating_point()
     ]
-    if calibration_ids is None:
-        ranges = [None] * len(layers)
-    else:
-        ranges = input_ranges(model, layers, calibration_ids)
     owners: dict[int, int] = {}
     for module in model.modules():
         for parameter in module.parameters(recurse=False):
             owners[id(parameter)] = owners.get(id(parameter), 0) + 1
-    tiny = torch.finfo(torch.float32).tiny
-    for module, input_range in zip(layers, ranges):
-        weight = module.weight.detach()
-        if input_range is None:
-            divisors = torch.ones(module.in_features)
-        else:
-            column_range = weight.abs().amax(dim=0)
-            divisors = input_range.clamp_min(1e-5).pow(SMOOTHING_STRENGTH) / column_range.clamp_min(1e-5).pow(
-                1 - SMOOTHING_STRENGTH
-            )
-        smoothed = weight * divisors
-        scales = smoothed.abs().amax(dim=1).clamp_min(tiny).double() / WEIGHT_LEVELS
-        zero_points = torch.zeros(weight.shape[0], dtype=torch.long)
-        with warnings.catch_warnings():
-            # PyTorch deprecates its quantised tensors in favour of torchao, which has no fast CPU int8 kernels.
-            warnings.simplefilter("ignore")
-            quantized = torch.quantize_per_channel(smoothed, scales, zero_points, 0, torch.qint8)
-            packed = torch.ops.quantized.linear_prepack(quantized, None)
-        shared = owners[id(module.weight)] > 1
-        module.__class__ = Int8Linear
-        module._int8_weight = packed
-        module._input_divisors = divisors
-        if not shared:
-            del module._parameters["weight"]
-    release_freed_memory()  # the float32 weights just freed: hand their pages back
+    own_weights = {id(module.weight) for module in layers if owners[id(module.weight)] == 1}
+    _widen_to_float32(model, keep=own_weights)
+    ranges: dict[int, torch.Tensor] = {}
+    done: set[int] = set()
+
+    def record(module, args):
+        seen = args[0].detach().reshape(-1, module.in_features).abs().amax(dim=0).float()
+        ranges[id(module)] = torch.maximum(ranges[id(module)], seen) if id(module) in ranges else seen
+        if module.weight.dtype != torch.float32:
+            module.weight.data = module.weight.data.float()
+
+    def quantize_after_first_use(module, args, output):
+        if id(module) not in done:  # a layer called again in the same pass (none in these decoders) reads int8 then
+            done.add(id(module))
+            _make_int8(module, ranges[id(module)], shared=owners[id(module.weight)] > 1)
+
+    if calibration_ids is not None:
+        handles = [layer.register_forward_pre_hook(record) for layer in layers]
+        handles += [layer.register_forward_hook(quantize_after_first_use) for layer in layers]
+        try:
+            with torch.no_grad():  # not inference_mode: the layers' tensors made here are used in training too
+                model(input_ids=calibration_ids)
+        finally:
+            for handle in handles:
+                handle.remove()
+    for module in layers:  # layers the calibration text did not reach, or all of them without one
+        if id(module) not in done:
+            _make_int8(module, None, shared=owners[id(module.weight)] > 1)
+    release_freed_memory()  # the float weights just freed: hand their pages back
     return len(layers)
+
+
+def _widen_to_float32(model: torch.nn.Module, keep: set[int]) -> None:
+    """Make every floating-point parameter and buffer of ``model`` float32, except the parameters in ``keep``."""
+    for module in model.modules():
+        for parameter in module.parameters(recurse=False):
+            if id(parameter) not in keep and parameter.is_floating_point() and parameter.dtype != torch.float32:
+                parameter.data = parameter.data.float()
+        for name, buffer in module.named_buffers(recurse=False):
+            if buffer is not None and buffer.is_floating_point() and buffer.dtype != torch.float32:
+                setattr(module, name, buffer.float())
+
+
+def _make_int8(module: torch.nn.Linear, input_range: torch.Tensor | None, shared: bool) -> None:
+    """Quantise one layer in place into an :class:`Int8Linear`, freeing its weight unless ``shared``."""
+    import warnings
+
+    weight = module.weight.detach().float()
+    if input_range is None:
+        divisors = torch.ones(module.in_features)
+        smoothed = weight
+    else:
+        column_range = weight.abs().amax(dim=0)
+        divisors = input_range.clamp_min(1e-5).pow(SMOOTHING_STRENGTH) / column_range.clamp_min(1e-5).pow(
+            1 - SMOOTHING_STRENGTH
+        )
+        # A weight of this layer's own is freed below: smoothing it in place spares a copy the layer's size
+        # (933 MB for a 1.5B model's output layer).
+        smoothed = weight * divisors if shared else weight.mul_(divisors)
+    scales = smoothed.abs().amax(dim=1).clamp_min(torch.finfo(torch.float32).tiny).double() / WEIGHT_LEVELS
+    zero_points = torch.zeros(weight.shape[0], dtype=torch.long)
+    with warnings.catch_warnings():
+        # PyTorch deprecates its quantised tensors in favour of torchao, which has no fast CPU int8 kernels.
+        warnings.simplefilter("ignore")
+        quantized = torch.quantize_per_channel(smoothed, scales, zero_points, 0, torch.qint8)
+        packed = torch.ops.quantized.linear_prepack(quantized, None)
+    module.__class__ = Int8Linear
+    module._int8_weight = packed
+    module._input_divisors = divisors
+    if not shared:
+        del module._parameters["weight"]
 
 
 def unpack_linear_layers(model: torch.nn.Module) -> int:

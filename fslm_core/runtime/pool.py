@@ -58,9 +58,10 @@ def in_dtype(
     :func:`~fslm_core.runtime.devices.auto_dtype` of ``cpu_flags`` (default:
     this machine's) for a float32 model, and leaves a model whose plugin chose
     another dtype (Phi's bfloat16, which halves a 3.8B model's memory) as it
-    is. ``int8`` loads the model in float32 and gives it int8 linear layers. A
-    model its plugin registered as int8-quantised computes in float32 whatever
-    ``auto`` says.
+    is. ``int8`` gives the model int8 linear layers and computes the rest in
+    float32 (the backend quantises a bfloat16 checkpoint layer by layer, never
+    widening it whole). A model its plugin registered as int8-quantised
+    computes in float32 whatever ``auto`` says.
     """
     if setting == "int8":
         return spec.model_copy(update={"dtype": "float32", "quantize": "int8"})
