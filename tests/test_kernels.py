@@ -152,11 +152,11 @@ def test_a_bfloat16_model_quantises_as_its_float32_load_does_one_layer_at_a_time
     float_layers_seen = []
     make_int8 = kernels._make_int8
 
-    def counting(module, input_range, shared):
+    def counting(module, input_range, shared, own_copy):
         float_layers_seen.append(
             sum(type(m) is torch.nn.Linear and m.weight.dtype == torch.float32 for m in narrow.modules())
         )
-        make_int8(module, input_range, shared)
+        make_int8(module, input_range, shared, own_copy)
 
     quantize_linear_layers(wide, CALIBRATION_IDS)
     monkeypatch.setattr(kernels, "_make_int8", counting)
@@ -165,6 +165,23 @@ def test_a_bfloat16_model_quantises_as_its_float32_load_does_one_layer_at_a_time
     assert all(p.dtype == torch.float32 for p in narrow.parameters())
     ids = torch.tensor([[1, 40, 41, 42, 43, 44, 45, 46]])
     assert torch.equal(logits(narrow, ids), logits(wide, ids))
+
+
+@int8_only
+def test_an_int8_weight_read_again_in_a_row_is_de_quantised_once(model):
+    from fslm_core.runtime.kernels import int8_weights_read_in_a_row
+
+    quantize_linear_layers(model, CALIBRATION_IDS)
+    attention = model.model.layers[0].self_attn
+    assert attention.q_proj.weight is not attention.q_proj.weight  # each read de-quantises anew
+    with int8_weights_read_in_a_row():  # as peft reads a layer's weight while it wraps the layer
+        first = attention.q_proj.weight
+        assert attention.q_proj.weight is first
+        assert attention.k_proj.weight.shape == (attention.k_proj.out_features, attention.k_proj.in_features)
+        again = attention.q_proj.weight  # only the last layer read is kept
+        assert again is not first
+        torch.testing.assert_close(again, first, rtol=0, atol=0)
+    assert attention.q_proj.weight is not attention.q_proj.weight
 
 
 @int8_only

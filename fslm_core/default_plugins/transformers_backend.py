@@ -29,7 +29,13 @@ from ..runtime import weights_cache
 from ..runtime.decoding import cache_keyword, cut_at_stop, decode, returned_cache, streamable_text
 from ..runtime.devices import default_device
 from ..runtime.format_masks import FormatCompiler
-from ..runtime.kernels import CALIBRATION_TEXT, int8_available, quantize_linear_layers, tune_for_cpu
+from ..runtime.kernels import (
+    CALIBRATION_TEXT,
+    int8_available,
+    int8_weights_read_in_a_row,
+    quantize_linear_layers,
+    tune_for_cpu,
+)
 from ..runtime.pool import local_folder_hint
 
 HF_PREFIX = "hf:"
@@ -141,10 +147,11 @@ class TransformersBackend(TokenizedBackend):
 
         name = "fslm_" + hashlib.sha1(str(path).encode()).hexdigest()[:12]
         try:
-            if isinstance(self.model, PeftModel):
-                self.model.load_adapter(str(path), adapter_name=name)
-            else:
-                self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=name)
+            with int8_weights_read_in_a_row():
+                if isinstance(self.model, PeftModel):
+                    self.model.load_adapter(str(path), adapter_name=name)
+                else:
+                    self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=name)
         except (OSError, ValueError, KeyError, RuntimeError) as error:
             reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise AdapterError(f"adapter {path} does not fit model {self.spec.id!r}: {reason}") from None

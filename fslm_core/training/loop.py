@@ -85,7 +85,7 @@ def train_stage(run: TrainingRun, stage_index: int, stage_name: str, examples: l
     from peft import get_peft_model
     from transformers import get_linear_schedule_with_warmup, set_seed
 
-    from ..runtime.kernels import pack_linear_layers, tuning_enabled, unpack_linear_layers
+    from ..runtime.kernels import int8_weights_read_in_a_row, pack_linear_layers, tuning_enabled, unpack_linear_layers
 
     config, accelerator = run.config, run.accelerator
     backend = run.bound.stages[stage_name].backend
@@ -94,7 +94,8 @@ def train_stage(run: TrainingRun, stage_index: int, stage_name: str, examples: l
     # The packed inference copies of the base weights are never used while gradients are recorded.
     unpack_linear_layers(backend.model)
     try:
-        peft_model = get_peft_model(backend.model, lora_config(config, backend))
+        with int8_weights_read_in_a_row():
+            peft_model = get_peft_model(backend.model, lora_config(config, backend))
     except ValueError as error:
         raise AdapterError(
             f"stage {stage_name!r}: LoRA does not fit model {backend.spec.id!r} ({str(error).splitlines()[0]}); "
