@@ -41,7 +41,10 @@ def measure(kind: str, prompts: int) -> dict:
     if kind == "plain":
         stack = Stack(name="plain", stages=[Stage(name="only", model=MODEL, instruction="Answer briefly.", generation=settings)])
     else:
-        spec = get_registry().model(MODEL)
+        from fslm_core.runtime import in_dtype
+
+        # The base the stack will use: in the dtype `auto` means here, or the adapters' base would be a second one.
+        spec = in_dtype(get_registry().model(MODEL), "auto")
         backend = pool.get(spec, get_registry().backend(spec.backend))
         folder = Path(tempfile.mkdtemp(prefix="fslm-adapters-"))
         adapters = [

@@ -14,7 +14,16 @@ from tiny_stacks import two_stage_stack
 from fslm_core import ModelPool, ModelSpec, Stack, Stage, TrainConfig, load_stack
 from fslm_core.errors import DeclarationError, InputError, StackFileError
 from fslm_core.harness import FslmLM
-from fslm_core.runtime import auto_dtype, bind_stack, default_pool, in_dtype
+from fslm_core.runtime import (
+    AUTO_DTYPE_ENV,
+    auto_dtype,
+    bind_stack,
+    choose_auto_dtype,
+    default_pool,
+    dtype_choice,
+    dtype_probe,
+    in_dtype,
+)
 from fslm_core.runtime.kernels import pack_linear_layers
 from fslm_core.training import load_train_config, train_stack
 
@@ -33,27 +42,57 @@ def loaded_dtypes(pool: ModelPool, source: Path) -> set[torch.dtype]:
 # auto ---------------------------------------------------------------------------------------------------------
 
 
-def test_auto_is_bfloat16_only_on_a_cpu_with_bf16_instructions():
-    assert auto_dtype(EPYC_FLAGS) == "float32"
-    assert auto_dtype(("avx2", "avx512f")) == "float32"  # AVX-512 without its bf16 extension emulates bf16
-    assert auto_dtype(SAPPHIRE_RAPIDS_FLAGS) == "bfloat16"
-    assert auto_dtype(("avx512f", "avx512_bf16")) == "bfloat16"
-    assert auto_dtype(SAPPHIRE_RAPIDS_FLAGS, device_type="cuda") == "float32"
+def test_auto_takes_bf16_only_where_its_probe_is_faster_on_a_cpu_with_bf16_instructions():
+    assert choose_auto_dtype({"float32": 20.0, "bfloat16": 10.0}, SAPPHIRE_RAPIDS_FLAGS) == "bfloat16"
+    assert choose_auto_dtype({"float32": 10.0, "bfloat16": 20.0}, SAPPHIRE_RAPIDS_FLAGS) == "float32"
+    assert (
+        choose_auto_dtype({"float32": 10.0, "bfloat16": 9.5}, SAPPHIRE_RAPIDS_FLAGS) == "float32"
+    )  # inside the margin
+    assert choose_auto_dtype({"float32": 20.0, "bfloat16": 10.0}, EPYC_FLAGS) == "float32"  # emulated bf16
+    assert choose_auto_dtype({"float32": 20.0, "int8": 5.0}, SAPPHIRE_RAPIDS_FLAGS) == "float32"  # never quantises
+    assert auto_dtype(device_type="cuda") == "float32"
+
+
+def test_the_probe_is_measured_once_cached_and_forced_by_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("FSLM_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv(AUTO_DTYPE_ENV, raising=False)
+    dtype_choice._cached_probe.cache_clear()
+    measured = []
+    real = dtype_choice.measure_probe
+    monkeypatch.setattr(dtype_choice, "measure_probe", lambda: measured.append(1) or real())
+    try:
+        probe = dtype_probe()
+        assert set(probe.step_ms) >= {"float32"} and all(ms > 0 for ms in probe.step_ms.values())
+        assert probe.choice == choose_auto_dtype(probe.step_ms, probe.flags)
+        (cached,) = (tmp_path / "dtype-probe").glob("*.json")
+        assert json.loads(cached.read_text())["choice"] == probe.choice
+        dtype_choice._cached_probe.cache_clear()  # a new process reads the file
+        assert dtype_probe() == probe and measured == [1]
+        monkeypatch.setenv(AUTO_DTYPE_ENV, "bfloat16")
+        assert dtype_probe().choice == "bfloat16" and dtype_probe().forced
+        assert in_dtype(ModelSpec(id="m", source="/w"), "auto").dtype == "bfloat16"
+        monkeypatch.setenv(AUTO_DTYPE_ENV, "int8")
+        assert in_dtype(ModelSpec(id="m", source="/w"), "auto").quantize == "int8"
+        monkeypatch.setenv(AUTO_DTYPE_ENV, "float16")
+        with pytest.raises(InputError, match="FSLM_AUTO_DTYPE: expected one of float32, bfloat16, int8 or probe"):
+            dtype_probe()
+    finally:
+        dtype_choice._cached_probe.cache_clear()
 
 
 def test_a_spec_takes_the_setting_and_auto_keeps_a_plugin_s_own_choice():
     plain = ModelSpec(id="m", source="/weights")
-    assert in_dtype(plain, "auto", cpu_flags=EPYC_FLAGS).dtype == "float32"
-    assert in_dtype(plain, "auto", cpu_flags=SAPPHIRE_RAPIDS_FLAGS).dtype == "bfloat16"
-    assert in_dtype(plain, "bfloat16", cpu_flags=EPYC_FLAGS).dtype == "bfloat16"
+    assert in_dtype(plain, "auto", auto="float32").dtype == "float32"
+    assert in_dtype(plain, "auto", auto="bfloat16").dtype == "bfloat16"
+    assert in_dtype(plain, "bfloat16", auto="float32").dtype == "bfloat16"
     chosen_for_memory = ModelSpec(id="phi", source="/weights", dtype="bfloat16")
-    assert in_dtype(chosen_for_memory, "auto", cpu_flags=EPYC_FLAGS).dtype == "bfloat16"
-    assert in_dtype(chosen_for_memory, "float32", cpu_flags=EPYC_FLAGS).dtype == "float32"
+    assert in_dtype(chosen_for_memory, "auto", auto="float32").dtype == "bfloat16"
+    assert in_dtype(chosen_for_memory, "float32", auto="float32").dtype == "float32"
     teacher = ModelSpec(id="teacher", source="/weights", quantize="int8")
-    assert in_dtype(teacher, "auto", cpu_flags=SAPPHIRE_RAPIDS_FLAGS).dtype == "float32"
+    assert in_dtype(teacher, "auto", auto="bfloat16").dtype == "float32"
     with pytest.raises(DeclarationError, match="dtype: model 'teacher' is quantised to int8"):
         in_dtype(teacher, "bfloat16")
-    as_int8 = in_dtype(chosen_for_memory, "int8", cpu_flags=SAPPHIRE_RAPIDS_FLAGS)
+    as_int8 = in_dtype(chosen_for_memory, "int8", auto="bfloat16")
     assert (as_int8.dtype, as_int8.quantize) == ("float32", "int8")
     sized = ModelSpec(id="m", source="/weights", parameters=1000)
     assert in_dtype(sized, "int8").memory_estimate_bytes == 1000 < sized.memory_estimate_bytes

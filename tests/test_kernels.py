@@ -7,6 +7,7 @@ from transformers import AutoModelForCausalLM
 from fslm_core.runtime.kernels import (
     CPU_TUNING_ENV,
     Int8Linear,
+    contiguous_head_input,
     int8_available,
     pack_linear_layers,
     packing_available,
@@ -72,10 +73,11 @@ def test_a_replaced_weight_is_used_not_the_stale_copy(model):
 @packed_only
 def test_the_switch_leaves_models_alone(model, monkeypatch):
     monkeypatch.setenv(CPU_TUNING_ENV, "0")
-    assert tune_for_cpu(model) == {"packed_linear_layers": 0, "keeps_freed_memory": False}
+    assert tune_for_cpu(model) == {"packed_linear_layers": 0, "keeps_freed_memory": False, "step_attention": False}
     assert all("forward" not in module.__dict__ for module in model.modules())
     monkeypatch.setenv(CPU_TUNING_ENV, "1")
-    assert tune_for_cpu(model) == {"packed_linear_layers": linear_count(model), "keeps_freed_memory": True}
+    expected = {"packed_linear_layers": linear_count(model), "keeps_freed_memory": True, "step_attention": True}
+    assert tune_for_cpu(model) == expected
 
 
 # int8 linear layers -------------------------------------------------------------------------------------------
@@ -206,3 +208,18 @@ def test_peft_attaches_lora_to_int8_layers_and_trains_it(model):
     upstream = torch.randn_like(trained)
     trained.backward(upstream)
     torch.testing.assert_close(inputs.grad, upstream @ base.weight.detach())
+
+
+def test_the_head_reads_a_contiguous_input_and_gives_the_same_logits(model):
+    """transformers hands the head a strided slice while reading a prompt; bf16's product then copied its weight."""
+    model = model.to(torch.bfloat16)
+    ids = torch.randint(10, 200, (4, 12))
+    with torch.inference_mode():
+        before = model(input_ids=ids, logits_to_keep=1).logits
+    assert contiguous_head_input(model) and contiguous_head_input(model)  # a second call adds no second hook
+    seen = []
+    model.lm_head.register_forward_pre_hook(lambda module, args: seen.append(args[0].is_contiguous()))
+    with torch.inference_mode():
+        after = model(input_ids=ids, logits_to_keep=1).logits
+    assert seen == [True] and len(model.lm_head._forward_pre_hooks) == 2
+    torch.testing.assert_close(after, before, rtol=0, atol=0)

@@ -218,7 +218,8 @@ def test_unmasked_right_padded_rows_score_exactly_what_masked_rows_do(tiny_model
     """target_loss passes no attention mask: causal attention keeps real tokens from seeing the pads after them."""
     from fslm_core.runtime import bind_stack, collate, target_loss
 
-    backend = bind_stack(get_registry().decomposition("fslm-paper").build(tiny_model_id), pool=ModelPool())
+    stack = get_registry().decomposition("fslm-paper").build(tiny_model_id).model_copy(update={"dtype": "float32"})
+    backend = bind_stack(stack, pool=ModelPool())
     backend = backend.stages["answer"].backend
     rows = [
         encode_example(backend, backend.render_prompt("Answer.", question), target, max_length=512)
@@ -245,7 +246,7 @@ def test_micro_batches_bound_the_padded_size_and_give_the_same_update(distilled_
     assert [[len(row) for row in group] for group in groups] == [[10], [7, 7], [3, 2]]
     assert sorted(len(row) for group in micro_batches(rows, 1) for row in group) == [2, 3, 7, 7, 10]
 
-    settings = dict(stages=("answer",), epochs=1, batch_size=4, eval_fraction=0.0, learning_rate=1e-2)
+    settings = dict(stages=("answer",), epochs=1, batch_size=4, eval_fraction=0.0, learning_rate=1e-2, dtype="float32")
     whole = train_stack(distilled_dir, tmp_path / "whole", model=tiny_model_id, progress=False, **settings)
     split = train_stack(
         distilled_dir, tmp_path / "split", model=tiny_model_id, progress=False, max_batch_tokens=16, **settings

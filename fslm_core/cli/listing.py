@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 
 import click
 
 from ..api.benchmarks import yaml_folders
 from ..errors import InputError
 from ..plugins import DISABLE_ENV, get_registry
-from ..runtime import with_local_weights
+from ..runtime import AUTO_DTYPE_ENV, with_local_weights
+from ..runtime.dtype_choice import forced_dtype, stored_probe
 from .app import cli
 
 
@@ -46,6 +48,8 @@ def plugin_listing() -> dict:
             rows.append(row)
         listing[kind] = rows
     listing["broken"] = [vars(broken) for broken in registry.broken]
+    probe = stored_probe()
+    listing["auto_dtype"] = asdict(probe) if probe is not None else None
     return listing
 
 
@@ -58,7 +62,7 @@ def plugins(as_json: bool) -> None:
         click.echo(json.dumps(listing, indent=2))
         return
     for kind, rows in listing.items():
-        if kind == "broken":
+        if kind in ("broken", "auto_dtype"):
             continue
         click.echo(f"{kind}:")
         if not rows:
@@ -73,6 +77,14 @@ def plugins(as_json: bool) -> None:
                     installed += f", weights from {row['source']}"
                 extra = f"  [{row['backend']}, {row['dtype']}, {memory}{installed}]"
             click.echo(f"  {row['name']:<32} {provider}{extra}")
+    forced = forced_dtype()
+    if forced is not None:
+        click.echo(f"auto dtype: {forced} (forced by {AUTO_DTYPE_ENV})")
+    elif listing["auto_dtype"] is not None:
+        probe = stored_probe()
+        click.echo(f"{probe.summary()}; measured {probe.measured} on {probe.cpu} with {probe.threads} threads")
+    else:
+        click.echo("auto dtype: not measured on this machine yet (the first run in dtype auto times each dtype)")
     for broken in listing["broken"]:
         click.echo(
             f"broken plugin {broken['name']} ({broken['distribution']}): {broken['error']} "

@@ -31,6 +31,7 @@ from ..runtime.devices import default_device
 from ..runtime.format_masks import FormatCompiler
 from ..runtime.kernels import (
     CALIBRATION_TEXT,
+    contiguous_head_input,
     int8_available,
     int8_weights_read_in_a_row,
     quantize_linear_layers,
@@ -123,6 +124,7 @@ class TransformersBackend(TokenizedBackend):
             # No keep_freed_memory here: the freed float32 weights are to be handed back, not kept.
             calibration_ids = tokenizer(CALIBRATION_TEXT, return_tensors="pt").input_ids
             tuning = {"int8_linear_layers": quantize_linear_layers(model, calibration_ids)}
+            contiguous_head_input(model)
         else:
             tuning = tune_for_cpu(model) if device.type == "cpu" else {}
         tokenizer.padding_side = "left"

@@ -5,7 +5,8 @@ Importing this package loads no model and imports no torch; :mod:`.decoding`,
 that use them.
 """
 
-from .devices import NATIVE_BF16_FLAGS, auto_dtype, has_native_bf16
+from .devices import NATIVE_BF16_FLAGS, has_native_bf16
+from .dtype_choice import AUTO_DTYPE_ENV, DtypeProbe, auto_dtype, choose_auto_dtype, dtype_probe
 from .engine import (
     MISSING_MESSAGE,
     BoundStack,
@@ -44,6 +45,10 @@ from .scoring import (
 )
 
 __all__ = [
+    "AUTO_DTYPE_ENV",
+    "DtypeProbe",
+    "choose_auto_dtype",
+    "dtype_probe",
     "IGNORE_INDEX",
     "MISSING_MESSAGE",
     "MODELS_DIR_ENV",

@@ -1,4 +1,4 @@
-"""Where models run: the GPU when there is one, else the CPU; and in which dtype ``auto`` runs them."""
+"""Where models run: the GPU when there is one, else the CPU; and what the CPU offers (its flags of note)."""
 
 from __future__ import annotations
 
@@ -45,20 +45,6 @@ NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 def has_native_bf16(flags: Iterable[str]) -> bool:
     return any(flag in NATIVE_BF16_FLAGS for flag in flags)
-
-
-def auto_dtype(flags: Iterable[str], device_type: str = "cpu") -> str:
-    """What ``dtype: auto`` computes in on a device whose CPU has ``flags``.
-
-    bfloat16 only on a CPU with bf16 instructions (``avx512_bf16``, AMX): there
-    oneDNN runs bf16 products natively (AMX does 1,024 bf16 operations per cycle
-    against 64 float32 ones) and each decoding step reads half the weight bytes.
-    Without them PyTorch emulates bf16 through float32 conversions, which
-    measured slower than float32 on the development machine (AMD EPYC, avx2/fma:
-    ``docs/performance.md``, "bfloat16"), so ``auto`` keeps float32 there. On a
-    GPU fslm does not choose: float32, as before the setting existed.
-    """
-    return "bfloat16" if device_type == "cpu" and has_native_bf16(flags) else "float32"
 
 
 @functools.cache

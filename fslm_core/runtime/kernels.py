@@ -52,10 +52,42 @@ def tuning_enabled() -> bool:
 
 
 def tune_for_cpu(model: torch.nn.Module) -> dict[str, int | bool]:
-    """Pack ``model``'s linear layers and keep freed memory, unless ``FSLM_CPU_TUNING=0``; say what was done."""
+    """Pack ``model``'s linear layers, keep freed memory and take the bf16 decoding-step attention
+    (:mod:`fslm_core.runtime.step_attention`), unless ``FSLM_CPU_TUNING=0``; say what was done."""
+    contiguous_head_input(model)
     if not tuning_enabled():
-        return {"packed_linear_layers": 0, "keeps_freed_memory": False}
-    return {"packed_linear_layers": pack_linear_layers(model), "keeps_freed_memory": keep_freed_memory()}
+        return {"packed_linear_layers": 0, "keeps_freed_memory": False, "step_attention": False}
+    from .step_attention import use_step_attention
+
+    return {
+        "packed_linear_layers": pack_linear_layers(model),
+        "keeps_freed_memory": keep_freed_memory(),
+        "step_attention": use_step_attention(model),
+    }
+
+
+def _contiguous_input(module: torch.nn.Module, args: tuple) -> tuple:
+    return (args[0].contiguous(), *args[1:])
+
+
+def contiguous_head_input(model: torch.nn.Module) -> bool:
+    """Give the output head a contiguous input; False if the model has no head to give it to.
+
+    transformers reads only each row's last position into the head while
+    reading a prompt (``logits_to_keep``), a strided slice of the hidden
+    states. A 3-d strided input sends ``F.linear`` through a batched product
+    that first copies the head's weight once per row: for a bf16 head of
+    SmolLM2's 49,152 x 576 and 16 rows, 0.9 GB copied and a prefill pass 25
+    times slower (``docs/performance.md``, "bfloat16"). Copying the slice
+    instead costs a few kilobytes. Numbers are unchanged.
+    """
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if not isinstance(head, torch.nn.Module):
+        return False
+    if not getattr(head, "_fslm_contiguous_input", False):
+        head.register_forward_pre_hook(_contiguous_input)
+        head._fslm_contiguous_input = True
+    return True
 
 
 def keep_freed_memory() -> bool:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..api.backends import ModelBackend, ModelSpec
 from ..errors import DeclarationError, ModelLoadError
-from .devices import auto_dtype, default_device, machine_cpu_flags
+from .dtype_choice import auto_dtype
 
 MODELS_DIR_ENV = "FSLM_MODELS_DIR"
 
@@ -49,14 +49,12 @@ def with_local_weights(spec: ModelSpec, model_path: Path | None = None) -> Model
     return spec.with_source(folder) if folder is not None else spec
 
 
-def in_dtype(
-    spec: ModelSpec, setting: str, field: str = "dtype", cpu_flags: tuple[str, ...] | None = None
-) -> ModelSpec:
+def in_dtype(spec: ModelSpec, setting: str, field: str = "dtype", auto: str | None = None) -> ModelSpec:
     """``spec`` loading in what the dtype ``setting`` (a stack's ``dtype``) means for it on this machine.
 
-    ``float32`` and ``bfloat16`` are taken as they are. ``auto`` is
-    :func:`~fslm_core.runtime.devices.auto_dtype` of ``cpu_flags`` (default:
-    this machine's) for a float32 model, and leaves a model whose plugin chose
+    ``float32`` and ``bfloat16`` are taken as they are. ``auto`` is ``auto``
+    if given, else :func:`~fslm_core.runtime.dtype_choice.auto_dtype` (the
+    machine's measured choice) for a float32 model, and leaves a model whose plugin chose
     another dtype (Phi's bfloat16, which halves a 3.8B model's memory) as it
     is. ``int8`` gives the model int8 linear layers and computes the rest in
     float32 (the backend quantises a bfloat16 checkpoint layer by layer, never
@@ -75,7 +73,9 @@ def in_dtype(
     if setting == "auto":
         if spec.dtype != "float32":
             return spec
-        dtype = auto_dtype(machine_cpu_flags() if cpu_flags is None else cpu_flags, default_device().type)
+        dtype = auto or auto_dtype()
+        if dtype == "int8":  # FSLM_AUTO_DTYPE=int8
+            return in_dtype(spec, "int8", field)
     else:
         dtype = setting
     return spec if dtype == spec.dtype else spec.model_copy(update={"dtype": dtype})

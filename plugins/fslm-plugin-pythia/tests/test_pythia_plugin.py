@@ -75,7 +75,8 @@ def test_two_stage_stack_runs_with_an_adapter_per_stage_on_one_base(tiny_neox, t
                 for i in range(2)]
     pool = ModelPool()
 
-    traces = run_stack(two_stage_stack(tiny_neox, adapters), ["What is 12 + 7?", "Name a primary color."], pool=pool)
+    prompts = ["What is 12 + 7?", "Name a primary color."]
+    traces = run_stack(two_stage_stack(tiny_neox, adapters), prompts, pool=pool, dtype="float32")
 
     [backend] = pool.loaded()
     assert backend.spec.id == PAPER_MODEL and backend.model.dtype == torch.float32
