@@ -19,7 +19,7 @@ import importlib.abc
 import sys
 
 MODEL_NAME = "fslm"
-MODEL_PATH = "fslm_core.harness.model:FslmLM"
+MODEL_PATH = "fslm_core.lmeval.model:FslmLM"
 WATCHED_MODULE = "lm_eval.models"
 
 

@@ -68,8 +68,8 @@ def scoring_pairs(lm, questions: list[tuple[str, list[str]]]) -> list[tuple[str,
 
 
 def measure(dtype: str, stack_name: str | None, prompts: list[str], arc: int, batch_size: int, pairs_file: Path):
-    from fslm_core.harness import FslmLM
-    from fslm_core.plugins import resolve_stack
+    from fslm_core.lmeval import FslmLM
+    from fslm_core import resolve_stack
     from fslm_core.runtime import bind_stack
 
     stack = resolve_stack(stack_name)

@@ -34,7 +34,8 @@ def measure(setting: str, rows: int, tokens: int, decode_rows: int, cache: int, 
     from transformers import AutoModelForCausalLM, DynamicCache
 
     from fslm_core import get_registry
-    from fslm_core.runtime.kernels import keep_freed_memory, pack_linear_layers
+    from fslm_core.runtime.cpu_tuning import keep_freed_memory
+    from fslm_core.runtime.packed_linear import pack_linear_layers
 
     spec = get_registry().model(MODEL)
     model = AutoModelForCausalLM.from_pretrained(spec.source, gguf_file=spec.gguf_file).eval()

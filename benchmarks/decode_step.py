@@ -50,7 +50,8 @@ def timers(model, rows: int, prompt_tokens: int, cache: int):
     from transformers import DynamicCache
     from transformers.cache_utils import Cache
 
-    from fslm_core.runtime.decoding import ReservedLayer, cache_keyword
+    from fslm_core.runtime.decoding import cache_keyword
+    from fslm_core.runtime.kv_cache import ReservedLayer
 
     generator = torch.Generator().manual_seed(0)
     prompts = torch.randint(100, 10_000, (rows, prompt_tokens), generator=generator)

@@ -9,7 +9,7 @@ weights only:      int8 weights per output channel, float32 activations (the wei
 per tensor, 7-bit: PyTorch's dynamic quantisation as ``quantize_dynamic`` does it (one activation scale
                    per batch, 7-bit activations);
 per row, 7-bit:    one activation scale per row;
-fslm:              what ``dtype: int8`` runs (``fslm_core.runtime.kernels.Int8Linear``): channels smoothed by
+fslm:              what ``dtype: int8`` runs (``fslm_core.runtime.int8_linear.Int8Linear``): channels smoothed by
                    the calibration text's ranges, 7-bit weights, 8-bit activations per row.
 
 Then the whole model: the next-token distribution after each test sentence in
@@ -32,7 +32,7 @@ from machine_info import describe, machine
 os.environ["FSLM_CPU_TUNING"] = "0"  # float32 on PyTorch's own kernel: the models are deep-copied, packed ones not
 
 from fslm_core import get_registry  # noqa: E402
-from fslm_core.runtime.kernels import CALIBRATION_TEXT, Int8Linear, quantize_linear_layers  # noqa: E402
+from fslm_core.runtime.int8_linear import CALIBRATION_TEXT, Int8Linear, quantize_linear_layers# noqa: E402
 
 MODEL = "smollm2-135m-instruct"
 TEST_TEXTS = (

@@ -1,7 +1,7 @@
 """Peak memory of loading a bfloat16 checkpoint as ``dtype: int8``: widened whole first, or layer by layer.
 
 Each side is a new process that loads the checkpoint and makes its linear
-layers int8 (``fslm_core.runtime.kernels.quantize_linear_layers``, the
+layers int8 (``fslm_core.runtime.int8_linear.quantize_linear_layers``, the
 calibration text included), then reports its peak RSS, the time taken and the
 logits of a test sentence:
 
@@ -81,7 +81,7 @@ def measure(folder: str, dtype: str, quantize: bool) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from fslm_core.runtime.kernels import CALIBRATION_TEXT, quantize_linear_layers
+    from fslm_core.runtime.int8_linear import CALIBRATION_TEXT, quantize_linear_layers
 
     torch.set_num_threads(2)
     anonymous = AnonymousPeak()

@@ -129,9 +129,10 @@ def roofline(dtype: str, rows: int = 64, cache: int = 256, repeats: int = 5) -> 
     from transformers.cache_utils import Cache
 
     from fslm_core.runtime import bind_stack
-    from fslm_core.runtime.decoding import ReservedLayer, cache_keyword
+    from fslm_core.runtime.decoding import cache_keyword
+    from fslm_core.runtime.kv_cache import ReservedLayer
 
-    from fslm_core.runtime.kernels import Int8Linear, quantize_linear_layers
+    from fslm_core.runtime.int8_linear import Int8Linear, quantize_linear_layers
 
     size = 2048
     if dtype == "int8":  # the int8 layers' own product (per-row activation scales included) on a square weight

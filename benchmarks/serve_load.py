@@ -39,7 +39,7 @@ def offline(stack_name: str | None, prompts: list[str], batch_size: int) -> dict
     """Runs in a child process (``--measure offline``) so that its peak RSS is its own."""
     import resource
 
-    from fslm_core.plugins import resolve_stack
+    from fslm_core import resolve_stack
 
     stack = resolve_stack(stack_name)
     return {
@@ -63,7 +63,7 @@ def ask(url: str, model: str, prompt: str, timeout: float) -> tuple[float, dict]
 def served(stack_name: str | None, prompts: list[str], clients: int, max_batch: int, timeout: float) -> dict:
     from serve_process import Server, call
 
-    from fslm_core.plugins import resolve_stack
+    from fslm_core import resolve_stack
 
     model = resolve_stack(stack_name).name
     log_dir = Path(os.environ.get("TMPDIR", "/tmp"))

@@ -32,7 +32,7 @@ def perturbed_copy(adapter: Path, target: Path) -> Path:
 
 
 def evaluate(stack, cache, documents: int) -> dict:
-    from fslm_core.harness import EvalSettings, FslmLM, run_task, task_manager
+    from fslm_core.lmeval import EvalSettings, FslmLM, run_task, task_manager
 
     task = "local_arc_easy"
     lm = FslmLM(stack=stack, batch_size=32, stage_cache=False)
@@ -60,7 +60,7 @@ def main() -> None:
 
     import torch
 
-    from fslm_core.plugins import resolve_stack
+    from fslm_core import resolve_stack
     from fslm_core.runtime import bind_stack
     from fslm_core.runtime.devices import cpu_summary
     from fslm_core.runtime.stage_cache import StageCache

@@ -35,7 +35,7 @@ def phases(stack_name: str | None, dtype: str | None) -> dict:
     from transformers import LlamaForCausalLM  # noqa: F401
 
     import fslm_core.cli.run  # noqa: F401
-    from fslm_core.plugins import resolve_stack
+    from fslm_core import resolve_stack
     from fslm_core.runtime import bind_stack
 
     imported = time.perf_counter()

@@ -11,7 +11,7 @@ untrained, on the base model's zero-shot behaviour.
 import sys
 from pathlib import Path
 
-from fslm_core.plugins import resolve_stack
+from fslm_core import resolve_stack
 
 questions_file = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).with_name("questions.txt")
 questions = [line.strip() for line in questions_file.read_text().splitlines() if line.strip()]

@@ -8,11 +8,12 @@ evaluators and benchmarks through the hooks in :mod:`fslm_core.api.hookspecs`.
 
 from .api import Decomposition, Generation, ModelBackend, ModelSpec, StageRecipe, TeacherNotes, hookimpl
 from .declarations import GenerationSettings, Stack, Stage, load_stack
+from .distillation import DistillConfig, distill, load_distilled
 from .errors import FslmError
 from .messages import Message, RoutingDecision, Trace
 from .plugins import get_registry, register_plugin
-from .runtime import ModelPool, run_stack
-from .training import DistillConfig, TrainConfig, distill, evaluate_stages, load_distilled, train_stack
+from .runtime import ModelPool, resolve_stack, run_stack
+from .training import TrainConfig, score_stages, train_stack
 
 
 def decomposition(name: str):
@@ -39,12 +40,13 @@ __all__ = [
     "Trace",
     "decomposition",
     "distill",
-    "evaluate_stages",
+    "score_stages",
     "get_registry",
     "hookimpl",
     "load_distilled",
     "load_stack",
     "register_plugin",
+    "resolve_stack",
     "run_stack",
     "train_stack",
 ]

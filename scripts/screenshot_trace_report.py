@@ -1,15 +1,16 @@
 """Make docs/trace-report.png: a screenshot of `fslm report` on real traces, taken in headless Chromium.
 
-    .venv/bin/python scripts/screenshot_trace_report.py                      # tiny-model traces (seconds)
     .venv/bin/python scripts/screenshot_trace_report.py --traces traces.jsonl rerun.jsonl
+    .venv/bin/python scripts/screenshot_trace_report.py      # tiny-model traces (seconds), for a quick look
 
-Without --traces, the traces come from the `fslm-paper` stages on a tiny
-random model (fslm_core.testing), run twice with the stage cache so the second
-run shows cache hits: the stages, tokens, timings and cache marks are real, the
-texts are a random model's. Traces of the embedded SmolLM2 (`fslm run --input
-examples/questions.txt --output traces.jsonl --cache`, then the same into
-rerun.jsonl) give a page with readable texts. Chromium is the one the browser
-tests drive (tests/browser.py).
+docs/trace-report.png shows the trained `smollm2-paper` stack on the embedded
+SmolLM2: `fslm run --input examples/questions.txt --output traces.jsonl
+--cache`, then `fslm run --input rerun.txt --output rerun.jsonl --cache` with
+the first and last question again (so the page shows cache hits), then this
+script with `--traces traces.jsonl rerun.jsonl`. Without --traces, the traces
+come from the `fslm-paper` stages on a tiny random model (fslm_core.testing):
+the stages, tokens, timings and cache marks are real, the texts a random
+model's. Chromium is the one the browser tests drive (tests/browser.py).
 """
 
 from __future__ import annotations
@@ -29,8 +30,7 @@ PROMPTS = [line for line in (ROOT / "examples" / "questions.txt").read_text().sp
 def tiny_model_traces(folder: Path) -> list[Path]:
     """Two JSON Lines files of the fslm-paper stages on a tiny model: a first run, and a rerun that hits the cache."""
     os.environ["FSLM_CACHE_DIR"] = str(folder / "cache")
-    from fslm_core import GenerationSettings
-    from fslm_core.plugins import resolve_stack
+    from fslm_core import GenerationSettings, resolve_stack
     from fslm_core.runtime import ModelPool, run_stack
     from fslm_core.runtime.stage_cache import StageCache
     from fslm_core.testing import build_tiny_model

@@ -41,6 +41,23 @@ def tiny_adapters(tiny_model_dir, tmp_path_factory):
     return [build_random_adapter(tiny_model_dir, root / f"adapter{i}", seed=i) for i in range(4)]
 
 
+@pytest.fixture
+def pool():
+    """A model pool of the test's own: what it loads is not shared with other tests."""
+    from fslm_core import ModelPool
+
+    return ModelPool()
+
+
+@pytest.fixture
+def benchmark_fixture_data(monkeypatch):
+    """The benchmark tasks read the few sample rows fslm-plugin-benchmarks ships."""
+    from fslm_plugin_benchmarks import DATA_DIR_ENV, FIXTURES_DIR
+
+    monkeypatch.setenv(DATA_DIR_ENV, str(FIXTURES_DIR))
+    return FIXTURES_DIR
+
+
 @pytest.fixture(scope="module")
 def distilled_dir(tiny_model_id, tmp_path_factory):
     """Per-stage targets for the tiny Alpaca fixture, written by the tiny model (one copy per test module)."""

@@ -65,25 +65,63 @@ assert [broken.name for broken in get_registry().broken] == ["exploding"]
     assert result.stdout == "" and result.stderr == ""
 
 
-def test_import_paths_the_docs_promised_before_the_layers_still_work():
-    import fslm_core
-    from fslm_core import api, harness, training
-    from fslm_core.benchmarks import Benchmark
-    from fslm_core.evaluation import FslmLM
-    from fslm_core.evaluators import Evaluator, normalise
-    from fslm_core.formats import MessageFormat
-    from fslm_core.plugins import reset_registry
-    from fslm_core.routers import Router
-    from fslm_core.stage_evaluation import StageEvalJob, evaluate_stages
+def test_one_path_per_module_and_no_old_ones_anywhere_in_the_repository():
+    import importlib.util
+    import re
 
-    assert (Benchmark, Evaluator, normalise, MessageFormat, Router) == (
-        api.Benchmark,
-        api.Evaluator,
-        api.normalise,
-        api.MessageFormat,
-        api.Router,
-    )
-    assert (FslmLM, StageEvalJob, evaluate_stages) == (harness.FslmLM, training.StageEvalJob, training.evaluate_stages)
-    assert callable(reset_registry)
-    for name in fslm_core.__all__:
-        assert getattr(fslm_core, name) is not None
+    import fslm_core
+
+    old = ("evaluation", "evaluators", "formats", "routers", "benchmarks", "stage_evaluation")
+    for name in old:
+        assert importlib.util.find_spec(f"fslm_core.{name}") is None, name
+    pattern = re.compile(r"fslm_core\.(" + "|".join(old) + r")\b")
+    offenders = [
+        str(path.relative_to(ROOT))
+        for path in ROOT.rglob("*")
+        if path.suffix in (".py", ".md", ".toml", ".yaml")
+        and not {".venv", ".git"} & set(path.parts)
+        and path.name != "test_code_rules.py"
+        and pattern.search(path.read_text(encoding="utf-8", errors="ignore"))
+    ]
+    assert offenders == []
+    assert set(fslm_core.__all__) <= set(vars(fslm_core))
+
+
+def test_no_module_of_fslm_core_is_over_450_lines():
+    long = {
+        str(path.relative_to(ROOT)): lines
+        for path in (ROOT / "fslm_core").rglob("*.py")
+        if (lines := len(path.read_text(encoding="utf-8").splitlines())) > 450
+    }
+    assert long == {}
+
+
+def test_every_path_the_architecture_page_names_exists():
+    import re
+
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"`((?:[\w.]+/)*[\w.]+(?:\.py|\.html|/))`", text))
+    named |= {f"{folder}/" for folder in re.findall(r'\["(\w+)/<br/>', text)}
+    assert len(named) > 40
+    missing = []
+    for name in sorted(named):
+        where = [ROOT / name, ROOT / "fslm_core" / name, ROOT / "fslm_core" / "runtime" / name]
+        where += [folder / name for folder in (ROOT / "fslm_core").iterdir() if folder.is_dir()]
+        if not any(path.exists() for path in where):
+            missing.append(name)
+    assert missing == []
+
+
+def test_every_hook_in_the_specs_has_a_section_in_the_plugin_guide():
+    import inspect
+    import re
+
+    from fslm_core.api import hookspecs
+
+    hooks = {
+        name for name, function in inspect.getmembers(hookspecs, inspect.isfunction) if hasattr(function, "fslm_spec")
+    }
+    text = (ROOT / "docs" / "plugins.md").read_text(encoding="utf-8")
+    documented = {hook for heading in re.findall(r"^## .*$", text, re.M) for hook in re.findall(r"`(\w+)`", heading)}
+    assert hooks and hooks <= documented, hooks - documented
+    assert {registration.hook for registration in hookspecs.REGISTRATIONS.values()} <= hooks

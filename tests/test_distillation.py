@@ -9,10 +9,7 @@ import pytest
 from fslm_cli import run_fslm
 
 from fslm_core import distill, load_distilled
-from fslm_core.errors import FslmError, InputError, UnknownNameError
-from fslm_core.plugins import get_registry
-from fslm_core.runtime import stage_input
-from fslm_core.training import (
+from fslm_core.distillation import (
     REFERENCE,
     TEACHER,
     DistillConfig,
@@ -20,6 +17,9 @@ from fslm_core.training import (
     shard_folders,
     targets_trace,
 )
+from fslm_core.errors import FslmError, InputError, UnknownNameError
+from fslm_core.plugins import get_registry
+from fslm_core.runtime import stage_input
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -28,7 +28,7 @@ FAST = DistillConfig(max_new_tokens=6, shard_size=2, batch_size=4)
 
 
 @pytest.fixture(scope="module")
-def distilled_dir(tiny_model_id, tmp_path_factory):
+def distilled_and_summary(tiny_model_id, tmp_path_factory):
     folder = tmp_path_factory.mktemp("distilled") / "out"
     summary = distill(ALPACA_TINY, folder, FAST, teacher=tiny_model_id, progress=False)
     return folder, summary
@@ -43,8 +43,8 @@ def test_fixture_rows_are_read_and_malformed_ones_counted():
     assert data.examples[2].prompt == "Name a major American city"
 
 
-def test_distillation_writes_one_target_per_stage_per_example(distilled_dir):
-    folder, summary = distilled_dir
+def test_distillation_writes_one_target_per_stage_per_example(distilled_and_summary):
+    folder, summary = distilled_and_summary
     assert summary.rows_read == 8 and summary.usable_examples == 6
     assert summary.skipped == {"missing output": 1, "instruction is not text": 1}
     assert summary.examples_distilled == summary.examples_total == 6
@@ -64,10 +64,10 @@ def test_distillation_writes_one_target_per_stage_per_example(distilled_dir):
     assert sources == {("interpret", TEACHER), ("recall", TEACHER), ("reason", TEACHER), ("answer", REFERENCE)}
 
 
-def test_notes_teacher_writes_every_intermediate_target_from_one_reply(distilled_dir):
+def test_notes_teacher_writes_every_intermediate_target_from_one_reply(distilled_and_summary):
     """One answer-aware reply per example: the stages' targets are its sections, and the reply is kept."""
     notes = get_registry().decomposition("fslm-paper").teacher_notes
-    data = load_distilled(distilled_dir[0])
+    data = load_distilled(distilled_and_summary[0])
     assert data.manifest["identity"]["teacher_notes"]["reply_start"] == notes.reply_start
     rows = data.dataset.to_list()
     for example in data.examples():
@@ -97,8 +97,8 @@ def test_per_stage_teacher_is_one_call_per_stage(tiny_model_id, tmp_path):
         distill(ALPACA_TINY, tmp_path / "out", FAST, teacher=tiny_model_id, progress=False)  # notes now: other run
 
 
-def test_recorded_stage_inputs_are_what_the_engine_builds_from_the_targets(distilled_dir, tiny_model_id):
-    data = load_distilled(distilled_dir[0])
+def test_recorded_stage_inputs_are_what_the_engine_builds_from_the_targets(distilled_and_summary, tiny_model_id):
+    data = load_distilled(distilled_and_summary[0])
     registry = get_registry()
     stack = registry.decomposition("fslm-paper").build(tiny_model_id)
     formats = {stage.name: registry.format(stage.format) for stage in stack.stages}
@@ -110,7 +110,9 @@ def test_recorded_stage_inputs_are_what_the_engine_builds_from_the_targets(disti
         assert example.stage_inputs["answer"].startswith(f"User request:\n{example.prompt}\n\nWhat is asked:\n")
 
 
-def test_interrupted_distillation_resumes_without_redoing_or_losing_work(distilled_dir, tiny_model_id, tmp_path):
+def test_interrupted_distillation_resumes_without_redoing_or_losing_work(
+    distilled_and_summary, tiny_model_id, tmp_path
+):
     class Stop(Exception):
         pass
 
@@ -133,7 +135,7 @@ def test_interrupted_distillation_resumes_without_redoing_or_losing_work(distill
     def rows(path):
         return sorted(json.dumps(row, sort_keys=True) for row in load_distilled(path).dataset)
 
-    assert rows(folder) == rows(distilled_dir[0])  # same targets as the uninterrupted run, each once
+    assert rows(folder) == rows(distilled_and_summary[0])  # same targets as the uninterrupted run, each once
     again = distill(ALPACA_TINY, folder, FAST, teacher=tiny_model_id, progress=False)
     assert again.examples_distilled == 0 and again.examples_total == 6
 
@@ -154,7 +156,7 @@ def test_jsonl_lines_that_are_not_json_are_counted(tmp_path):
     assert dict(data.skipped) == {"line is not JSON": 1, "empty instruction": 1}
 
 
-def test_bad_input_gives_one_clear_error(tiny_model_id, tmp_path, distilled_dir):
+def test_bad_input_gives_one_clear_error(tiny_model_id, tmp_path, distilled_and_summary):
     with pytest.raises(InputError, match="file not found: .*missing.json"):
         distill(tmp_path / "missing.json", tmp_path / "a", FAST, teacher=tiny_model_id)
     with pytest.raises(UnknownNameError, match="teacher: unknown model id 'no-such-teacher'; known: .*smollm2"):
@@ -170,7 +172,7 @@ def test_bad_input_gives_one_clear_error(tiny_model_id, tmp_path, distilled_dir)
     with pytest.raises(InputError, match="not valid JSON"):
         distill(not_json, tmp_path / "e", FAST, teacher=tiny_model_id)
     with pytest.raises(InputError, match="different 'max_new_tokens'"):
-        distill(ALPACA_TINY, distilled_dir[0], FAST, teacher=tiny_model_id, max_new_tokens=7)
+        distill(ALPACA_TINY, distilled_and_summary[0], FAST, teacher=tiny_model_id, max_new_tokens=7)
     occupied = tmp_path / "occupied"
     occupied.mkdir()
     (occupied / "notes.txt").write_text("mine")

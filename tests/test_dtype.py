@@ -13,7 +13,7 @@ from tiny_stacks import two_stage_stack
 
 from fslm_core import ModelPool, ModelSpec, Stack, Stage, TrainConfig, load_stack
 from fslm_core.errors import DeclarationError, InputError, StackFileError
-from fslm_core.harness import FslmLM
+from fslm_core.lmeval import FslmLM
 from fslm_core.runtime import (
     AUTO_DTYPE_ENV,
     auto_dtype,
@@ -24,7 +24,7 @@ from fslm_core.runtime import (
     dtype_probe,
     in_dtype,
 )
-from fslm_core.runtime.kernels import pack_linear_layers
+from fslm_core.runtime.packed_linear import pack_linear_layers
 from fslm_core.training import load_train_config, train_stack
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -120,7 +120,7 @@ def test_a_bfloat16_run_loads_bf16_weights_and_writes_traces(tiny_model_dir, tin
 def test_an_int8_run_puts_the_adapters_on_int8_layers(tiny_model_id, tiny_adapters):
     from peft.tuners.lora import LoraLayer
 
-    from fslm_core.runtime.kernels import Int8Linear
+    from fslm_core.runtime.int8_linear import Int8Linear
 
     pool = ModelPool()
     traces = two_stage_stack(tiny_model_id, tiny_adapters, dtype="int8").run(PROMPTS, pool=pool)
@@ -308,7 +308,7 @@ def test_bfloat16_training_keeps_lora_weights_in_float32_and_saves_adapters(
 
 
 def test_int8_training_trains_adapters_on_the_int8_base_and_is_a_run_of_its_own(distilled_dir, tiny_model_id, tmp_path):
-    from fslm_core.runtime.kernels import Int8Linear
+    from fslm_core.runtime.int8_linear import Int8Linear
 
     config = TrainConfig(
         epochs=1, batch_size=2, learning_rate=3e-2, eval_fraction=0.2, stages=("answer",), dtype="int8"

@@ -2,7 +2,7 @@
 
 import pytest
 
-from fslm_core import GenerationSettings, ModelPool, Stack, Stage, Trace
+from fslm_core import GenerationSettings, Stack, Stage, Trace
 from fslm_core.api import ListFormat, ParallelRouter, Router
 from fslm_core.errors import AdapterError, InputError, UnknownNameError
 from fslm_core.runtime import bind_stack, stage_input
@@ -22,11 +22,6 @@ def make_stage(name, model, adapter=None, reads=(), **fields):
         generation=fields.pop("generation", SHORT),
         **fields,
     )
-
-
-@pytest.fixture
-def pool():
-    return ModelPool()
 
 
 def count_generate_calls(pool, monkeypatch):

@@ -5,20 +5,14 @@ from __future__ import annotations
 import re
 
 import pytest
-from fslm_plugin_benchmarks import DATA_DIR_ENV, FIXTURES_DIR
 from lm_eval import simple_evaluate
 from lm_eval.api.instance import Instance
 
 from fslm_core.declarations import GenerationSettings, Stack, Stage
 from fslm_core.errors import InputError, StackFileError, UnknownNameError
-from fslm_core.harness import FslmLM, parse_batch_size, task_manager
-from fslm_core.plugins import single_model_stack
+from fslm_core.lmeval import FslmLM, parse_batch_size, task_manager
+from fslm_core.runtime import single_model_stack
 from fslm_core.runtime.decoding import cut_at_stop
-
-
-@pytest.fixture
-def fixture_data(monkeypatch):
-    monkeypatch.setenv(DATA_DIR_ENV, str(FIXTURES_DIR))
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +93,7 @@ def assert_same_scores(ours, theirs):
         assert greedy == expected_greedy
 
 
-def test_single_stage_scores_match_lm_eval_hf_model(tiny_model_id, hf_lm, fixture_data):
+def test_single_stage_scores_match_lm_eval_hf_model(tiny_model_id, hf_lm, benchmark_fixture_data):
     lm = FslmLM(model=tiny_model_id, final_prompt="plain", batch_size=3, dtype="float32")  # lm-eval's HF model's
     greedy_pair = (PAIRS[0][0], hf_lm.tok_decode(_greedy_tokens(hf_lm, PAIRS[0][0], 3)))
     manual = requests_for([*PAIRS, greedy_pair])
@@ -157,7 +151,9 @@ def test_mixed_adapter_batch_scores_like_separate_batches(tiny_model_id, tiny_ad
     assert_same_scores(mixed, separate)
 
 
-def test_upstream_stages_run_once_per_context_not_per_choice(tiny_model_id, tiny_adapters, fixture_data, monkeypatch):
+def test_upstream_stages_run_once_per_context_not_per_choice(
+    tiny_model_id, tiny_adapters, benchmark_fixture_data, monkeypatch
+):
     lm = FslmLM(stack=small_stack(tiny_model_id, tiny_adapters), batch_size=8)
     generated = count_generated_rows(monkeypatch, lm.final.backend)
     scored = []
@@ -214,7 +210,7 @@ def test_final_prompt_holds_the_context_and_upstream_messages(tiny_model_id, tin
     assert lm._continuation_for(prompt, " carbon dioxide") == "carbon dioxide"
 
 
-def test_generate_until_runs_the_stack_and_honours_stop_sequences(tiny_model_id, tiny_adapters, fixture_data):
+def test_generate_until_runs_the_stack_and_honours_stop_sequences(tiny_model_id, tiny_adapters, benchmark_fixture_data):
     lm = FslmLM(stack=small_stack(tiny_model_id, tiny_adapters), batch_size=4)
     manager = task_manager(["local_gsm8k"])
     options = dict(

@@ -22,9 +22,9 @@ from fslm_plugin_benchmarks import DATA_DIR_ENV, FIXTURES_DIR
 from fslm_core.errors import InputError, UnknownNameError
 from fslm_core.experiment import STEPS, compare, load_experiment_config, mcnemar_exact, run_experiment
 from fslm_core.experiment.answer_bias import correct_options
+from fslm_core.experiment.comparisons import holm
 from fslm_core.experiment.report import adapter_parameters
-from fslm_core.experiment.stats import holm
-from fslm_core.harness import task_manager
+from fslm_core.lmeval import task_manager
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

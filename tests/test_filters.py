@@ -8,10 +8,17 @@ import pytest
 
 from fslm_core.api import StageRecipe, TeacherNotes
 from fslm_core.api.decompositions import Decomposition
+from fslm_core.distillation import DistilledExample
+from fslm_core.distillation.role_checks import (
+    filter_examples,
+    is_list,
+    restates,
+    role_problem,
+    target_problem,
+    tidy_target,
+)
 from fslm_core.errors import DeclarationError
 from fslm_core.plugins import get_registry
-from fslm_core.training import DistilledExample
-from fslm_core.training.filters import filter_examples, is_list, restates, role_problem, target_problem, tidy_target
 
 NOTES = get_registry().decomposition("fslm-paper").teacher_notes
 
@@ -119,7 +126,7 @@ def test_filtered_copy_of_a_distillation_folder(tiny_model_id, tmp_path, capsys)
 
     from fslm_core import distill, load_distilled
     from fslm_core.cli import main
-    from fslm_core.training import DistillConfig, filter_distilled
+    from fslm_core.distillation import DistillConfig, filter_distilled
 
     alpaca = Path(__file__).parent / "fixtures" / "alpaca_tiny.json"
     config = DistillConfig(max_new_tokens=6, batch_size=8)

@@ -185,7 +185,7 @@ def test_simple_evaluate_finds_the_fslm_model_by_name_without_importing_fslm(env
     )
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
-    assert summary["model"] == "fslm" and summary["fslm_class"] == "fslm_core.harness.model"
+    assert summary["model"] == "fslm" and summary["fslm_class"] == "fslm_core.lmeval.model"
     assert summary["hf_class"] == "HFLM"  # lm-eval's own models are still there
     assert 0.0 <= summary["metrics"]["acc_norm,none"] <= 1.0
 

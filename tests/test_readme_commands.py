@@ -23,7 +23,7 @@ import click
 import pytest
 
 from fslm_core.cli.app import cli
-from fslm_core.harness import task_folders
+from fslm_core.lmeval import task_folders
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -48,7 +48,7 @@ ELSEWHERE = (
     "torchrun ",
 )
 # Parsed by their program's own parser, not run: they load models for minutes.
-PARSED = ("fslm ", "python -m fslm_core.harness", "lm_eval ")
+PARSED = ("fslm ", "python -m fslm_core.lmeval", "lm_eval ")
 # Options whose value is a file or folder the command reads.
 READS = {"--input", "--data", "--stack", "--config"}
 
@@ -151,7 +151,7 @@ def parse(command: str) -> None:
         return
     from lm_eval._cli import HarnessCLI
 
-    arguments = words[3:] if words[:3] == ["python", "-m", "fslm_core.harness"] else words[1:]
+    arguments = words[3:] if words[:3] == ["python", "-m", "fslm_core.lmeval"] else words[1:]
     saved = sys.argv
     sys.argv = ["lm_eval", *arguments]
     try:

@@ -3,7 +3,7 @@
 import pytest
 from pydantic import ValidationError
 
-from fslm_core import GenerationSettings, ModelPool, Stack, Stage
+from fslm_core import GenerationSettings, Stack, Stage
 from fslm_core.declarations import Condition, Dispatch
 from fslm_core.errors import DeclarationError
 from fslm_core.runtime import run_stack
@@ -23,11 +23,6 @@ def stage(name, model, adapter=None, reads=(), **fields):
     return Stage(
         name=name, model=model, adapter=adapter, reads=reads, instruction=f"Do {name}.", generation=SHORT, **fields
     )
-
-
-@pytest.fixture
-def pool():
-    return ModelPool()
 
 
 def linear(model, adapters, **first):

@@ -18,7 +18,7 @@ PROMPTS = ["What is the capital of France?", "Name three primary colors.", "What
 
 
 @pytest.fixture(scope="module")
-def tiny_stack_file(tiny_model_id, tiny_adapters, tmp_path_factory):
+def served_stack_file(tiny_model_id, tiny_adapters, tmp_path_factory):
     folder = tmp_path_factory.mktemp("served-stack")
     stack = Stack(
         name="tiny-served",
@@ -44,8 +44,8 @@ def tiny_stack_file(tiny_model_id, tiny_adapters, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(tiny_stack_file, tmp_path_factory):
-    running = Server([str(tiny_stack_file)], "--batch-window-ms", "200", log_dir=tmp_path_factory.mktemp("logs"))
+def server(served_stack_file, tmp_path_factory):
+    running = Server([str(served_stack_file)], "--batch-window-ms", "200", log_dir=tmp_path_factory.mktemp("logs"))
     try:
         running.wait_ready()
         yield running
@@ -231,8 +231,8 @@ def test_a_client_that_leaves_mid_stream_does_not_disturb_the_others(client, ser
     assert call("GET", server.url + "/fslm/stats")[1]["failed"] == 0
 
 
-def test_sigterm_lets_the_request_in_flight_finish_then_exits(tiny_stack_file, tmp_path):
-    server = Server([str(tiny_stack_file)], log_dir=tmp_path)
+def test_sigterm_lets_the_request_in_flight_finish_then_exits(served_stack_file, tmp_path):
+    server = Server([str(served_stack_file)], log_dir=tmp_path)
     server.wait_ready()
     result = {}
 
@@ -298,11 +298,11 @@ def test_the_default_stack_served_answers_a_question_through_the_openai_client(t
     assert any("Paris" in message["text"] for message in reply.model_extra["fslm_trace"]["messages"])
 
 
-def test_a_failed_batch_is_rerun_without_sending_any_request_a_stage_twice(tiny_stack_file):
+def test_a_failed_batch_is_rerun_without_sending_any_request_a_stage_twice(served_stack_file):
     from fslm_core import load_stack
     from fslm_core.serving.batcher import Batcher, Job
 
-    stack = load_stack(tiny_stack_file)
+    stack = load_stack(served_stack_file)
     events: dict[str, list] = {}
     done = threading.Event()
 

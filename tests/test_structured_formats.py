@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 from pydantic import ValidationError
 
-from fslm_core import GenerationSettings, ModelPool, Stack, Stage, load_stack
+from fslm_core import GenerationSettings, Stack, Stage, load_stack
 from fslm_core.cli import cli
 from fslm_core.errors import DeclarationError, StackFileError, StageOutputError
 from fslm_core.runtime import bind_stack, check_stack, run_stack, stage_input
@@ -31,11 +31,6 @@ JSON_BUDGET = GenerationSettings(max_new_tokens=120)
 def stage(name, model, adapter=None, **fields):
     fields.setdefault("generation", LONG_ENOUGH)
     return Stage(name=name, model=model, adapter=adapter, instruction=f"Do the {name} step.", **fields)
-
-
-@pytest.fixture
-def pool():
-    return ModelPool()
 
 
 @pytest.mark.parametrize("format_name", ["list", "key-value"])

@@ -12,7 +12,7 @@ from playwright.sync_api import expect
 
 from fslm_core import GenerationSettings, Message, RoutingDecision, Stack, Stage, Trace
 from fslm_core.cli import main
-from fslm_core.harness import TRACE_REPORT_FILE
+from fslm_core.lmeval import TRACE_REPORT_FILE
 from fslm_core.runtime.costs import render_costs, stage_costs, traced_stage_costs
 from fslm_core.trace_report import OPEN_UP_TO, TraceEntry, read_trace_file, trace_report_html
 

@@ -13,17 +13,12 @@ import pytest
 import torch
 from fslm_cli import run_fslm
 
-from fslm_core import ModelPool, TrainConfig, distill, evaluate_stages, load_distilled, load_stack, train_stack
+from fslm_core import ModelPool, TrainConfig, distill, load_distilled, load_stack, score_stages, train_stack
 from fslm_core.errors import InputError
 from fslm_core.plugins import get_registry
 from fslm_core.progress import INTERVAL_ENV
 from fslm_core.runtime import encode_example
-from fslm_core.training import (
-    epoch_batches,
-    load_train_config,
-    process_share,
-    split_examples,
-)
+from fslm_core.training import epoch_batches, load_train_config, process_share, split_examples
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -103,7 +98,7 @@ def test_each_stage_is_scored_on_held_out_examples(trained, distilled_dir):
     # The same scores through the API, for any stack and any registered evaluator.
     data = load_distilled(distilled_dir)
     held_out = split_examples(data.examples(), FAST.eval_fraction, FAST.max_eval_examples, FAST.seed)[1]
-    again = evaluate_stages(
+    again = score_stages(
         load_stack(trained.output),
         data,
         [e.example_id for e in held_out],

@@ -36,7 +36,7 @@ class StageRecipe:
     max_new_tokens: int = 128
     teacher_instruction: str | None = None
     checks: tuple[str, ...] = ()
-    """Names of role checks (``fslm_core.training.filters.ROLE_CHECKS``) this stage's text must pass, as a
+    """Names of role checks (``fslm_core.distillation.role_checks.ROLE_CHECKS``) this stage's text must pass, as a
     distilled target and as a trained stage's output: e.g. ``restates`` (does not answer) or ``is-list``."""
 
 

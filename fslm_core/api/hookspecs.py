@@ -16,18 +16,68 @@ Registration hooks are called once per process, the first time the registry is
 needed, through pluggy: ``tryfirst``/``trylast`` order the plugins and hook
 wrappers wrap each plugin's call. A plugin whose hook raises is reported by
 name and skipped, and the rest still load.
+
+**The first registration of a name wins.** Plugins are called in pluggy's
+order: ``tryfirst`` implementations first (the built-ins are ``tryfirst``),
+then the plugin loaded last, ``trylast`` ones last. A later registration of a
+name already taken is ignored with a warning that names both providers, so
+a plugin cannot silently replace a built-in: it asks with ``tryfirst``.
+
+Each registration hook declares here, with :func:`registers`, what kind of
+thing it registers and which attribute names it; the registry
+(:mod:`fslm_core.plugins.registry`) builds its kinds from these declarations.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
 import pluggy
+
+if TYPE_CHECKING:
+    from .backends import ModelBackend, ModelSpec
+    from .benchmarks import Benchmark
+    from .decompositions import Decomposition
+    from .evaluators import Evaluator, StageScorer
+    from .formats import MessageFormat
+    from .routers import Router
+    from .stacks import NamedStack
 
 hookspec = pluggy.HookspecMarker("fslm")
 hookimpl = pluggy.HookimplMarker("fslm")
 
 
-@hookspec
-def register_backends(register):
+@dataclass(frozen=True)
+class Registration:
+    """What one registration hook registers: its kind (``models``), its label in messages, the naming attribute."""
+
+    kind: str
+    label: str
+    hook: str
+    name_attribute: str = "name"
+
+    def name_of(self, item: Any) -> str:
+        return getattr(item, self.name_attribute)
+
+
+REGISTRATIONS: dict[str, Registration] = {}
+"""Every registration hook's declaration, by kind, in the order of this module."""
+
+
+def registers(kind: str, label: str, name_attribute: str = "name"):
+    """Declare a registration hook spec: the kind it fills and how its items are named."""
+
+    def declare(function: Callable) -> Callable:
+        REGISTRATIONS[kind] = Registration(kind, label, function.__name__, name_attribute)
+        return hookspec(function)
+
+    return declare
+
+
+@registers("backends", "backend")
+def register_backends(register: Callable[[type[ModelBackend]], None]) -> None:
     """Register model backends: code that loads a base model and runs stages on it.
 
     Called once when the registry is built.
@@ -38,8 +88,8 @@ def register_backends(register):
     """
 
 
-@hookspec
-def register_models(register):
+@registers("models", "model id", name_attribute="id")
+def register_models(register: Callable[[ModelSpec], None]) -> None:
     """Register model ids that stages can name in ``Stage.model``.
 
     Called once when the registry is built.
@@ -51,7 +101,7 @@ def register_models(register):
 
 
 @hookspec(firstresult=True)
-def resolve_model(model_id):
+def resolve_model(model_id: str) -> ModelSpec | None:
     """Build a model spec for an id that no plugin registered by name.
 
     Called when ``Stage.model`` is not a registered id, so a plugin can accept a
@@ -64,8 +114,8 @@ def resolve_model(model_id):
     """
 
 
-@hookspec
-def register_formats(register):
+@registers("formats", "message format")
+def register_formats(register: Callable[[MessageFormat], None]) -> None:
     """Register inter-stage message formats.
 
     A format tells a stage how to lay out its output, parses it into fields
@@ -76,8 +126,8 @@ def register_formats(register):
     """
 
 
-@hookspec
-def register_routers(register):
+@registers("routers", "router")
+def register_routers(register: Callable[[Router], None]) -> None:
     """Register routers: policies that decide which stages run, and in which waves.
 
     :param register: ``register(router)``, an instance of
@@ -85,8 +135,8 @@ def register_routers(register):
     """
 
 
-@hookspec
-def register_decompositions(register):
+@registers("decompositions", "decomposition")
+def register_decompositions(register: Callable[[Decomposition], None]) -> None:
     """Register task decompositions: recipes that build a ready stack for a model.
 
     A decomposition names the stages of a task, their prompts, and the teacher
@@ -97,8 +147,8 @@ def register_decompositions(register):
     """
 
 
-@hookspec
-def register_evaluators(register):
+@registers("evaluators", "evaluator")
+def register_evaluators(register: Callable[[Evaluator | StageScorer], None]) -> None:
     """Register evaluators that score a stage's outputs against targets.
 
     :param register: ``register(evaluator)``, an instance of
@@ -108,8 +158,8 @@ def register_evaluators(register):
     """
 
 
-@hookspec
-def register_benchmarks(register):
+@registers("benchmarks", "benchmark")
+def register_benchmarks(register: Callable[[Benchmark], None]) -> None:
     """Register lm-evaluation-harness task configs (benchmark adapters).
 
     ``fslm eval`` hands them to lm-eval's ``TaskManager`` so they run like the
@@ -121,8 +171,8 @@ def register_benchmarks(register):
     """
 
 
-@hookspec
-def register_stacks(register):
+@registers("stacks", "stack")
+def register_stacks(register: Callable[[NamedStack], None]) -> None:
     """Register ready-made stacks: trained stack folders a plugin ships as package data.
 
     Called once when the registry is built. Record where the folder is; do not

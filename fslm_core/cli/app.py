@@ -17,7 +17,10 @@ from pydantic import ValidationError
 from ..declarations import DTYPE_SETTINGS, Stack
 from ..errors import FslmError, StackChoiceError, format_validation_error
 from ..logs import configure_logging
-from ..plugins import CLI_ARGUMENTS, DEFAULT_DECOMPOSITION, DEFAULT_MODEL, resolve_stack
+from ..runtime.stack_choice import DEFAULT_DECOMPOSITION, DEFAULT_MODEL, StackArguments, resolve_stack
+
+CLI_ARGUMENTS = StackArguments("--stack", "--decomposition", "--model", "--model-path", "", "--decomposition")
+"""How the command line's users write the options that choose a stack, so that errors name what they typed."""
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -6,9 +6,9 @@ import click
 
 from ..declarations import Stack
 from ..errors import InputError
-from ..plugins import CLI_ARGUMENTS, resolve_stack
+from ..runtime.stack_choice import resolve_stack
 from ..runtime.stage_cache import StageCache
-from .app import cli, count_option, seed_option
+from .app import CLI_ARGUMENTS, cli, count_option, seed_option
 
 
 def served_stacks(names: tuple[str, ...]) -> dict[str, Stack]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..plugins import DEFAULT_DECOMPOSITION, DEFAULT_MODEL
+from ..runtime.stack_choice import DEFAULT_DECOMPOSITION, DEFAULT_MODEL
 from .app import batch_size_option, chosen_stack, cli, count_option, dtype_option, seed_option, stack_options
 
 
@@ -33,7 +33,7 @@ from .app import batch_size_option, chosen_stack, cli, count_option, dtype_optio
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def distill_command(data, output, as_json, **settings):
     """Have a teacher model write every stage's training target for the examples in --data."""
-    from ..training import DistillConfig, distill
+    from ..distillation import DistillConfig, distill
 
     # Options left out take DistillConfig's defaults (the default decomposition and teacher).
     config = DistillConfig(**{name: value for name, value in settings.items() if value is not None})
@@ -67,7 +67,8 @@ def train_command(distilled, stack_path, decomposition, model, model_path, outpu
     The stack is --stack, or the distilled data's decomposition built for --model. Rerun the same
     command to resume an interrupted run.
     """
-    from ..training import is_main_process, load_distilled, load_train_config, train_stack
+    from ..distillation import load_distilled
+    from ..training import is_main_process, load_train_config, train_stack
 
     data = load_distilled(distilled)
     stack = chosen_stack(stack_path, decomposition or (None if stack_path else data.decomposition), model, model_path)
@@ -85,7 +86,7 @@ def filter_command(distilled, output, as_json):
     """Copy DISTILLED data keeping the examples whose teacher targets pass their checks, tidied to their role."""
     import json
 
-    from ..training import filter_distilled
+    from ..distillation import filter_distilled
 
     report = filter_distilled(distilled, output)
     click.echo(json.dumps(report.as_dict(), indent=2) if as_json else report.render())

@@ -7,9 +7,9 @@ and task, :mod:`.stats` holds the paired tests and :mod:`.report` writes the
 Markdown report.
 """
 
+from .comparisons import PairedComparison, compare, mcnemar_exact, mean_and_stderr
 from .config import QUICK, SYSTEMS, ExperimentConfig, load_experiment_config
 from .pipeline import STEPS, Experiment, run_experiment
-from .stats import PairedComparison, compare, mcnemar_exact, mean_and_stderr
 
 __all__ = [
     "QUICK",

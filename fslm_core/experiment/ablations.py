@@ -25,23 +25,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..declarations import load_stack
+from ..distillation import DistillConfig, distill, filter_distilled, filter_examples, load_distilled
+from ..distillation.shards import shard_folders
 from ..errors import InputError
 from ..files import atomic_write_json
 from ..plugins import Registry
-from ..training import (
-    DistillConfig,
-    TrainConfig,
-    distill,
-    evaluate_stages,
-    filter_distilled,
-    filter_examples,
-    load_distilled,
-    train_stack,
-)
-from ..training.shards import shard_folders
+from ..training import TrainConfig, score_stages, train_stack
 from ..validation import validate_settings
 from .config import Ablations
-from .stage_checks import score_stages
+from .stage_checks import check_stage_roles
 
 ABLATIONS_DIR = "ablations"
 ABLATIONS_FILE = "ablations.json"
@@ -185,7 +177,7 @@ def run_ablations(
             data_folder, root / f"stack-{name}", train_config, stack=stack, progress=False, registry=registry
         )
         trained = load_stack(root / f"stack-{name}")
-        losses = evaluate_stages(
+        losses = score_stages(
             trained,
             held_out_data,
             [example.example_id for example in held_out],
@@ -194,7 +186,7 @@ def run_ablations(
             max_length=train_config.max_length,
             registry=registry,
         )
-        stages = score_stages(trained.run([example.prompt for example in held_out]), held_out, decomposition)
+        stages = check_stage_roles(trained.run([example.prompt for example in held_out]), held_out, decomposition)
         results["variants"][name] = {
             "filter_targets": variant.filter_targets,
             "train": {**settings.train, **variant.train},

@@ -10,7 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import InputError
-from ..plugins import DEFAULT_DECOMPOSITION, DEFAULT_MODEL
+from ..runtime.stack_choice import DEFAULT_DECOMPOSITION, DEFAULT_MODEL
 from ..validation import validate_settings
 
 SYSTEMS = ("single", "single-lora", "stack-trained", "stack-untrained")

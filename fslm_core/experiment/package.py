@@ -17,8 +17,8 @@ import shutil
 from pathlib import Path
 
 from ..declarations import load_stack
+from ..distillation import load_distilled
 from ..files import write_folder_atomically
-from ..training import load_distilled
 
 STACK_DATA = "stack"
 BASELINE_DATA = "baseline"

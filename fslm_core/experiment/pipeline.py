@@ -30,14 +30,15 @@ import json
 import time
 from collections.abc import Callable
 
+from ..distillation import DistillConfig, distill, filter_distilled, load_distilled
 from ..errors import InputError
 from ..files import VersionedJson
 from ..plugins import Registry, get_registry
-from ..training import DistillConfig, TrainConfig, distill, filter_distilled, load_distilled, train_stack
+from ..training import TrainConfig, train_stack
 from ..validation import validate_settings
 from .ablations import run_ablations
 from .config import STEPS, ExperimentConfig
-from .evaluate import Evaluator
+from .eval_runs import Evaluator
 from .package import BASELINE_DATA, package_stack, write_half_precision_stack
 from .report import write_report
 from .stage_checks import run_stage_checks

@@ -16,12 +16,12 @@ from ..files import atomic_write_text, safe_file_name
 from ..plugins import Registry
 from ..runtime.costs import adapter_parameters as count_adapter_parameters
 from ..runtime.devices import cpu_summary
-from .ablations import ABLATIONS_FILE
 from .answer_bias import MostCommonAnswer, correct_options
+from .comparisons import compare, holm, mean_and_stderr
 from .config import STEPS, ExperimentConfig
-from .evaluate import read_result
+from .eval_runs import read_result
+from .report_sections import ablation_tables, stage_table
 from .stage_checks import CHECKS_FILE
-from .stats import compare, holm, mean_and_stderr
 from .systems import BASELINE_DIR, DESCRIPTIONS, STACK_DIR, trained_folder
 
 COMPARISONS = (("stack-trained", "single"), ("stack-trained", "single-lora"), ("stack-trained", "stack-untrained"))
@@ -128,7 +128,7 @@ def _most_common_answers(config: ExperimentConfig, results: dict) -> dict[str, M
 
     Read from the task's data through lm-eval; a task whose data is not at hand is left out.
     """
-    from ..harness import task_manager
+    from ..lmeval import task_manager
 
     found: dict[str, MostCommonAnswer] = {}
     manager = None
@@ -237,37 +237,6 @@ def _costs(config: ExperimentConfig, output: Path, results: dict, state: dict) -
     return rows
 
 
-def _stage_table(output: Path, state: dict) -> list[str]:
-    path = output / CHECKS_FILE
-    if not path.is_file():
-        return ["(stage checks not run yet)"]
-    checks = json.loads(path.read_text(encoding="utf-8"))
-    evaluation = state.get("steps", {}).get("train-stack", {}).get("evaluation", {})
-    rows = [
-        f"On {checks['held_out_examples']} held-out examples, each stack running end to end:",
-        "",
-        "| stage | role checks | passed, trained | passed, untrained | target loss, trained | "
-        "target loss, untrained | tokens written, trained / untrained |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    trained, untrained = checks["stacks"]["trained"], checks["stacks"]["untrained"]
-    for stage, info in trained.items():
-        scores = evaluation.get(stage, {})
-        loss = f"{scores['target_loss']:.3f}" if "target_loss" in scores else "-"
-        base = f"{scores['base_target_loss']:.3f}" if "base_target_loss" in scores else "-"
-        checks_named = ", ".join(info["checks"]) or ("token F1 vs reference" if "token_f1" in info else "non-empty")
-        passed = f"{info['role_pass_rate']:.2f}"
-        passed_base = f"{untrained[stage]['role_pass_rate']:.2f}"
-        if "token_f1" in info:
-            passed += f" (F1 {info['token_f1']:.3f})"
-            passed_base += f" (F1 {untrained[stage]['token_f1']:.3f})"
-        rows.append(
-            f"| {stage} | {checks_named} | {passed} | {passed_base} | {loss} | {base} | "
-            f"{info['mean_completion_tokens']:.0f} / {untrained[stage]['mean_completion_tokens']:.0f} |"
-        )
-    return rows
-
-
 def _progress(config: ExperimentConfig, results: dict, state: dict) -> list[str]:
     """A warning line while the experiment is unfinished: which steps and results are still missing."""
     missing_steps = [step for step in STEPS if step != "report" and step not in state.get("steps", {})]
@@ -327,62 +296,6 @@ def _trace_pages(config: ExperimentConfig, results: dict, folder: Path) -> list[
         atomic_write_text(folder / name, "\n".join(lines))
         links.append(f"[{task}]({folder.name}/{name})")
     return links
-
-
-def _ablation_tables(output: Path) -> list[str]:
-    path = output / ABLATIONS_FILE
-    if not path.is_file():
-        return []
-    results = json.loads(path.read_text(encoding="utf-8"))
-    lines = ["", "## What we tried", ""]
-    if results.get("teachers"):
-        lines += [
-            "Teachers on the same first examples of the data: the share of examples whose targets pass the target "
-            "filter, why the others failed, and the pace of distillation on this machine.",
-            "",
-            "| teacher | prompt | examples | kept | most common failures | examples per hour |",
-            "|---|---|---|---|---|---|",
-        ]
-        for name, info in results["teachers"].items():
-            failures = "; ".join(
-                f"{stage}: " + ", ".join(f"{count} {why}" for why, count in list(reasons.items())[:2])
-                for stage, reasons in info.get("reasons", {}).items()
-            )
-            pace = info.get("examples_per_hour")
-            lines.append(
-                f"| {info['teacher']} ({name}) | {info['teacher_prompt']} | {info['examples']} | "
-                f"{info['kept_share']:.0%} | {failures or '-'} | {pace if pace is not None else '-'} |"
-            )
-    if results.get("variants"):
-        first = next(iter(results["variants"].values()))
-        stages = list(first["stages"])
-        lines += [
-            "",
-            f"Training variants on a slice, each scored on the same {first['held_out_examples']} held-out "
-            "examples (filtered, from shards no variant trained on): held-out target loss per stage "
-            "(teacher-forced), the share of end-to-end outputs passing each stage's role checks, and the answer's "
-            "token F1 against the reference.",
-            "",
-            "| variant | training examples | " + " | ".join(f"{s} loss / role" for s in stages) + " | answer F1 |",
-            "|---|---|" + "---|" * len(stages) + "---|",
-        ]
-        for name, info in results["variants"].items():
-            cells = []
-            for stage in stages:
-                loss = info["target_loss"].get(stage)
-                cells.append(f"{loss:.3f} / {info['stages'][stage]['role_pass_rate']:.2f}" if loss is not None else "-")
-            examples = max(info["training_examples"].values()) if info["training_examples"] else 0
-            f1 = info["stages"][stages[-1]].get("token_f1", float("nan"))
-            lines.append(f"| {name} | {examples} | " + " | ".join(cells) + f" | {f1:.3f} |")
-        untrained = first.get("base_target_loss", {})
-        if untrained:
-            lines += [
-                "",
-                "Untrained stages on the same held-out examples, target loss: "
-                + ", ".join(f"{stage} {loss:.3f}" for stage, loss in untrained.items() if loss is not None)
-                + ".",
-            ]
-    return lines
 
 
 def write_report(config: ExperimentConfig, output: Path, state: dict, registry: Registry) -> Path:
@@ -472,8 +385,8 @@ def write_report(config: ExperimentConfig, output: Path, state: dict, registry: 
         "Wall times are the machine's at the time, and other jobs shared its two cores during some of them; "
         "the tokens generated per document do not depend on that.",
     ]
-    lines += ["", "## Do the stages do their roles?", ""] + _stage_table(output, state) + _demo(output)
-    lines += _ablation_tables(output)
+    lines += ["", "## Do the stages do their roles?", ""] + stage_table(output, state) + _demo(output)
+    lines += ablation_tables(output)
     report = config.report
     trace_folder = report.parent / f"{report.stem}_traces"
     links = _trace_pages(config, results, trace_folder)

@@ -17,17 +17,18 @@ from pathlib import Path
 
 from ..api.evaluators import TokenF1
 from ..declarations import load_stack
+from ..distillation import DistilledData
+from ..distillation.role_checks import role_problem
 from ..files import atomic_write_json
 from ..plugins import Registry
-from ..training import DistilledData, TrainConfig, split_examples
-from ..training.filters import role_problem
+from ..training import TrainConfig, split_examples
 from .config import ExperimentConfig
 from .systems import STACK_DIR, trained_folder
 
 CHECKS_FILE = "stage_checks.json"
 
 
-def score_stages(traces, examples, decomposition) -> dict:
+def check_stage_roles(traces, examples, decomposition) -> dict:
     """Per stage of ``decomposition``: role-check pass rate, failures, tokens written (and F1 for the last)."""
     final_stage = decomposition.stages[-1].name
     stages: dict[str, dict] = {}
@@ -77,7 +78,7 @@ def run_stage_checks(
     checks: dict = {"held_out_examples": len(held_out), "stacks": {}, "demo": {}}
     for label, stack in stacks.items():
         traces = stack.run(prompts) if prompts else []
-        checks["stacks"][label] = score_stages(traces, held_out, decomposition)
+        checks["stacks"][label] = check_stage_roles(traces, held_out, decomposition)
         if config.demo_prompts:
             checks["demo"][label] = [trace.model_dump(mode="json") for trace in stack.run(list(config.demo_prompts))]
         rates = ", ".join(f"{name} {stage['role_pass_rate']:.2f}" for name, stage in checks["stacks"][label].items())

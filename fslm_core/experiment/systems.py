@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..declarations import Stack, load_stack
-from ..plugins import Registry, single_model_stack
+from ..plugins import Registry
+from ..runtime.stack_choice import single_model_stack
 from .config import ExperimentConfig
 
 STACK_DIR = "stack"

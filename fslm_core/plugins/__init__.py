@@ -1,4 +1,4 @@
-"""Plugins and the registry: which plugins load, what they provide, and the stacks named through them.
+"""Plugins and the registry: which plugins load and what they provide.
 
 ``get_registry()`` is the process's registry; ``reset_registry()`` forgets it
 so the next use reloads the installed plugins; ``register_plugin`` adds one
@@ -14,33 +14,17 @@ from .manager import (
     build_plugin_manager,
 )
 from .registry import Provider, Registry, get_registry, register_plugin, reset_registry
-from .stacks import (
-    CLI_ARGUMENTS,
-    DEFAULT_DECOMPOSITION,
-    DEFAULT_MODEL,
-    LM_EVAL_ARGUMENTS,
-    StackArguments,
-    resolve_stack,
-    single_model_stack,
-)
 
 __all__ = [
-    "CLI_ARGUMENTS",
-    "DEFAULT_DECOMPOSITION",
-    "DEFAULT_MODEL",
     "DEFAULT_PLUGINS",
     "DISABLE_ENV",
     "ENTRY_POINT_GROUP",
-    "LM_EVAL_ARGUMENTS",
     "LOAD_ENV",
     "BrokenPlugin",
     "Provider",
     "Registry",
-    "StackArguments",
     "build_plugin_manager",
     "get_registry",
     "register_plugin",
     "reset_registry",
-    "resolve_stack",
-    "single_model_stack",
 ]

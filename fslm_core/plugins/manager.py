@@ -38,7 +38,6 @@ DEFAULT_PLUGINS = (
     "fslm_core.default_plugins.routers",
     "fslm_core.default_plugins.paper",
     "fslm_core.default_plugins.evaluators",
-    "fslm_core.default_plugins.stage_evaluators",
 )
 
 log = get_logger(__name__)

@@ -22,6 +22,7 @@ from ..api.benchmarks import Benchmark
 from ..api.decompositions import Decomposition
 from ..api.evaluators import Evaluator, StageScorer
 from ..api.formats import MessageFormat
+from ..api.hookspecs import REGISTRATIONS
 from ..api.routers import Router
 from ..api.stacks import NamedStack
 from ..errors import PluginError, UnknownNameError
@@ -73,16 +74,8 @@ class Kind:
 class Registry:
     """Everything the loaded plugins registered, looked up by name."""
 
-    KINDS = {
-        "backends": ("backend", "register_backends", lambda cls: cls.name),
-        "models": ("model id", "register_models", lambda spec: spec.id),
-        "decompositions": ("decomposition", "register_decompositions", lambda item: item.name),
-        "formats": ("message format", "register_formats", lambda item: item.name),
-        "routers": ("router", "register_routers", lambda item: item.name),
-        "evaluators": ("evaluator", "register_evaluators", lambda item: item.name),
-        "benchmarks": ("benchmark", "register_benchmarks", lambda item: item.name),
-        "stacks": ("stack", "register_stacks", lambda item: item.name),
-    }
+    KINDS = {kind: (item.label, item.hook, item.name_of) for kind, item in REGISTRATIONS.items()}
+    """Each kind of registered thing, from the hook specs' declarations: (label, hook, how an item is named)."""
 
     def __init__(self, manager: pluggy.PluginManager, broken: list[BrokenPlugin]):
         self.manager = manager

@@ -1,27 +1,14 @@
 """Running stacks: loaded models, the engine, decoding on a CPU, and teacher-forced scoring.
 
 Importing this package loads no model and imports no torch; :mod:`.decoding`,
-:mod:`.kernels` and :mod:`.devices` (which do) are imported by the backends
-that use them.
+:mod:`.cpu_tuning`, :mod:`.packed_linear`, :mod:`.int8_linear`, :mod:`.step_attention`
+and :mod:`.devices` (which do) are imported by the backends that use them.
 """
 
+from .binding import BoundStack, BoundStage, bind_stack, check_stack
 from .devices import NATIVE_BF16_FLAGS, has_native_bf16
 from .dtype_choice import AUTO_DTYPE_ENV, DtypeProbe, auto_dtype, choose_auto_dtype, dtype_probe
-from .engine import (
-    MISSING_MESSAGE,
-    BoundStack,
-    BoundStage,
-    bind_stack,
-    check_prompts,
-    check_stack,
-    default_template,
-    fit_stage_prompt,
-    render_stage_prompt,
-    run_stack,
-    stage_budget,
-    stage_input,
-    stage_instruction,
-)
+from .engine import check_prompts, run_stack
 from .pool import (
     MODELS_DIR_ENV,
     ModelPool,
@@ -32,6 +19,7 @@ from .pool import (
     local_model_folder,
     with_local_weights,
 )
+from .prompt_fitting import fit_stage_prompt, prompt_tokens, stage_budget
 from .scoring import (
     IGNORE_INDEX,
     EncodedExample,
@@ -43,8 +31,21 @@ from .scoring import (
     require_tokenized_backend,
     target_loss,
 )
+from .stack_choice import (
+    DEFAULT_DECOMPOSITION,
+    DEFAULT_MODEL,
+    StackArguments,
+    resolve_stack,
+    single_model_stack,
+)
+from .stage_inputs import MISSING_MESSAGE, default_template, render_stage_prompt, stage_input, stage_instruction
 
 __all__ = [
+    "DEFAULT_DECOMPOSITION",
+    "DEFAULT_MODEL",
+    "StackArguments",
+    "resolve_stack",
+    "single_model_stack",
     "AUTO_DTYPE_ENV",
     "DtypeProbe",
     "choose_auto_dtype",
@@ -72,6 +73,7 @@ __all__ = [
     "in_dtype",
     "local_folder_hint",
     "local_model_folder",
+    "prompt_tokens",
     "mean_target_loss",
     "micro_batches",
     "render_stage_prompt",

@@ -174,7 +174,7 @@ def measure_probe() -> DtypeProbe:
     """
     import torch
 
-    from .kernels import int8_available
+    from .int8_linear import int8_available
 
     machine = cpu_summary()
     dtypes = ["float32"]
@@ -205,7 +205,8 @@ def _probe_model(dtype: str):
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from .kernels import contiguous_head_input, quantize_linear_layers, tune_for_cpu
+    from .cpu_tuning import contiguous_head_input, tune_for_cpu
+    from .int8_linear import quantize_linear_layers
 
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(**PROBE_SHAPES, tie_word_embeddings=True)).eval()

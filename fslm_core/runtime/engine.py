@@ -18,235 +18,22 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Collection, Sequence
-from dataclasses import dataclass
-from functools import cached_property
+from collections.abc import Sequence
 
-from ..api.backends import Generation, ModelBackend, ModelSpec, TokenizedBackend
-from ..api.formats import Constraint, MessageFormat
-from ..api.routers import Router, declared_rules
-from ..declarations import PROMPT_FIELD, GenerationSettings, Stack, Stage, set_stack_runner, with_dtype
-from ..errors import DeclarationError, InputError, StageOutputError
+from ..api.backends import Generation
+from ..declarations import GenerationSettings, Stack, Stage, set_stack_runner, with_dtype
+from ..errors import InputError, StageOutputError
 from ..logs import get_logger
 from ..messages import Message, Trace
-from ..plugins import Registry, get_registry
+from ..plugins import Registry
 from ..progress import progress_bar
-from .constraints import check_constraint
+from .binding import BoundStack, BoundStage, bind_stack
 from .listener import RunListener
-from .pool import ModelPool, check_installed, default_pool, in_dtype, with_local_weights
+from .pool import ModelPool
+from .prompt_fitting import FittedPrompt, fit_stage_prompt, report_cuts
 from .stage_cache import StageCache, adapter_identity, model_identity, stage_key
 
-MISSING_MESSAGE = "(none)"
-
 log = get_logger(__name__)
-
-
-@dataclass(frozen=True)
-class BoundStage:
-    """A stage with what it runs on: its loaded base, adapter and format."""
-
-    stage: Stage
-    backend: ModelBackend
-    adapter_name: str | None
-    format: MessageFormat
-    constraint: Constraint | None = None  # what decoding holds the output to, when enforcement is on
-
-    def constraint_for(self, enforce_formats: bool) -> Constraint | None:
-        """The constraint this run holds the stage to: none when the run or the stage turns enforcement off."""
-        return self.constraint if enforce_formats and self.stage.enforce_format else None
-
-
-@dataclass(frozen=True)
-class BoundStack:
-    stack: Stack
-    router: Router
-    stages: dict[str, BoundStage]
-
-    @cached_property
-    def formats(self) -> dict[str, MessageFormat]:
-        """Each stage's message format by stage name (what `stage_input` renders reads with)."""
-        return {name: item.format for name, item in self.stages.items()}
-
-    @cached_property
-    def empty_when_unparsed(self) -> frozenset[str]:
-        """Stages whose readers get nothing from a message that did not parse (``on_parse_error: empty``)."""
-        return frozenset(name for name, item in self.stages.items() if item.stage.on_parse_error == "empty")
-
-
-def check_stack(stack: Stack, registry: Registry | None = None) -> list[ModelSpec]:
-    """Check every name a stack uses and that its weights are installed, loading nothing; return each stage's spec.
-
-    Each spec is in the dtype the stack's ``dtype`` means for it on this
-    machine, so stages of one dtype share a loaded base and stages of two do not.
-    :func:`bind_stack` calls it first, so a mistake in the last stage is
-    reported before the first stage's model takes its time to load.
-    """
-    registry = registry or get_registry()
-    router = registry.router(stack.router, field="router")
-    for rule, field in declared_rules(stack).items():
-        if rule not in router.applies:
-            takers = [name for name in registry.names("routers") if rule in registry.router(name).applies]
-            raise DeclarationError(
-                f"{field}: router {router.name!r} does not apply {rule}; set the stack's router to one that does "
-                f"({', '.join(takers)})"
-            )
-    specs = []
-    for index, stage in enumerate(stack.stages):
-        where = f"stages.{index}"
-        spec = with_local_weights(registry.model(stage.model, field=f"{where}.model"), stage.model_path)
-        spec = in_dtype(spec, stack.dtype)
-        message_format = registry.format(stage.format, field=f"{where}.format")
-        check_schema(stage, message_format, f"{where}.json_schema")
-        registry.backend(spec.backend, field=f"{where}.model")
-        check_installed(spec)
-        specs.append(spec)
-    return specs
-
-
-def check_schema(stage: Stage, message_format: MessageFormat, field: str) -> None:
-    """A declared ``json_schema`` needs a format that takes one, and must compile to something decoding enforces."""
-    if stage.json_schema is None:
-        return
-    if not message_format.takes_schema:
-        raise DeclarationError(
-            f"{field}: format {message_format.name!r} takes no schema; set the stage's format to json "
-            "or remove the schema"
-        )
-    constraint = message_format.constraint(stage.json_schema)
-    if constraint is not None:
-        check_constraint(constraint, field)
-
-
-def bind_stack(stack: Stack, registry: Registry | None = None, pool: ModelPool | None = None) -> BoundStack:
-    """Resolve names through the registry, load each base once and attach adapters."""
-    registry = registry or get_registry()
-    pool = pool or default_pool
-    specs = check_stack(stack, registry)
-    router = registry.router(stack.router, field="router")
-    bound: dict[str, BoundStage] = {}
-    for index, (stage, spec) in enumerate(zip(stack.stages, specs, strict=True)):
-        where = f"stages.{index}"
-        message_format = registry.format(stage.format, field=f"{where}.format")
-        backend = pool.get(spec, registry.backend(spec.backend, field=f"{where}.model"))
-        adapter_name = backend.attach_adapter(stage.adapter) if stage.adapter else None
-        constraint = message_format.constraint(stage.json_schema)
-        bound[stage.name] = BoundStage(stage, backend, adapter_name, message_format, constraint)
-    return BoundStack(stack, router, bound)
-
-
-def default_template(stage: Stage) -> str:
-    """The prompt, then each read message under a heading naming its stage."""
-    parts = [f"User request:\n{{{PROMPT_FIELD}}}"]
-    parts += [f"From the {read} step:\n{{{read}}}" for read in stage.reads]
-    return "\n\n".join(parts)
-
-
-def stage_input(
-    stage: Stage,
-    trace: Trace,
-    formats: dict[str, MessageFormat],
-    prompt: str | None = None,
-    empty_when_unparsed: Collection[str] = (),
-) -> str:
-    """The text a stage reads for one trace: its template filled with the prompt (or ``prompt``) and messages.
-
-    A message that did not parse reads as its raw text, or as nothing when its
-    stage is in ``empty_when_unparsed``.
-    """
-    values = {PROMPT_FIELD: trace.prompt if prompt is None else prompt}
-    for read in stage.reads:
-        message = trace.message(read)
-        if message is None:
-            values[read] = MISSING_MESSAGE
-        elif message.parse_error is not None and read in empty_when_unparsed:
-            values[read] = ""
-        else:
-            values[read] = formats[read].render(message.text, message.fields)
-    return (stage.template or default_template(stage)).format_map(values)
-
-
-def stage_instruction(stage: Stage, message_format: MessageFormat) -> str:
-    """The stage's instruction plus what its message format asks of the layout."""
-    if message_format.instructions:
-        return f"{stage.instruction} {message_format.instructions}"
-    return stage.instruction
-
-
-def render_stage_prompt(bound: BoundStack, stage: Stage, trace: Trace, prompt: str | None = None) -> str:
-    """The full model input of a stage for one trace, laid out by its backend; ``prompt`` replaces the trace's."""
-    item = bound.stages[stage.name]
-    return item.backend.render_prompt(
-        stage_instruction(stage, item.format),
-        stage_input(stage, trace, bound.formats, prompt, bound.empty_when_unparsed),
-    )
-
-
-def stage_budget(item: BoundStage) -> int | None:
-    """Most tokens a stage's rendered prompt may take: its ``max_prompt_tokens``, within its model's context.
-
-    None when neither the stage nor its model says.
-    """
-    settings = item.stage.generation
-    backend = item.backend
-    context = backend.spec.context_length
-    if context is None and isinstance(backend, TokenizedBackend):
-        context = backend.max_sequence_length
-    budgets = [settings.max_prompt_tokens, context - settings.max_new_tokens if context else None]
-    budgets = [budget for budget in budgets if budget is not None]
-    return max(min(budgets), 1) if budgets else None
-
-
-def prompt_tokens(backend: ModelBackend, text: str) -> int | None:
-    """Tokens ``text`` takes as a generation prompt of ``backend``; None if the backend cannot count them."""
-    if isinstance(backend, TokenizedBackend):
-        return len(backend.encode(text))
-    try:
-        return backend.count_tokens(text)
-    except NotImplementedError:
-        return None
-
-
-@dataclass(frozen=True)
-class FittedPrompt:
-    """A stage's rendered prompt within its budget, and how much of the user's prompt it kept."""
-
-    text: str
-    tokens: int | None
-    budget: int | None
-    kept_characters: int | None = None  # set when the user's prompt was cut
-
-
-def fit_stage_prompt(bound: BoundStack, stage: Stage, trace: Trace) -> FittedPrompt:
-    """The stage's prompt for ``trace``; a user prompt too long for the stage's budget is cut from its start.
-
-    The end of the prompt is kept (a request usually ends with its question);
-    the instruction, template and read messages are kept whole. The share of
-    characters kept follows the share of the prompt's tokens that fit, cut
-    again if the first cut was not enough.
-    """
-    item = bound.stages[stage.name]
-    text = render_stage_prompt(bound, stage, trace)
-    budget = stage_budget(item)
-    # A token is at least one byte for the tokenizers fslm meets: short prompts need no count.
-    if budget is None or len(text.encode("utf-8")) + 8 <= budget:
-        return FittedPrompt(text, None, budget)
-    tokens = prompt_tokens(item.backend, text)
-    if tokens is None or tokens <= budget:
-        return FittedPrompt(text, tokens, budget)
-    prompt = trace.prompt
-    for _ in range(8):
-        own = prompt_tokens(item.backend, prompt) or len(prompt)
-        keep = own - (tokens - budget)  # the prompt's tokens that fit
-        # Keep that share of its characters, a little less: token lengths vary along a text.
-        kept = int(len(prompt) * keep / own * 0.97) if keep > 0 else 0
-        prompt = prompt[len(prompt) - kept :] if kept else ""
-        space = prompt.find(" ", 0, 16)  # start at a word
-        prompt = prompt[space + 1 :] if space >= 0 else prompt
-        text = render_stage_prompt(bound, stage, trace, prompt)
-        tokens = prompt_tokens(item.backend, text) or 0
-        if tokens <= budget or not prompt:
-            break
-    return FittedPrompt(text, tokens, budget, kept_characters=len(prompt))
 
 
 def record_messages(
@@ -506,21 +293,6 @@ def generate_or_reuse(
             cache.put_many({keys[index]: generation for index, generation in zip(chunk, fresh)})
     generations = [generated[index] if index in generated else hits[keys[index]] for index in range(len(jobs))]
     return generations, [index not in generated for index in range(len(jobs))]
-
-
-def report_cuts(cuts: dict[str, dict[str, FittedPrompt]]) -> None:
-    """One warning for all the prompts a run had to cut."""
-    fitted = [prompt for by_stage in cuts.values() for prompt in by_stage.values()]
-    log.warning(
-        "prompt longer than its stages read: cut from its start, its end kept"
-        if len(cuts) == 1
-        else f"{len(cuts)} prompts longer than their stages read: cut from their start, their ends kept",
-        prompt_characters=max(len(prompt) for prompt in cuts),
-        kept_characters=min(prompt.kept_characters for prompt in fitted),
-        stage_budget_tokens=min(prompt.budget for prompt in fitted),
-        stages=sorted({stage for by_stage in cuts.values() for stage in by_stage}),
-        hint="a stage's generation.max_prompt_tokens (fslm run --max-prompt-tokens) sets the budget",
-    )
 
 
 set_stack_runner(run_stack)

@@ -24,7 +24,7 @@ from ..errors import FslmError, InputError
 from ..logs import get_logger
 from ..messages import Message, Trace
 from ..plugins import Registry, get_registry
-from ..runtime.engine import bind_stack, check_stack, prompt_tokens, run_stack
+from ..runtime import bind_stack, check_stack, prompt_tokens, run_stack
 from ..runtime.listener import RunListener
 from ..runtime.pool import ModelPool
 from ..runtime.stage_cache import StageCache

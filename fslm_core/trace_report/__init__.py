@@ -3,7 +3,7 @@
 :mod:`.trace_file` reads saved traces back (``fslm run --output`` JSON Lines,
 ``fslm eval``'s ``traces_<task>.json``); :mod:`.page` lays them out with the
 per-stage cost table of :mod:`fslm_core.runtime.costs`. Not to be confused with
-``fslm eval``'s score table (:mod:`fslm_core.harness.report`) or the
+``fslm eval``'s score table (:mod:`fslm_core.lmeval.table`) or the
 experiment's report (:mod:`fslm_core.experiment.report`).
 """
 

@@ -1,63 +1,35 @@
-"""Training a stack: distil per-stage targets with a teacher, train one LoRA adapter per stage, score each stage.
+"""Training a stack on distilled targets: one LoRA adapter per stage, then each stage scored on held-out examples.
 
-Distillation: :mod:`.instruction_data` reads the examples, :mod:`.teacher`
-writes each stage's target, :mod:`.shards` lays out the folder and
-:mod:`.distillation` runs it all (resumably); :mod:`.distilled` reads the
-result. Training: :mod:`.config`, :mod:`.examples` (split, pairs, batches),
-:mod:`.loop` (one stage), :mod:`.checkpoints`, :mod:`.output` (the folder and
-its resumable state), :mod:`.results`, and :mod:`.train` (the whole stack);
-:mod:`.stage_evaluation` scores each stage on held-out examples.
+:mod:`.config` holds the settings, :mod:`.examples` splits the examples and
+makes each stage's (input, target) pairs and batches, :mod:`.upstream` lets a
+later stage read what trained earlier stages write, :mod:`.loop` trains one
+stage, :mod:`.checkpoints` and :mod:`.output` make a run resumable,
+:mod:`.results` is what it reports, :mod:`.train` trains the whole stack, and
+:mod:`.stage_scores` scores each stage with the evaluators. Distilled data
+comes from :mod:`fslm_core.distillation`.
 """
 
 from .config import TrainConfig, load_train_config
-from .distill_config import DistillConfig, DistillSummary, ShardWritten
-from .distillation import distill
-from .distilled import DistilledData, DistilledExample, load_distilled, targets_trace
 from .examples import epoch_batches, process_share, split_examples, stage_pairs
-from .filtered import filter_distilled
-from .filters import FilterReport, filter_examples
-from .instruction_data import InstructionData, InstructionExample, alpaca_prompt, read_instruction_data
 from .loop import lora_config
 from .results import StageTraining, TrainResult, TrainStep, weakest_stage
-from .shards import MANIFEST, REFERENCE, TEACHER, shard_folders
-from .stage_evaluation import StageEvalJob, evaluate_stages
-from .teacher import teacher_instruction
+from .stage_scores import StageScoreJob, score_stages
 from .train import is_main_process, train_stack
 
 __all__ = [
-    "MANIFEST",
-    "REFERENCE",
-    "TEACHER",
-    "DistillConfig",
-    "FilterReport",
-    "DistillSummary",
-    "DistilledData",
-    "DistilledExample",
-    "InstructionData",
-    "InstructionExample",
-    "ShardWritten",
-    "StageEvalJob",
+    "StageScoreJob",
     "StageTraining",
     "TrainConfig",
     "TrainResult",
     "TrainStep",
-    "alpaca_prompt",
-    "distill",
     "epoch_batches",
-    "evaluate_stages",
-    "filter_distilled",
-    "filter_examples",
     "is_main_process",
-    "load_distilled",
     "load_train_config",
     "lora_config",
     "process_share",
-    "read_instruction_data",
-    "shard_folders",
+    "score_stages",
     "split_examples",
     "stage_pairs",
-    "targets_trace",
-    "teacher_instruction",
     "train_stack",
     "weakest_stage",
 ]

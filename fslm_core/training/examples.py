@@ -5,8 +5,8 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from ..runtime.engine import BoundStack, render_stage_prompt
-from .distilled import DistilledExample, targets_trace
+from ..distillation.distilled_data import DistilledExample, targets_trace
+from ..runtime import BoundStack, render_stage_prompt
 
 
 def split_examples(

@@ -21,8 +21,8 @@ from ..errors import AdapterError
 from ..files import write_folder_atomically
 from ..logs import get_logger
 from ..progress import progress_bar
+from ..runtime import BoundStack
 from ..runtime.devices import default_device
-from ..runtime.engine import BoundStack
 from ..runtime.scoring import EncodedExample, collate, micro_batches, slices_logits, target_loss
 from .checkpoints import load_checkpoint, save_adapter, save_checkpoint
 from .config import TrainConfig
@@ -85,7 +85,9 @@ def train_stage(run: TrainingRun, stage_index: int, stage_name: str, examples: l
     from peft import get_peft_model
     from transformers import get_linear_schedule_with_warmup, set_seed
 
-    from ..runtime.kernels import int8_weights_read_in_a_row, pack_linear_layers, tuning_enabled, unpack_linear_layers
+    from ..runtime.cpu_tuning import tuning_enabled
+    from ..runtime.int8_linear import int8_weights_read_in_a_row
+    from ..runtime.packed_linear import pack_linear_layers, unpack_linear_layers
 
     config, accelerator = run.config, run.accelerator
     backend = run.bound.stages[stage_name].backend

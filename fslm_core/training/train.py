@@ -22,20 +22,21 @@ from typing import Any
 
 from ..api.backends import ModelSpec
 from ..declarations import STACK_FILE_NAME, Stack, validate_stack, with_dtype
+from ..distillation.distilled_data import DistilledData, load_distilled
 from ..errors import InputError
 from ..logs import get_logger
-from ..plugins import Registry, get_registry, resolve_stack
-from ..runtime.engine import bind_stack, check_stack
+from ..plugins import Registry, get_registry
+from ..runtime import bind_stack, check_stack
 from ..runtime.pool import ModelPool
 from ..runtime.scoring import encode_example, require_tokenized_backend
+from ..runtime.stack_choice import resolve_stack
 from ..validation import with_overrides
 from .config import TrainConfig
-from .distilled import DistilledData, load_distilled
 from .examples import split_examples, stage_pairs
 from .loop import TrainingRun, train_stage
 from .output import ADAPTERS_DIR, STATE, adapter_done, check_output, stack_identity
 from .results import StageTraining, TrainResult, TrainStep
-from .stage_evaluation import evaluate_stages
+from .stage_scores import score_stages
 from .upstream import GeneratedUpstream, with_upstream_inputs
 
 log = get_logger(__name__)
@@ -162,7 +163,7 @@ def train_stack(
     if run.main:
         stack_file = trained.save(folder)
         if held_out and config.evaluators:
-            evaluation = evaluate_stages(
+            evaluation = score_stages(
                 with_dtype(trained, plain.dtype),  # scored on the bases it trained on, already loaded
                 data,
                 [example.example_id for example in held_out],

@@ -23,12 +23,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..declarations import Stack
+from ..distillation.distilled_data import DistilledExample, targets_trace
 from ..files import atomic_write_json
 from ..logs import get_logger
 from ..plugins import Registry
-from ..runtime.engine import bind_stack, render_stage_prompt
+from ..runtime import bind_stack, render_stage_prompt
 from ..runtime.pool import ModelPool
-from .distilled import DistilledExample, targets_trace
 
 GENERATED_DIR = "generated"
 

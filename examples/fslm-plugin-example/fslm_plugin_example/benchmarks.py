@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from importlib.resources import files
 
-from fslm_core.benchmarks import Benchmark
+from fslm_core.api import Benchmark
 
 TASK = "example_arithmetic"
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fslm_core.evaluators import Evaluator, normalise
+from fslm_core.api import Evaluator, normalise
 
 
 class ContainsReference(Evaluator):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from fslm_core.formats import MessageFormat
+from fslm_core.api import MessageFormat
 
 
 class KeywordsFormat(MessageFormat):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fslm_core.routers import Router
+from fslm_core.api import Router
 
 
 class SkipShortPrompts(Router):

@@ -13,7 +13,7 @@ sample rows of each file shipped in ``fixtures/`` (see
 from __future__ import annotations
 
 from fslm_core import hookimpl
-from fslm_core.benchmarks import Benchmark
+from fslm_core.api import Benchmark
 
 from .data import DATA_DIR_ENV, FIXTURES_DIR, BenchmarkDataError, data_dir
 from .tasks import LOCAL_TASKS, TAG, TASKS_DIR, LocalTask, local_task

@@ -11,7 +11,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import pytest
 
-from fslm_core.harness import BenchmarkTaskManager
+from fslm_core.lmeval import BenchmarkTaskManager
 from fslm_core.plugins import get_registry
 from fslm_plugin_benchmarks import (
     DATA_DIR_ENV, FIXTURES_DIR, LOCAL_TASKS, TAG, TASKS_DIR, BenchmarkDataError, local_task)
@@ -22,7 +22,7 @@ TASK_NAMES = [task.name for task in LOCAL_TASKS]
 
 
 @pytest.fixture
-def fixture_data(monkeypatch):
+def benchmark_fixture_data(monkeypatch):
     monkeypatch.setenv(DATA_DIR_ENV, str(FIXTURES_DIR))
     return FIXTURES_DIR
 
@@ -49,17 +49,17 @@ def test_hook_registers_every_local_task():
 
 
 @pytest.mark.parametrize("name", TASK_NAMES)
-def test_config_paths_are_absolute_and_exist(fixture_data, name):
+def test_config_paths_are_absolute_and_exist(benchmark_fixture_data, name):
     config = local_task(name).build_config()
     files = config["dataset_kwargs"]["fslm_files"]
     assert files["test"]
     for path in files.values():
         assert os.path.isabs(path) and os.path.exists(path)
-        assert path.startswith(str(fixture_data))
+        assert path.startswith(str(benchmark_fixture_data))
 
 
 @pytest.mark.parametrize("name", TASK_NAMES)
-def test_every_task_builds_requests_over_the_fixtures(fixture_data, manager, name):
+def test_every_task_builds_requests_over_the_fixtures(benchmark_fixture_data, manager, name):
     task, instances = first_requests(manager, name)
     assert {instance.doc_id for instance in instances} == {0, 1}
     expected_type = "generate_until" if name == "local_gsm8k" else "loglikelihood"
@@ -67,14 +67,14 @@ def test_every_task_builds_requests_over_the_fixtures(fixture_data, manager, nam
 
 
 @pytest.mark.parametrize("name", TASK_NAMES)
-def test_every_task_runs_with_its_own_number_of_shots_on_the_sample_rows(fixture_data, manager, name):
+def test_every_task_runs_with_its_own_number_of_shots_on_the_sample_rows(benchmark_fixture_data, manager, name):
     """The packaged rows are the data after a plain `pip install`: enough of them for each task's shots."""
     task = manager.load([name])["tasks"][name]
     task.build_all_requests(limit=1, rank=0, world_size=1)
     assert {instance.doc_id for instance in task.instances} == {0}
 
 
-def test_arc_prompt_and_shots_follow_tinyarc(fixture_data, manager):
+def test_arc_prompt_and_shots_follow_tinyarc(benchmark_fixture_data, manager):
     assert local_task("local_arc_easy").build_config()["num_fewshot"] == 25
     _, instances = first_requests(manager, "local_arc_easy", num_fewshot=2)
     context, continuation = instances[0].args
@@ -84,7 +84,7 @@ def test_arc_prompt_and_shots_follow_tinyarc(fixture_data, manager):
         " cellular telephone", " television", " refrigerator", " airplane"]
 
 
-def test_mmlu_prompt_names_the_subject_and_scores_letters(fixture_data, manager):
+def test_mmlu_prompt_names_the_subject_and_scores_letters(benchmark_fixture_data, manager):
     task, instances = first_requests(manager, "local_mmlu")
     context = instances[0].args[0]
     assert context.startswith("The following are multiple choice questions (with answers) about abstract algebra.\n\n")
@@ -93,7 +93,7 @@ def test_mmlu_prompt_names_the_subject_and_scores_letters(fixture_data, manager)
     assert len(task.eval_docs) == 5  # two subject files: 3 + 2 rows
 
 
-def test_winogrande_scores_the_sentence_end_after_each_option(fixture_data, manager):
+def test_winogrande_scores_the_sentence_end_after_each_option(benchmark_fixture_data, manager):
     _, instances = first_requests(manager, "local_winogrande")
     doc0 = [i.args for i in instances if i.doc_id == 0]
     assert [context for context, _ in doc0] == [
@@ -103,7 +103,7 @@ def test_winogrande_scores_the_sentence_end_after_each_option(fixture_data, mana
     assert {continuation for _, continuation in doc0} == {" always got the easier cases."}
 
 
-def test_truthfulqa_primer_and_true_answer_first(fixture_data, manager):
+def test_truthfulqa_primer_and_true_answer_first(benchmark_fixture_data, manager):
     task, instances = first_requests(manager, "local_truthfulqa_mc2")
     context = instances[0].args[0]
     assert context.startswith("Q: What is human life expectancy in the United States?")
@@ -112,20 +112,20 @@ def test_truthfulqa_primer_and_true_answer_first(fixture_data, manager):
     assert labels == sorted(labels, reverse=True) and labels[0] == 1
 
 
-def test_gsm8k_generates_until_the_next_question(fixture_data, manager):
+def test_gsm8k_generates_until_the_next_question(benchmark_fixture_data, manager):
     _, instances = first_requests(manager, "local_gsm8k")
     context, gen_kwargs = instances[0].args
     assert context.startswith("Question: Natalia sold clips") and context.endswith("\nAnswer:")
     assert gen_kwargs["until"] == ["Question:", "</s>", "<|im_end|>"]
 
 
-def test_boolq_targets_are_choice_indices(fixture_data, manager):
+def test_boolq_targets_are_choice_indices(benchmark_fixture_data, manager):
     task, instances = first_requests(manager, "local_boolq")
     assert instances[0].args[0].endswith("?\nAnswer:")
     assert [task.doc_to_target(doc) for doc in list(task.eval_docs)[:2]] == [0, 1]  # "false", "true"
 
 
-def test_each_build_returns_a_fresh_config(fixture_data):
+def test_each_build_returns_a_fresh_config(benchmark_fixture_data):
     first = local_task("local_gsm8k").build_config()
     first["generation_kwargs"]["until"] = ["changed"]  # lm-eval updates configs in place
     assert local_task("local_gsm8k").build_config()["generation_kwargs"]["until"] == ["Question:", "</s>", "<|im_end|>"]
@@ -137,13 +137,13 @@ def test_missing_default_file_names_the_path(monkeypatch, tmp_path):
         local_task("local_arc_easy").build_config()
 
 
-def test_missing_given_file_names_the_path(fixture_data, tmp_path):
+def test_missing_given_file_names_the_path(benchmark_fixture_data, tmp_path):
     missing = tmp_path / "nope.jsonl"
     with pytest.raises(BenchmarkDataError, match=f"given data file not found: {missing}"):
         local_task("local_piqa").build_config(data_path=missing)
 
 
-def test_another_file_of_the_same_format_drops_in(fixture_data, tmp_path):
+def test_another_file_of_the_same_format_drops_in(benchmark_fixture_data, tmp_path):
     rows = (FIXTURES_DIR / "piqa" / "valid_first338.jsonl").read_text().splitlines()[:2]
     replacement = tmp_path / "piqa_two.jsonl"
     replacement.write_text("\n".join(rows) + "\n")
@@ -152,12 +152,12 @@ def test_another_file_of_the_same_format_drops_in(fixture_data, tmp_path):
     assert len(task.eval_docs) == 2
 
 
-def test_tag_loads_every_local_task(fixture_data, manager):
+def test_tag_loads_every_local_task(benchmark_fixture_data, manager):
     loaded = manager.load([TAG])["tasks"]
     assert set(loaded) == set(TASK_NAMES)
 
 
-def test_lm_eval_reads_the_same_task_yaml_with_its_own_task_manager(fixture_data, manager):
+def test_lm_eval_reads_the_same_task_yaml_with_its_own_task_manager(benchmark_fixture_data, manager):
     """`lm_eval --include_path <TASKS_DIR>` builds the very requests fslm builds."""
     from lm_eval.tasks import TaskManager
 

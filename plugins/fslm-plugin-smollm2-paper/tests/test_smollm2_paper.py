@@ -9,8 +9,8 @@ import struct
 import pytest
 
 from fslm_core import load_stack
-from fslm_core.plugins import get_registry, resolve_stack
-from fslm_core.training.filters import role_problem
+from fslm_core import get_registry, resolve_stack
+from fslm_core.distillation.role_checks import role_problem
 from fslm_plugin_smollm2_paper import BASELINE_FOLDER, BASELINE_NAME, STACK_FOLDER, STACK_NAME, TARGETS_FILE
 
 DEMO = {  # the questions of `make demo`, each with the words a right answer holds

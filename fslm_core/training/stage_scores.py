@@ -6,7 +6,7 @@ mistakes do not hide or excuse a downstream stage's. Evaluators come from the
 registry (``register_evaluators``). Text evaluators (``token-f1``,
 ``exact-match``...) compare what the stage writes with its target; a
 :class:`~fslm_core.api.StageScorer`, such as the built-in ``target-loss``, gets
-the whole :class:`StageEvalJob` (model, inputs, targets).
+the whole :class:`StageScoreJob` (model, inputs, targets).
 """
 
 from __future__ import annotations
@@ -16,18 +16,18 @@ from collections.abc import Sequence
 
 from ..api.evaluators import StageJob, StageScorer
 from ..declarations import Stack
+from ..distillation.distilled_data import DistilledData
 from ..errors import InputError
 from ..logs import get_logger
 from ..plugins import Registry, get_registry
-from ..runtime.engine import BoundStack, bind_stack
+from ..runtime import BoundStack, bind_stack
 from ..runtime.pool import ModelPool
-from .distilled import DistilledData
 from .examples import stage_pairs
 
 log = get_logger(__name__)
 
 
-class StageEvalJob(StageJob):
+class StageScoreJob(StageJob):
     """One stage's held-out examples: model inputs, targets, and (on demand) what the stage writes."""
 
     def __init__(
@@ -52,7 +52,7 @@ class StageEvalJob(StageJob):
         return self._predictions
 
 
-def evaluate_stages(
+def score_stages(
     stack: Stack,
     distilled: DistilledData,
     example_ids: Sequence[int] | None = None,
@@ -86,7 +86,7 @@ def evaluate_stages(
         pairs = stage_pairs(bound, stage.name, examples)
         if not pairs:
             continue
-        job = StageEvalJob(bound, stage.name, pairs, batch_size, max_length)
+        job = StageScoreJob(bound, stage.name, pairs, batch_size, max_length)
         scores: dict[str, float] = {}
         for evaluator in chosen:
             if isinstance(evaluator, StageScorer):

@@ -21,11 +21,11 @@ from ..declarations import Stack
 from ..errors import InputError
 from ..files import atomic_write_text, safe_file_name
 from ..logs import get_logger
-from ..plugins import single_model_stack
 from ..runtime.costs import render_costs, stage_costs
+from ..runtime.stack_choice import single_model_stack
 from ..trace_report import documents_to_entries, write_trace_report
 from .model import FslmLM
-from .report import RunResult, comparison_table, render_table
+from .table import RunResult, comparison_table, render_table
 from .tasks import DATA_DIR_ENV, BenchmarkTaskManager, task_manager
 
 log = get_logger(__name__)

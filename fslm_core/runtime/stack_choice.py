@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..declarations import Stack, Stage, load_stack
 from ..errors import StackChoiceError
-from .registry import Registry, get_registry
+from ..plugins.registry import Registry, get_registry
 
 DEFAULT_MODEL = "smollm2-135m-instruct"  # the embedded model of fslm-plugin-smollm2
 DEFAULT_DECOMPOSITION = "fslm-paper"
@@ -30,12 +30,6 @@ class StackArguments:
     model_path: str = "model_path"
     prefix: str = ""  # before every message, e.g. "model_args: "
     decomposition_field: str = "decomposition"  # names the argument in an unknown-decomposition error
-
-
-CLI_ARGUMENTS = StackArguments("--stack", "--decomposition", "--model", "--model-path", "", "--decomposition")
-LM_EVAL_ARGUMENTS = StackArguments(
-    "stack=PATH", "decomposition=NAME", "model=ID", "model_path=PATH", "model_args: ", "model_args.decomposition"
-)
 
 
 def single_model_stack(

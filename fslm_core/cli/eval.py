@@ -60,7 +60,7 @@ def eval_command(
     **settings,
 ):
     """Evaluate a stack with lm-evaluation-harness, optionally side by side with a single model."""
-    from ..harness import (
+    from ..lmeval import (
         EvalSettings,
         evaluate_command,
         no_context_bars,

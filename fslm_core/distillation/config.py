@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..plugins import DEFAULT_DECOMPOSITION, DEFAULT_MODEL
+from ..runtime.stack_choice import DEFAULT_DECOMPOSITION, DEFAULT_MODEL
 
 
 class DistillConfig(BaseModel):

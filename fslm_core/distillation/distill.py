@@ -39,7 +39,7 @@ from ..plugins import Registry, get_registry
 from ..progress import progress_bar
 from ..runtime.pool import ModelPool
 from ..validation import with_overrides
-from .distill_config import DistillConfig, DistillSummary, ShardWritten
+from .config import DistillConfig, DistillSummary, ShardWritten
 from .instruction_data import InstructionData, read_instruction_data
 from .shards import (
     MANIFEST,

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from ..api.decompositions import Decomposition
-from .distilled import DistilledExample
+from .distilled_data import DistilledExample
 
 _WORD = re.compile(r"[a-z0-9]+")
 _STOPWORDS = frozenset(

@@ -4,17 +4,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from fslm_core.runtime.kernels import (
-    CPU_TUNING_ENV,
-    Int8Linear,
-    contiguous_head_input,
-    int8_available,
-    pack_linear_layers,
-    packing_available,
-    quantize_linear_layers,
-    tune_for_cpu,
-    unpack_linear_layers,
-)
+from fslm_core.runtime.cpu_tuning import CPU_TUNING_ENV, contiguous_head_input, tune_for_cpu
+from fslm_core.runtime.int8_linear import Int8Linear, int8_available, quantize_linear_layers
+from fslm_core.runtime.packed_linear import pack_linear_layers, packing_available, unpack_linear_layers
 
 # Every x86 CPU build of PyTorch has oneDNN and fbgemm (the project's own machines and CI do); a build without
 # one (some ARM builds lack fbgemm) has nothing for that test to check, and fslm falls back there.
@@ -143,7 +135,7 @@ def test_a_tied_output_layer_keeps_the_embeddings_it_shares():
 @int8_only
 @pytest.mark.parametrize("model_type", ["llama", "gpt_neox", "phi", "phi3"])  # the default's, Pythia's and Phi's
 def test_a_bfloat16_model_quantises_as_its_float32_load_does_one_layer_at_a_time(model_type, tmp_path, monkeypatch):
-    from fslm_core.runtime import kernels
+    from fslm_core.runtime import int8_linear
     from fslm_core.testing import build_tiny_model, tiny_config
 
     built = build_tiny_model(tmp_path / "built", tiny_config(model_type))
@@ -152,7 +144,7 @@ def test_a_bfloat16_model_quantises_as_its_float32_load_does_one_layer_at_a_time
     narrow = AutoModelForCausalLM.from_pretrained(tmp_path / "stored", dtype=torch.bfloat16).eval()
     layers = linear_count(narrow)
     float_layers_seen = []
-    make_int8 = kernels._make_int8
+    make_int8 = int8_linear._make_int8
 
     def counting(module, input_range, shared, own_copy):
         float_layers_seen.append(
@@ -161,7 +153,7 @@ def test_a_bfloat16_model_quantises_as_its_float32_load_does_one_layer_at_a_time
         make_int8(module, input_range, shared, own_copy)
 
     quantize_linear_layers(wide, CALIBRATION_IDS)
-    monkeypatch.setattr(kernels, "_make_int8", counting)
+    monkeypatch.setattr(int8_linear, "_make_int8", counting)
     assert quantize_linear_layers(narrow, CALIBRATION_IDS) == layers
     assert len(float_layers_seen) == layers and max(float_layers_seen) == 1  # never more than the layer at hand
     assert all(p.dtype == torch.float32 for p in narrow.parameters())
@@ -171,7 +163,7 @@ def test_a_bfloat16_model_quantises_as_its_float32_load_does_one_layer_at_a_time
 
 @int8_only
 def test_an_int8_weight_read_again_in_a_row_is_de_quantised_once(model):
-    from fslm_core.runtime.kernels import int8_weights_read_in_a_row
+    from fslm_core.runtime.int8_linear import int8_weights_read_in_a_row
 
     quantize_linear_layers(model, CALIBRATION_IDS)
     attention = model.model.layers[0].self_attn

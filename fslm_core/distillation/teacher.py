@@ -21,10 +21,10 @@ from ..api.formats import MessageFormat
 from ..declarations import GenerationSettings
 from ..errors import InputError
 from ..plugins import Registry
-from ..runtime.engine import bind_stack, stage_input
+from ..runtime import bind_stack, stage_input
 from ..runtime.pool import ModelPool
-from .distill_config import DistillConfig
-from .distilled import targets_trace
+from .config import DistillConfig
+from .distilled_data import targets_trace
 from .instruction_data import InstructionExample
 from .shards import REFERENCE, TEACHER
 

@@ -1,6 +1,6 @@
 """lm-eval without the lines it prints past its caller's wishes, for fslm's own commands.
 
-``fslm eval`` and ``python -m fslm_core.harness`` run lm-eval in their process;
+``fslm eval`` and ``python -m fslm_core.lmeval`` run lm-eval in their process;
 these keep its output to what the command shows.
 """
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..files import atomic_write_json, safe_file_name
-from ..harness import EvalSettings, FslmLM, run_task, task_manager
+from ..lmeval import EvalSettings, FslmLM, run_task, task_manager
 from ..plugins import Registry
 from .config import ExperimentConfig
 from .systems import system_stack

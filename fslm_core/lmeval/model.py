@@ -47,8 +47,7 @@ from ..errors import InputError
 from ..files import atomic_write_text, safe_file_name
 from ..logs import get_logger
 from ..messages import Message, Trace
-from ..plugins import LM_EVAL_ARGUMENTS, resolve_stack
-from ..runtime.engine import (
+from ..runtime import (
     BoundStack,
     BoundStage,
     bind_stack,
@@ -57,52 +56,14 @@ from ..runtime.engine import (
     run_stack,
     stage_input,
 )
+from ..runtime.stack_choice import resolve_stack
 from ..runtime.stage_cache import StageCache, adapter_identity, model_identity, score_key
+from .model_args import DEFAULT_BATCH_SIZE, IGNORED_MODEL_ARGS, LM_EVAL_ARGUMENTS, flag, parse_batch_size
 
 FINAL_PROMPT_MODES = ("stage", "plain")
-DEFAULT_BATCH_SIZE = 16
 DEFAULT_MAX_GEN_TOKS = 256  # lm-eval's default for generate_until requests without max_gen_toks
-# Arguments lm-eval's CLI may add to every model's arguments; meaningless for a stack.
-IGNORED_MODEL_ARGS = frozenset({"trust_remote_code", "pretrained", "revision", "parallelize"})
 
 log = get_logger(__name__)
-
-
-def _flag(value: bool | str, name: str) -> bool:
-    """A yes/no model argument, also as lm-eval's command line passes it (a string)."""
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("true", "1", "yes", "on"):
-        return True
-    if text in ("false", "0", "no", "off"):
-        return False
-    raise InputError(f"model_args.{name}: expected true or false, got {value!r}")
-
-
-def parse_batch_size(batch_size: int | str | None, max_batch_size: int | str | None = None) -> int:
-    """lm-eval's batch size argument as a number of inputs per backend call.
-
-    ``auto`` (and ``auto:N``) take ``max_batch_size`` when given, else the
-    default: a stack's stages have different input lengths, so there is no one
-    largest batch to probe for.
-    """
-    if batch_size is None or str(batch_size).strip() == "":
-        return DEFAULT_BATCH_SIZE
-    text = str(batch_size).strip().lower()
-    if text.startswith("auto"):
-        return _positive_int(max_batch_size, "max_batch_size") if max_batch_size else DEFAULT_BATCH_SIZE
-    return _positive_int(text, "batch_size")
-
-
-def _positive_int(value: Any, name: str) -> int:
-    try:
-        number = int(str(value).strip())
-    except ValueError:
-        raise InputError(f"{name}: expected a positive integer or 'auto', got {value!r}") from None
-    if number < 1:
-        raise InputError(f"{name}: expected a positive integer, got {number}")
-    return number
 
 
 @register_model("fslm")
@@ -160,7 +121,7 @@ class FslmLM(LM):
         self.final_prompt = final_prompt
         self.seed = None if seed is None else int(seed)
         self.trace_dir = Path(trace_dir).expanduser().resolve() if trace_dir else None
-        self.stage_cache = StageCache() if _flag(stage_cache, "stage_cache") else None
+        self.stage_cache = StageCache() if flag(stage_cache, "stage_cache") else None
         self.accelerator = None
         self._setup_processes(device)
         # Everything but the weights is checked now; the models load at the first request, so lm-eval's

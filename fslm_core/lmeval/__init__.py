@@ -4,11 +4,11 @@
 :mod:`.tasks` adds the plugins' benchmark tasks to lm-eval's task manager;
 :mod:`.evaluate` is ``fslm eval`` and :mod:`.report` its table (the trace page of
 ``fslm eval --report`` is :mod:`fslm_core.trace_report`'s);
-``python -m fslm_core.harness`` (:mod:`.lm_eval_cli`) is lm-eval's own command line with both;
+``python -m fslm_core.lmeval`` (:mod:`.lm_eval_cli`) is lm-eval's own command line with both;
 :mod:`.quiet` keeps lm-eval's output to what these commands show.
 """
 
-from .evaluate import (
+from .eval_runs import (
     TRACE_REPORT_FILE,
     EvalSettings,
     evaluate_command,
@@ -18,9 +18,10 @@ from .evaluate import (
     write_eval_trace_report,
 )
 from .lm_eval_cli import main, prepare_lm_eval, requested_tasks
-from .model import DEFAULT_BATCH_SIZE, FINAL_PROMPT_MODES, FslmLM, parse_batch_size
+from .model import FINAL_PROMPT_MODES, FslmLM
+from .model_args import DEFAULT_BATCH_SIZE, parse_batch_size
 from .quiet import no_context_bars, quiet_git_probe
-from .report import RunResult, comparison_table, metric_rows, render_table
+from .table import RunResult, comparison_table, metric_rows, render_table
 from .tasks import DATA_DIR_ENV, BenchmarkTaskManager, LocalTaskManager, local_task_names, task_folders, task_manager
 
 __all__ = [

@@ -1,6 +1,6 @@
-"""``python -m fslm_core.harness ARGS``: lm-eval's own command line with the ``fslm`` model and the benchmark tasks.
+"""``python -m fslm_core.lmeval ARGS``: lm-eval's own command line with the ``fslm`` model and the benchmark tasks.
 
-For example ``python -m fslm_core.harness --model fslm --model_args stack=my-stack --tasks local_arc_easy``.
+For example ``python -m fslm_core.lmeval --model fslm --model_args stack=my-stack --tasks local_arc_easy``.
 """
 
 from __future__ import annotations

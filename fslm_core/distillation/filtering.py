@@ -14,9 +14,9 @@ from pathlib import Path
 from ..api.decompositions import Decomposition
 from ..files import write_folder_atomically
 from ..plugins import Registry, get_registry
-from ..runtime.engine import stage_input
-from .distilled import DistilledExample, load_distilled, targets_trace
-from .filters import FilterReport, filter_examples
+from ..runtime import stage_input
+from .distilled_data import DistilledExample, load_distilled, targets_trace
+from .role_checks import FilterReport, filter_examples
 from .shards import MANIFEST, REFERENCE, TEACHER, write_shard
 
 

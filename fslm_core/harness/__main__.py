@@ -1,5 +1,0 @@
-"""``python -m fslm_core.harness``: lm-eval's command line with the ``fslm`` model and the benchmark tasks."""
-
-from .lm_eval_cli import main
-
-main()
