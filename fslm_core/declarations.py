@@ -1,4 +1,4 @@
-"""Declarations: what a user writes to describe a stack.
+"""Declarations: what a user writes to describe a stack (a stage's own settings are in :mod:`.stage_settings`).
 
 A :class:`Stack` is a named list of :class:`Stage` s. It validates on its own
 (names, references between stages, template fields, paths); whether the model
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import string
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -32,6 +31,7 @@ from pydantic import (
 
 from .errors import InputError, StackFileError
 from .files import atomic_write_text
+from .stage_settings import PROMPT_FIELD, Condition, Dispatch, GenerationSettings, Vote
 from .validation import validate_settings
 
 if TYPE_CHECKING:
@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 
 STACK_FILE_NAME = "stack.yaml"
 STACK_FORMAT_VERSION = 1
-PROMPT_FIELD = "prompt"
 _NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
 DtypeSetting = Literal["auto", "float32", "bfloat16", "int8"]
 DTYPE_SETTINGS: tuple[str, ...] = get_args(DtypeSetting)
@@ -62,90 +61,6 @@ def set_stack_runner(runner: Callable[..., list[Trace]]) -> None:
     _stack_runner = runner
 
 
-class GenerationSettings(BaseModel):
-    """How a stage generates. Greedy by default, so runs repeat exactly."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    max_new_tokens: int = Field(default=128, gt=0, le=8192)
-    temperature: float = Field(default=0.0, ge=0.0, description="0 means greedy decoding.")
-    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    repetition_penalty: float = Field(default=1.0, gt=0.0)
-    stop: tuple[str, ...] = Field(default=(), description="Generation ends at the first of these strings.")
-    max_prompt_tokens: int | None = Field(
-        default=None,
-        gt=0,
-        description="Most tokens the stage reads (its whole prompt: instruction, template, prompt and messages). "
-        "A longer user prompt is cut from its start, keeping its end. None: the model's context length "
-        "minus max_new_tokens.",
-    )
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature == 0.0
-
-
-class Condition(BaseModel):
-    """A test on the user's prompt or on one stage's message; routers run, skip or end a stage on it.
-
-    Every test given must hold (``negate`` turns the result over). Text tests
-    ignore case. A condition on a stage that did not run for an input does not hold.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    stage: str = Field(min_length=1, description=f"Whose text is tested: a stage's name, or {PROMPT_FIELD!r}.")
-    contains: str | None = Field(default=None, min_length=1, description="The text contains this.")
-    matches: str | None = Field(default=None, min_length=1, description="This regular expression is found in the text.")
-    min_mean_logprob: float | None = Field(
-        default=None,
-        le=0.0,
-        description="The stage's mean token log-probability is at least this: the model was that sure of it.",
-    )
-    negate: bool = Field(default=False, description="Hold when the tests do not.")
-
-    @model_validator(mode="after")
-    def _has_a_test(self) -> Condition:
-        if self.contains is None and self.matches is None and self.min_mean_logprob is None:
-            raise ValueError("give at least one test: contains, matches or min_mean_logprob")
-        if self.matches is not None:
-            try:
-                re.compile(self.matches)
-            except re.error as error:
-                raise ValueError(f"matches: not a regular expression: {error}") from None
-        if self.stage == PROMPT_FIELD and self.min_mean_logprob is not None:
-            raise ValueError(f"min_mean_logprob: the {PROMPT_FIELD!r} was not generated")
-        return self
-
-
-class Dispatch(BaseModel):
-    """A classifier stage picks one route: the stages that run for an input after it.
-
-    The route is the first label found in the classifier's message (ignoring
-    case), else ``default``. Stages after the classifier that are in no route
-    run on every route (a shared final stage, say).
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    classifier: str = Field(min_length=1, description="The stage whose message names the route.")
-    routes: dict[str, tuple[str, ...]] = Field(min_length=2, description="Label -> the stages that run for it.")
-    default: str | None = Field(default=None, description="The route when no label is found (default: the first).")
-
-    @model_validator(mode="after")
-    def _default_is_a_route(self) -> Dispatch:
-        if self.default is not None and self.default not in self.routes:
-            raise ValueError(f"default: {self.default!r} is not a route (routes: {sorted(self.routes)})")
-        for label in self.routes:
-            if not label.strip():
-                raise ValueError("routes: a label is empty")
-        return self
-
-    @property
-    def fallback(self) -> str:
-        return self.default or next(iter(self.routes))
-
-
 def _resolve_path(value: Path | None, info: ValidationInfo) -> Path | None:
     """Relative paths resolve against the stack file's folder when loading, else the cwd."""
     if value is None:
@@ -157,18 +72,33 @@ def _resolve_path(value: Path | None, info: ValidationInfo) -> Path | None:
     return path.resolve()
 
 
+_DEFAULT = GenerationSettings()
+
+
 class Stage(BaseModel):
-    """One small LM doing one sub-step, handing natural language to the next."""
+    """One small LM doing one sub-step, handing natural language to the next; or a tool doing it."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(pattern=_NAME_PATTERN, description="Unique within the stack; other stages read it by this name.")
-    model: str = Field(min_length=1, description="A registered model id (see `fslm plugins`) or `hf:<path-or-id>`.")
+    model: str | None = Field(
+        default=None,
+        min_length=1,
+        description="A registered model id (see `fslm plugins`) or `hf:<path-or-id>`; None for a tool stage.",
+    )
+    tool: str | None = Field(
+        default=None,
+        min_length=1,
+        description="A registered tool (see `fslm plugins`) this stage runs instead of a model.",
+    )
+    tool_options: dict[str, Any] = Field(default_factory=dict, description="Options of the stage's tool.")
     model_path: Path | None = Field(
         default=None, description="Local folder overriding where the model's weights are read."
     )
     adapter: Path | None = Field(default=None, description="PEFT LoRA adapter folder; None runs the plain base model.")
-    instruction: str = Field(min_length=1, description="What this stage must do (the system / instruction text).")
+    instruction: str = Field(
+        default="", description="What this stage must do (the system / instruction text); model stages need one."
+    )
     template: str | None = Field(
         default=None,
         description="Layout of the stage's input with {prompt} and {<stage name>} fields; "
@@ -199,6 +129,10 @@ class Stage(BaseModel):
         description="After this stage, inputs where this holds leave the stack with this stage's message as "
         "their answer (router: early-exit).",
     )
+    samples: int = Field(
+        default=1, ge=1, le=64, description="Outputs sampled per input; more than one needs a vote and a temperature."
+    )
+    vote: Vote | None = Field(default=None, description="How one of the samples is kept (with samples > 1).")
 
     _resolve_paths = field_validator("adapter", "model_path")(_resolve_path)
 
@@ -238,6 +172,50 @@ class Stage(BaseModel):
             if key in value and not isinstance(value[key], expected):
                 raise ValueError(f"{key} must be {'a mapping' if expected is dict else 'a list'}")
         return value
+
+    @field_validator("instruction")
+    @classmethod
+    def _model_stages_need_an_instruction(cls, value: str, info: ValidationInfo) -> str:
+        if info.data.get("tool") is None and not value.strip():
+            raise ValueError("a model stage needs an instruction (what this stage must do)")
+        return value
+
+    @field_validator("adapter", "model_path", "json_schema", "vote", "instruction", "format", "samples", "generation")
+    @classmethod
+    def _nothing_a_tool_cannot_use(cls, value: Any, info: ValidationInfo) -> Any:
+        # Set on a tool stage, these would be silently ignored: refuse them instead.
+        defaults = {"instruction": "", "format": "text", "samples": 1}
+        given = value != defaults[info.field_name] if info.field_name in defaults else value is not None
+        is_tool = info.data.get("tool") is not None and info.data.get("model") is None
+        if is_tool and given and not (info.field_name == "generation" and value == _DEFAULT):
+            raise ValueError("a tool stage has no model; remove it, or make the stage a model stage")
+        return value
+
+    @field_validator("tool_options")
+    @classmethod
+    def _options_belong_to_tools(cls, value: dict, info: ValidationInfo) -> dict:
+        if value and info.data.get("tool") is None:
+            raise ValueError("only a tool stage takes them")
+        return value
+
+    @model_validator(mode="after")
+    def _model_or_tool(self) -> Stage:
+        if (self.model is None) == (self.tool is None):
+            raise ValueError("give either model (a model stage) or tool (a tool stage), not both or neither")
+        if self.tool is None and not self.instruction.strip():
+            raise ValueError("instruction: a model stage needs an instruction (what this stage must do)")
+        if self.tool is None and self.samples > 1:
+            if self.vote is None:
+                raise ValueError("vote: a stage with samples > 1 needs a vote (e.g. vote: {by: number})")
+            if self.generation.greedy:
+                raise ValueError("samples: sampling needs generation.temperature above 0 (greedy samples are equal)")
+        elif self.tool is None and self.vote is not None:
+            raise ValueError("vote: only a stage with samples > 1 votes")
+        return self
+
+    @property
+    def is_tool(self) -> bool:
+        return self.tool is not None
 
     def input_fields(self) -> list[str]:
         """Names the stage's template fills: the prompt and the messages it reads."""

@@ -15,6 +15,17 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 
+class SampleVote(BaseModel):
+    """One of the outputs a sampling stage wrote for an input, the answer key its vote read, and whether it won."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str
+    key: str | None = Field(description="The answer the vote counted for it; None when it had none.")
+    mean_logprob: float | None = None
+    chosen: bool = False
+
+
 class Message(BaseModel):
     """What one stage wrote for one input."""
 
@@ -25,7 +36,7 @@ class Message(BaseModel):
     fields: dict[str, Any] | None = Field(
         default=None, description="Parsed fields, where the stage's message format defines them."
     )
-    model: str = Field(description="Model id the stage ran on.")
+    model: str = Field(description="Model id the stage ran on, or tool:<name> for a tool stage.")
     adapter: str | None = Field(default=None, description="Adapter folder the stage ran with, if any.")
     prompt_tokens: int = Field(ge=0)
     completion_tokens: int = Field(ge=0)
@@ -42,6 +53,23 @@ class Message(BaseModel):
         default=None,
         description="Why the stage's message format could not parse the text (the raw text stays in `text`).",
     )
+    votes: list[SampleVote] | None = Field(
+        default=None, description="A sampling stage's samples and the vote that kept this message's text."
+    )
+
+    @property
+    def is_tool(self) -> bool:
+        return self.model.startswith("tool:")
+
+    def vote_summary(self) -> str:
+        """``vote: 3 of 5 samples say 16`` for a sampling stage's message."""
+        chosen = next((vote for vote in self.votes or () if vote.chosen), None)
+        if chosen is None:
+            return ""
+        if chosen.key is None:
+            return f"vote: no sample of {len(self.votes)} had an answer; kept the most probable"
+        agree = sum(vote.key == chosen.key for vote in self.votes)
+        return f"vote: {agree} of {len(self.votes)} samples say {chosen.key}"
 
 
 class RoutingDecision(BaseModel):
@@ -88,14 +116,19 @@ class Trace(BaseModel):
         """The trace as text a person reads top to bottom."""
         lines = [f"prompt: {self.prompt}"]
         for number, message in enumerate(self.messages, start=1):
-            adapter = "adapter" if message.adapter else "base"
-            head = f"[{number}] {message.stage}  ({message.model}, {adapter}, {message.completion_tokens} tokens)"
+            if message.is_tool:
+                head = f"[{number}] {message.stage}  ({message.model})"
+            else:
+                adapter = "adapter" if message.adapter else "base"
+                head = f"[{number}] {message.stage}  ({message.model}, {adapter}, {message.completion_tokens} tokens)"
             lines.append(head)
             body = message.text.strip() or "(empty)"
             for paragraph in body.splitlines():
                 lines.extend(textwrap.wrap(paragraph, width, initial_indent="    ", subsequent_indent="    ") or [""])
             if message.parse_error:
                 lines.append(f"    (not parsed: {message.parse_error})")
+            if message.votes:
+                lines.append(f"    ({message.vote_summary()})")
         lines.extend(f"route: {decision.render()}" for decision in self.routing)
         lines.append(f"answer: {self.answer}")
         return "\n".join(lines)

@@ -42,6 +42,16 @@ def tiny_adapters(tiny_model_dir, tmp_path_factory):
 
 
 @pytest.fixture
+def fresh_registry():
+    """The plugins reloaded before and after the test: what it registers in-process goes away with it."""
+    from fslm_core.plugins import reset_registry
+
+    reset_registry()
+    yield
+    reset_registry()
+
+
+@pytest.fixture
 def pool():
     """A model pool of the test's own: what it loads is not shared with other tests."""
     from fslm_core import ModelPool

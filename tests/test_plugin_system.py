@@ -10,14 +10,7 @@ import pytest
 
 from fslm_core import hookimpl, register_plugin
 from fslm_core.errors import PluginError, UnknownNameError
-from fslm_core.plugins import get_registry, reset_registry
-
-
-@pytest.fixture
-def fresh_registry():
-    reset_registry()
-    yield
-    reset_registry()
+from fslm_core.plugins import get_registry
 
 
 def fake_distribution(root, name, modules: dict[str, str], entry_points: dict[str, str]):

@@ -12,6 +12,7 @@ from .formats import Constraint, JsonFormat, KeyValueFormat, ListFormat, Message
 from .hookspecs import hookimpl, hookspec
 from .routers import ParallelRouter, Router, RuleRouter
 from .stacks import NamedStack
+from .tools import Tool, ToolResult
 
 __all__ = [
     "Benchmark",
@@ -36,6 +37,8 @@ __all__ = [
     "StageScorer",
     "TokenF1",
     "TokenizedBackend",
+    "Tool",
+    "ToolResult",
     "hookimpl",
     "hookspec",
     "normalise",

@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..declarations import GenerationSettings
+from ..messages import SampleVote
 
 _BYTES_PER_PARAM = {"float32": 4, "float16": 2, "bfloat16": 2}
 
@@ -83,6 +84,8 @@ class Generation:
     #: Mean log-probability of the generated tokens under the model (before sampling settings): how sure
     #: the model was. None when the backend does not report it.
     mean_logprob: float | None = None
+    #: A sampling stage's samples and its vote (the engine sets it; backends leave it None).
+    votes: list[SampleVote] | None = None
 
 
 class ModelBackend(ABC):

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from .formats import MessageFormat
     from .routers import Router
     from .stacks import NamedStack
+    from .tools import Tool
 
 hookspec = pluggy.HookspecMarker("fslm")
 hookimpl = pluggy.HookimplMarker("fslm")
@@ -181,4 +182,16 @@ def register_stacks(register: Callable[[NamedStack], None]) -> None:
     :param register: ``register(named_stack)``, a :class:`fslm_core.api.NamedStack`
         (a unique name, the folder holding ``stack.yaml``, a description, and
         whether it is the default stack when a command names none).
+    """
+
+
+@registers("tools", "tool")
+def register_tools(register: Callable[[Tool], None]) -> None:
+    """Register tools: code a stage runs on its input instead of a model (``tool:`` in a stack file).
+
+    A tool reads its stage's input text and returns a :class:`fslm_core.api.ToolResult`;
+    its message is recorded like a model's, so traces, routing and the cache need nothing special.
+
+    :param register: ``register(tool)``, an instance of :class:`fslm_core.api.Tool` with a
+        unique ``name``.
     """

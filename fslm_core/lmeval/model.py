@@ -31,6 +31,7 @@ import os
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -56,8 +57,10 @@ from ..runtime import (
     run_stack,
     stage_input,
 )
+from ..runtime.decoding import cut_at_stop
 from ..runtime.stack_choice import resolve_stack
 from ..runtime.stage_cache import StageCache, adapter_identity, model_identity, score_key
+from ..runtime.tool_runs import run_tool
 from .model_args import DEFAULT_BATCH_SIZE, IGNORED_MODEL_ARGS, LM_EVAL_ARGUMENTS, flag, parse_batch_size
 
 FINAL_PROMPT_MODES = ("stage", "plain")
@@ -162,7 +165,8 @@ class FslmLM(LM):
         """The stack with its models loaded (at first use)."""
         bound = bind_stack(self.stack)
         if self._device is not None:
-            for backend in {id(item.backend): item.backend for item in bound.stages.values()}.values():
+            backends = {id(item.backend): item.backend for item in bound.stages.values() if item.backend is not None}
+            for backend in backends.values():
                 if isinstance(backend, TokenizedBackend):
                     backend.move_to(self._device)
         return bound
@@ -248,6 +252,7 @@ class FslmLM(LM):
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         if not requests:
             return []
+        self._check_scorable()
         pairs = [request.args for request in requests]
         traces = self.upstream_traces([context for context, _ in pairs], progress=self._show_progress(disable_tqdm))
         self._remember(requests, traces)
@@ -262,6 +267,14 @@ class FslmLM(LM):
             self.cache_hook.add_partial("loglikelihood", pair, result)
         self._write_trace_dir(requests)
         return results
+
+    def _check_scorable(self) -> None:
+        """Log-likelihoods need a model at the end of the stack; a tool stage there writes text only."""
+        if self.final_stage.tool is not None:
+            raise InputError(
+                f"stack {self.stack.name!r} ends with a tool stage ({self.final_stage.tool}), which gives no "
+                "log-likelihoods: it answers generate_until tasks (e.g. local_gsm8k), not multiple-choice ones"
+            )
 
     def _scores(self, scored: list[tuple[str, str]], options: dict) -> list[tuple[float, bool]]:
         """The final stage's scores of (prompt, continuation) pairs, reading and writing the stage cache."""
@@ -284,6 +297,7 @@ class FslmLM(LM):
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
         if not requests:
             return []
+        self._check_scorable()
         texts = [request.args[0] for request in requests]
         results = self.final.backend.loglikelihood_rolling(
             texts, [self.final.adapter_name] * len(texts), self.batch_size
@@ -303,12 +317,17 @@ class FslmLM(LM):
             batch = [requests[i] for i in indices]
             settings = self.final_settings(batch[0].args[1])
             upstream = self.upstream_traces([r.args[0] for r in batch], progress=self._show_progress(disable_tqdm))
-            generations = self.final.backend.generate(
-                [self.final_prompt_for(trace) for trace in upstream],
-                [self.final.adapter_name] * len(batch),
-                settings,
-                self.batch_size,
-            )
+            if self.final.tool is not None:
+                inputs = [stage_input(self.final_stage, trace, self.bound.formats) for trace in upstream]
+                generations, _ = run_tool(self.final.tool, self.final_stage, inputs, self.stage_cache)
+                generations = [replace(g, text=cut_at_stop(g.text, settings.stop)) for g in generations]
+            else:
+                generations = self.final.backend.generate(
+                    [self.final_prompt_for(trace) for trace in upstream],
+                    [self.final.adapter_name] * len(batch),
+                    settings,
+                    self.batch_size,
+                )
             finished = []
             for index, request, trace, generation in zip(indices, batch, upstream, generations):
                 trace = trace.model_copy(deep=True)
@@ -317,7 +336,7 @@ class FslmLM(LM):
                         stage=self.final_stage.name,
                         text=generation.text,
                         fields=self.final.format.parse(generation.text),
-                        model=self.final_stage.model,
+                        model=self.final_stage.model or f"tool:{self.final_stage.tool}",
                         adapter=str(self.final_stage.adapter) if self.final_stage.adapter else None,
                         prompt_tokens=generation.prompt_tokens,
                         completion_tokens=generation.completion_tokens,

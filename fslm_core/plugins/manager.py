@@ -38,6 +38,8 @@ DEFAULT_PLUGINS = (
     "fslm_core.default_plugins.routers",
     "fslm_core.default_plugins.paper",
     "fslm_core.default_plugins.evaluators",
+    "fslm_core.default_plugins.python_tool",
+    "fslm_core.default_plugins.calculator_tool",
 )
 
 log = get_logger(__name__)

@@ -25,6 +25,7 @@ from ..api.formats import MessageFormat
 from ..api.hookspecs import REGISTRATIONS
 from ..api.routers import Router
 from ..api.stacks import NamedStack
+from ..api.tools import Tool
 from ..errors import PluginError, UnknownNameError
 from ..logs import get_logger
 from .manager import BrokenPlugin, build_plugin_manager, report_broken
@@ -151,6 +152,9 @@ class Registry:
 
     def benchmark(self, name: str, field: str = "") -> Benchmark:
         return self.get("benchmarks", name, field=field)
+
+    def tool(self, name: str, field: str = "") -> Tool:
+        return self.get("tools", name, field=field)
 
     def named_stack(self, name: str, field: str = "") -> NamedStack:
         return self.get("stacks", name, field=field)

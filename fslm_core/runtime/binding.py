@@ -8,6 +8,7 @@ from functools import cached_property
 from ..api.backends import ModelBackend, ModelSpec
 from ..api.formats import Constraint, MessageFormat
 from ..api.routers import Router, declared_rules
+from ..api.tools import Tool
 from ..declarations import Stack, Stage
 from ..errors import DeclarationError
 from ..plugins import Registry, get_registry
@@ -17,13 +18,15 @@ from .pool import ModelPool, check_installed, default_pool, in_dtype, with_local
 
 @dataclass(frozen=True)
 class BoundStage:
-    """A stage with what it runs on: its loaded base, adapter and format."""
+    """A stage with what it runs on: its loaded base, adapter and format; or, for a tool stage, its tool."""
 
     stage: Stage
-    backend: ModelBackend
+    backend: ModelBackend | None
     adapter_name: str | None
     format: MessageFormat
     constraint: Constraint | None = None  # what decoding holds the output to, when enforcement is on
+    tool: Tool | None = None
+    vote_tool: Tool | None = None  # the tool a sampling stage's vote runs on each sample
 
     def constraint_for(self, enforce_formats: bool) -> Constraint | None:
         """The constraint this run holds the stage to: none when the run or the stage turns enforcement off."""
@@ -47,8 +50,10 @@ class BoundStack:
         return frozenset(name for name, item in self.stages.items() if item.stage.on_parse_error == "empty")
 
 
-def check_stack(stack: Stack, registry: Registry | None = None) -> list[ModelSpec]:
+def check_stack(stack: Stack, registry: Registry | None = None) -> list[ModelSpec | None]:
     """Check every name a stack uses and that its weights are installed, loading nothing; return each stage's spec.
+
+    A tool stage has no spec (None): its tool and options are checked instead.
 
     Each spec is in the dtype the stack's ``dtype`` means for it on this
     machine, so stages of one dtype share a loaded base and stages of two do not.
@@ -67,6 +72,14 @@ def check_stack(stack: Stack, registry: Registry | None = None) -> list[ModelSpe
     specs = []
     for index, stage in enumerate(stack.stages):
         where = f"stages.{index}"
+        if stage.tool is not None:
+            check_tool(registry, stage.tool, stage.tool_options, f"{where}.tool", f"{where}.tool_options")
+            specs.append(None)
+            continue
+        if stage.vote is not None and stage.vote.by not in VOTE_KEYS:
+            check_tool(
+                registry, stage.vote.by, stage.vote.tool_options, f"{where}.vote.by", f"{where}.vote.tool_options"
+            )
         spec = with_local_weights(registry.model(stage.model, field=f"{where}.model"), stage.model_path)
         spec = in_dtype(spec, stack.dtype)
         message_format = registry.format(stage.format, field=f"{where}.format")
@@ -75,6 +88,20 @@ def check_stack(stack: Stack, registry: Registry | None = None) -> list[ModelSpe
         check_installed(spec)
         specs.append(spec)
     return specs
+
+
+VOTE_KEYS = ("number", "text")
+"""What a vote may key samples by besides a tool's name."""
+
+
+def check_tool(registry: Registry, name: str, options: dict, field: str, options_field: str) -> Tool:
+    """The registered tool ``name``, if it takes ``options``; errors name ``field`` or ``options_field``."""
+    tool = registry.tool(name, field=field)
+    try:
+        tool.check_options(options)
+    except ValueError as error:
+        raise DeclarationError(f"{options_field}: {error}") from None
+    return tool
 
 
 def check_schema(stage: Stage, message_format: MessageFormat, field: str) -> None:
@@ -101,8 +128,12 @@ def bind_stack(stack: Stack, registry: Registry | None = None, pool: ModelPool |
     for index, (stage, spec) in enumerate(zip(stack.stages, specs, strict=True)):
         where = f"stages.{index}"
         message_format = registry.format(stage.format, field=f"{where}.format")
+        if spec is None:
+            bound[stage.name] = BoundStage(stage, None, None, message_format, tool=registry.tool(stage.tool))
+            continue
+        vote_tool = registry.tool(stage.vote.by) if stage.vote and stage.vote.by not in VOTE_KEYS else None
         backend = pool.get(spec, registry.backend(spec.backend, field=f"{where}.model"))
         adapter_name = backend.attach_adapter(stage.adapter) if stage.adapter else None
         constraint = message_format.constraint(stage.json_schema)
-        bound[stage.name] = BoundStage(stage, backend, adapter_name, message_format, constraint)
+        bound[stage.name] = BoundStage(stage, backend, adapter_name, message_format, constraint, vote_tool=vote_tool)
     return BoundStack(stack, router, bound)

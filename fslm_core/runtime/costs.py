@@ -105,8 +105,7 @@ def stage_costs(stack: Stack, traces: Sequence[Trace], registry: Registry | None
     registry = registry or get_registry()
     rows = []
     for stage in stack.stages:
-        spec = registry.model(stage.model) if not stage.model.startswith("hf:") else None
-        parameters = spec.parameters if spec is not None else None
+        parameters = _base_parameters(stage.model, registry) if stage.model else 0  # a tool stage has no model
         rows.append(_stage_cost(stage.name, traces, parameters, adapter_parameters(stage.adapter)))
     return rows
 
@@ -139,6 +138,8 @@ def stage_order(traces: Sequence[Trace]) -> list[str]:
 
 
 def _base_parameters(model_id: str, registry: Registry) -> int | None:
+    if model_id.startswith("tool:"):
+        return 0
     if model_id.startswith("hf:"):
         return None
     try:

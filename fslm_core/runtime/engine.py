@@ -32,6 +32,9 @@ from .listener import RunListener
 from .pool import ModelPool
 from .prompt_fitting import FittedPrompt, fit_stage_prompt, report_cuts
 from .stage_cache import StageCache, adapter_identity, model_identity, stage_key
+from .stage_inputs import stage_input
+from .tool_runs import run_tool
+from .voting import answer_keys, vote_on
 
 log = get_logger(__name__)
 
@@ -57,7 +60,7 @@ def record_messages(
                 text=generation.text,
                 fields=fields,
                 parse_error=parse_error,
-                model=stage.model,
+                model=stage.model or f"tool:{stage.tool}",
                 adapter=str(stage.adapter) if stage.adapter else None,
                 prompt_tokens=generation.prompt_tokens,
                 completion_tokens=generation.completion_tokens,
@@ -65,6 +68,7 @@ def record_messages(
                 batch_size=generation.batch_size,
                 cached=hit,
                 mean_logprob=None if generation.mean_logprob is None else min(generation.mean_logprob, 0.0),
+                votes=generation.votes,
             )
         )
 
@@ -83,10 +87,14 @@ def parsed(item: BoundStage, text: str) -> tuple[dict | None, str | None]:
 
 
 def batch_groups(bound: BoundStack, wave: Sequence[Stage]) -> list[list[Stage]]:
-    """Stages of a wave that can share one backend call: same base model and generation settings."""
-    groups: dict[tuple[int, GenerationSettings], list[Stage]] = defaultdict(list)
+    """Stages of a wave that can share one backend call: same base model and generation settings.
+
+    A tool stage is a group of its own.
+    """
+    groups: dict[tuple, list[Stage]] = defaultdict(list)
     for stage in wave:
-        groups[(id(bound.stages[stage.name].backend), stage.generation)].append(stage)
+        key = ("tool", stage.name) if stage.tool else (id(bound.stages[stage.name].backend), stage.generation)
+        groups[key].append(stage)
     return list(groups.values())
 
 
@@ -154,14 +162,23 @@ def run_stack(
                 if not jobs:
                     continue
                 started = time.perf_counter()
-                fitted = [fit_stage_prompt(bound, stage, trace) for stage, trace in jobs]
-                for (stage, trace), prompt in zip(jobs, fitted):
-                    if prompt.kept_characters is not None:
-                        cuts[trace.prompt][stage.name] = prompt
-                stream = stream_to(listener, jobs, position)
-                generations, cached = generate_or_reuse(
-                    bound, group, jobs, fitted, batch_size, cache, bar.update, stream, enforce_formats
-                )
+                if group[0].tool is not None:
+                    item = bound.stages[group[0].name]
+                    inputs = [
+                        stage_input(stage, trace, bound.formats, None, bound.empty_when_unparsed)
+                        for stage, trace in jobs
+                    ]
+                    generations, cached = run_tool(item.tool, group[0], inputs, cache)
+                    bar.update(len(jobs))
+                else:
+                    fitted = [fit_stage_prompt(bound, stage, trace) for stage, trace in jobs]
+                    for (stage, trace), prompt in zip(jobs, fitted):
+                        if prompt.kept_characters is not None:
+                            cuts[trace.prompt][stage.name] = prompt
+                    stream = stream_to(listener, jobs, position)
+                    generations, cached = generate_or_reuse(
+                        bound, group, jobs, fitted, batch_size, cache, bar.update, stream, enforce_formats
+                    )
                 record_messages(bound, jobs, generations, cached)
                 for stage, trace in jobs:
                     listener.on_message(position[id(trace)], trace.message(stage.name))
@@ -258,6 +275,10 @@ def generate_or_reuse(
             stages=sorted({stage.name for (stage, _), held in zip(jobs, constraints) if held}),
         )
         constraints = [None] * len(jobs)
+    if any(stage.samples > 1 for stage in group):
+        generations = sample_and_vote(bound, jobs, fitted, constraints, settings, batch_size)
+        on_batch(len(jobs))
+        return generations, [False] * len(jobs)
     keys: list[str | None] = [None] * len(jobs)
     hits: dict[str, Generation] = {}
     if cache is not None and settings.greedy:
@@ -293,6 +314,39 @@ def generate_or_reuse(
             cache.put_many({keys[index]: generation for index, generation in zip(chunk, fresh)})
     generations = [generated[index] if index in generated else hits[keys[index]] for index in range(len(jobs))]
     return generations, [index not in generated for index in range(len(jobs))]
+
+
+def sample_and_vote(
+    bound: BoundStack,
+    jobs: Sequence[tuple[Stage, Trace]],
+    fitted: Sequence[FittedPrompt],
+    constraints: Sequence,
+    settings: GenerationSettings,
+    batch_size: int,
+) -> list[Generation]:
+    """Each job's stage samples ``samples`` outputs (rows of one backend call); its vote keeps one per job."""
+    backend = bound.stages[jobs[0][0].name].backend
+    rows = [index for index, (stage, _) in enumerate(jobs) for _ in range(stage.samples)]
+    options = {"constraints": [constraints[index] for index in rows]} if any(constraints) else {}
+    samples = backend.generate(
+        [fitted[index].text for index in rows],
+        [bound.stages[jobs[index][0].name].adapter_name for index in rows],
+        settings,
+        batch_size,
+        **options,
+    )
+    by_job: dict[int, list[Generation]] = defaultdict(list)
+    for index, sample in zip(rows, samples, strict=True):
+        by_job[index].append(sample)
+    generations = []
+    for index, (stage, _) in enumerate(jobs):
+        item = bound.stages[stage.name]
+        if stage.samples == 1:
+            generations.append(by_job[index][0])
+            continue
+        keys = answer_keys([sample.text for sample in by_job[index]], stage.vote, item.vote_tool)
+        generations.append(vote_on(by_job[index], keys))
+    return generations
 
 
 set_stack_runner(run_stack)

@@ -13,7 +13,13 @@ MISSING_MESSAGE = "(none)"
 
 
 def default_template(stage: Stage) -> str:
-    """The prompt, then each read message under a heading naming its stage."""
+    """The prompt, then each read message under a heading naming its stage.
+
+    A tool stage reads the one message it reads as it is (the prompt if it reads none): a program or an
+    expression, with nothing around it.
+    """
+    if stage.tool is not None and len(stage.reads) <= 1:
+        return f"{{{stage.reads[0] if stage.reads else PROMPT_FIELD}}}"
     parts = [f"User request:\n{{{PROMPT_FIELD}}}"]
     parts += [f"From the {read} step:\n{{{read}}}" for read in stage.reads]
     return "\n\n".join(parts)

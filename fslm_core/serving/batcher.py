@@ -161,6 +161,8 @@ class Batcher:
         if bound is None:
             return
         for item in bound.stages.values():
+            if item.backend is None:  # a tool stage reads what it is given
+                continue
             context = getattr(item.backend, "max_sequence_length", None) or item.backend.spec.context_length
             if not context:
                 continue

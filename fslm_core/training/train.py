@@ -89,10 +89,12 @@ def train_stack(
     stack = resolve_stack(stack, None if stack else data.decomposition, model, model_path, registry=registry)
     plain = with_dtype(_without_adapters(stack), config.dtype)
     distilled_stages = set(data.stage_names)
-    to_train = list(config.stages) if config.stages else [stage.name for stage in stack.stages]
+    to_train = list(config.stages) if config.stages else [stage.name for stage in stack.stages if not stage.tool]
     for name in to_train:
         if name not in {stage.name for stage in stack.stages}:
             raise InputError(f"stages: {name!r} is not a stage of stack {stack.name!r}")
+        if stack.stage(name).tool:
+            raise InputError(f"stages: {name!r} is a tool stage ({stack.stage(name).tool}); it has nothing to train")
         needed = [name, *stack.stage(name).reads]
         missing = [item for item in needed if item not in distilled_stages]
         if missing:

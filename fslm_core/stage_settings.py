@@ -1,0 +1,111 @@
+"""Settings a stage declares: how it generates, when routers run or end it, how a sampling stage votes."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+PROMPT_FIELD = "prompt"
+
+
+class GenerationSettings(BaseModel):
+    """How a stage generates. Greedy by default, so runs repeat exactly."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_new_tokens: int = Field(default=128, gt=0, le=8192)
+    temperature: float = Field(default=0.0, ge=0.0, description="0 means greedy decoding.")
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    repetition_penalty: float = Field(default=1.0, gt=0.0)
+    stop: tuple[str, ...] = Field(default=(), description="Generation ends at the first of these strings.")
+    max_prompt_tokens: int | None = Field(
+        default=None,
+        gt=0,
+        description="Most tokens the stage reads (its whole prompt: instruction, template, prompt and messages). "
+        "A longer user prompt is cut from its start, keeping its end. None: the model's context length "
+        "minus max_new_tokens.",
+    )
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+class Condition(BaseModel):
+    """A test on the user's prompt or on one stage's message; routers run, skip or end a stage on it.
+
+    Every test given must hold (``negate`` turns the result over). Text tests
+    ignore case. A condition on a stage that did not run for an input does not hold.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    stage: str = Field(min_length=1, description=f"Whose text is tested: a stage's name, or {PROMPT_FIELD!r}.")
+    contains: str | None = Field(default=None, min_length=1, description="The text contains this.")
+    matches: str | None = Field(default=None, min_length=1, description="This regular expression is found in the text.")
+    min_mean_logprob: float | None = Field(
+        default=None,
+        le=0.0,
+        description="The stage's mean token log-probability is at least this: the model was that sure of it.",
+    )
+    negate: bool = Field(default=False, description="Hold when the tests do not.")
+
+    @model_validator(mode="after")
+    def _has_a_test(self) -> Condition:
+        if self.contains is None and self.matches is None and self.min_mean_logprob is None:
+            raise ValueError("give at least one test: contains, matches or min_mean_logprob")
+        if self.matches is not None:
+            try:
+                re.compile(self.matches)
+            except re.error as error:
+                raise ValueError(f"matches: not a regular expression: {error}") from None
+        if self.stage == PROMPT_FIELD and self.min_mean_logprob is not None:
+            raise ValueError(f"min_mean_logprob: the {PROMPT_FIELD!r} was not generated")
+        return self
+
+
+class Dispatch(BaseModel):
+    """A classifier stage picks one route: the stages that run for an input after it.
+
+    The route is the first label found in the classifier's message (ignoring
+    case), else ``default``. Stages after the classifier that are in no route
+    run on every route (a shared final stage, say).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    classifier: str = Field(min_length=1, description="The stage whose message names the route.")
+    routes: dict[str, tuple[str, ...]] = Field(min_length=2, description="Label -> the stages that run for it.")
+    default: str | None = Field(default=None, description="The route when no label is found (default: the first).")
+
+    @model_validator(mode="after")
+    def _default_is_a_route(self) -> Dispatch:
+        if self.default is not None and self.default not in self.routes:
+            raise ValueError(f"default: {self.default!r} is not a route (routes: {sorted(self.routes)})")
+        for label in self.routes:
+            if not label.strip():
+                raise ValueError("routes: a label is empty")
+        return self
+
+    @property
+    def fallback(self) -> str:
+        return self.default or next(iter(self.routes))
+
+
+class Vote(BaseModel):
+    """How a stage that samples several outputs keeps one: the most common answer key wins.
+
+    Ties go to the sample the model was surer of (higher mean log-probability).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    by: str = Field(
+        default="number",
+        min_length=1,
+        description="Each sample's answer key: 'number' (its last number), 'text' (its text, trimmed, lower case) "
+        "or the name of a tool run on it (its output; a failed run gives no key).",
+    )
+    tool_options: dict[str, Any] = Field(default_factory=dict, description="Options of the tool named by `by`.")
