@@ -143,3 +143,41 @@ def test_filtered_copy_of_a_distillation_folder(tiny_model_id, tmp_path, capsys)
     assert copy.manifest["filter"]["checked"] is False and copy.manifest["examples"] == 6
     original = {e.example_id: e.targets for e in load_distilled(tmp_path / "notes").examples()}
     assert {e.example_id: e.targets for e in copy.examples()} == original
+
+
+PROMPT = "What is the capital of France?"
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("Bananas are yellow.", "is not about the request"),
+        ("What is the capital of France?", "copies the prompt"),
+        ("The answer to this question is France.", "answers instead of restating"),
+        ("The task asks for the capital city of France.", None),
+    ],
+)
+def test_a_restatement_must_be_about_the_request_and_not_copy_or_answer_it(text, problem):
+    assert role_problem(text, PROMPT, "Paris", ["restates"]) == problem
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("What is the capital of France?", "copies the prompt"),
+        ("The task asks for the capital of France.", "restates the request instead of answering"),
+        ("I'm sorry, I cannot answer that.", "refuses instead of answering"),
+        ("Which country do you mean?", "asks instead of answering"),
+        ("The capital of France is Paris.", None),
+        ("Paris.", None),
+    ],
+)
+def test_an_answer_stage_must_answer(text, problem):
+    assert role_problem(text, PROMPT, "Paris", ["answers"]) == problem
+
+
+def test_the_paper_decomposition_checks_its_answer_stage():
+    from fslm_core.plugins import get_registry
+
+    checks = {recipe.name: recipe.checks for recipe in get_registry().decomposition("fslm-paper").stages}
+    assert checks["answer"] == ("answers",)

@@ -82,6 +82,7 @@ FSLM_PAPER = Decomposition(
             "\n\nDraft:\n{reason}",
             reads=("interpret", "recall", "reason"),
             max_new_tokens=128,
+            checks=("answers",),
         ),
     ),
     teacher_notes=PAPER_NOTES,

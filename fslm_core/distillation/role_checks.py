@@ -59,8 +59,10 @@ def _longest_common_run(needle: Sequence[str], haystack: Sequence[str]) -> int:
 
 
 def copies_prompt(text: str, prompt: str, reference: str = "") -> str | None:
-    """Most of the text is one verbatim run of the prompt's words."""
+    """The text is the prompt's words (however short), or most of it is one verbatim run of them."""
     text_words = words(text)
+    if text_words and text_words == words(prompt):
+        return "copies the prompt"
     if len(text_words) >= 5 and _longest_common_run(text_words, words(prompt)) >= 0.8 * len(text_words):
         return "copies the prompt"
     return None
@@ -79,19 +81,53 @@ def repeats(text: str, prompt: str = "", reference: str = "") -> str | None:
     return None
 
 
+_GIVES_AN_ANSWER = re.compile(
+    r"\b(the answer (to (this|the) question )?is|the correct (answer|option|choice) is|answer:)", re.IGNORECASE
+)
+
+
 def restates(text: str, prompt: str, reference: str) -> str | None:
-    """A restatement: one or two sentences that do not give away the answer.
+    """A restatement: one or two sentences about the request that do not give away the answer.
 
     The answer's giveaway is the content words of the reference answer that the
-    prompt does not contain: a restatement holding half of them answers.
+    prompt does not contain: a restatement holding half of them answers, as
+    does one that says "the answer is". A text sharing no content word with
+    the prompt is about something else, and a copy of the prompt restates nothing.
     """
-    if re.match(r"^\s*(yes|no)\b", text, re.IGNORECASE):
+    if re.match(r"^\s*(yes|no)\b", text, re.IGNORECASE) or _GIVES_AN_ANSWER.search(text):
         return "answers instead of restating"
+    if copies_prompt(text, prompt):
+        return "copies the prompt"
+    asked = content_words(prompt)
+    if asked and not asked & content_words(text):
+        return "is not about the request"
     novel = content_words(reference) - content_words(prompt)
     if novel and len(novel & content_words(text)) >= 0.5 * len(novel):
         return "answers instead of restating"
     if len(words(text)) > 60:
         return "too long to be a restatement"
+    return None
+
+
+_REFUSES = re.compile(
+    r"\b(i (cannot|can't|can not|am unable to|don't know|do not know)|as an ai\b|i'm sorry|i am sorry)", re.IGNORECASE
+)
+_ONLY_RESTATES = re.compile(
+    r"^\s*(the (task|user|request|question) (asks|wants|is asking)|you (want|are asking))", re.IGNORECASE
+)
+
+
+def answers(text: str, prompt: str, reference: str = "") -> str | None:
+    """An answer: not a copy of the request, not the request restated, not a refusal, not a question back."""
+    if copies_prompt(text, prompt):
+        return "copies the prompt"
+    if _ONLY_RESTATES.match(text):
+        return "restates the request instead of answering"
+    if _REFUSES.search(text):
+        return "refuses instead of answering"
+    sentences = [piece for piece in re.split(r"(?<=[.!?])\s+", text.strip()) if piece.strip()]
+    if sentences and all(piece.rstrip().endswith("?") for piece in sentences):
+        return "asks instead of answering"
     return None
 
 
@@ -155,7 +191,12 @@ def tidy_target(text: str, checks: Iterable[str], cut_off: bool = False) -> str:
 
 Check = Callable[[str, str, str], "str | None"]
 
-ROLE_CHECKS: dict[str, Check] = {"restates": restates, "is-list": is_list, "no-repeats": no_repeats}
+ROLE_CHECKS: dict[str, Check] = {
+    "restates": restates,
+    "is-list": is_list,
+    "no-repeats": no_repeats,
+    "answers": answers,
+}
 """Role checks a :class:`~fslm_core.api.StageRecipe` names in ``checks``."""
 
 
@@ -176,8 +217,8 @@ def role_problem(text: str, prompt: str, reference: str, checks: Iterable[str]) 
     """Why a stage's output fails its role checks (empty counts), or None."""
     if not text.strip():
         return "empty"
-    for name in checks:
-        problem = ROLE_CHECKS[name](text, prompt, reference)
+    for check in (copies_prompt, *(ROLE_CHECKS[name] for name in checks)):
+        problem = check(text, prompt, reference)
         if problem:
             return problem
     return None

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import gzip
 import json
-import struct
 
 import pytest
 
-from fslm_core import load_stack
-from fslm_core import get_registry, resolve_stack
+from fslm_core import get_registry, load_stack, resolve_stack
+from fslm_core.testing import safetensors_dtypes
 from fslm_core.distillation.role_checks import role_problem
 from fslm_plugin_smollm2_paper import BASELINE_FOLDER, BASELINE_NAME, STACK_FOLDER, STACK_NAME, TARGETS_FILE
 
@@ -21,13 +20,6 @@ DEMO = {  # the questions of `make demo`, each with the words a right answer hol
     "Who wrote the play Romeo and Juliet?": ("shakespeare",),
 }
 KNOWN = list(DEMO)[:3]
-
-
-def safetensors_dtypes(path) -> set[str]:
-    with open(path, "rb") as handle:
-        (length,) = struct.unpack("<Q", handle.read(8))
-        header = json.loads(handle.read(length))
-    return {info["dtype"] for name, info in header.items() if name != "__metadata__"}
 
 
 def test_the_trained_stack_is_registered_and_is_the_default():
