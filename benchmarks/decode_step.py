@@ -20,6 +20,7 @@ import json
 import statistics
 import time
 
+from decode_cache import context_cache
 from machine_info import describe, machine
 
 
@@ -48,26 +49,15 @@ def variants(model):
 def timers(model, rows: int, prompt_tokens: int, cache: int):
     import torch
     from transformers import DynamicCache
-    from transformers.cache_utils import Cache
 
     from fslm_core.runtime.decoding import cache_keyword
-    from fslm_core.runtime.kv_cache import ReservedLayer
 
     generator = torch.Generator().manual_seed(0)
     prompts = torch.randint(100, 10_000, (rows, prompt_tokens), generator=generator)
     context = torch.randint(100, 10_000, (rows, cache), generator=generator)
     step = torch.randint(100, 10_000, (rows, 1), generator=generator)
     keyword = cache_keyword(model)
-    with torch.inference_mode():
-        grown = DynamicCache()
-        model(input_ids=context, use_cache=True, logits_to_keep=1, **{keyword: grown})
-        layers = []
-        for layer in grown.layers:
-            keys = layer.keys.new_zeros((rows, layer.keys.shape[1], cache + 1, layer.keys.shape[3]))
-            values = torch.zeros_like(keys)
-            keys[:, :, :cache], values[:, :, :cache] = layer.keys, layer.values
-            layers.append(ReservedLayer(keys, values, cache))
-    reserved = Cache(layers=layers)
+    reserved = context_cache(model, context)
     mask = torch.ones((rows, cache + 1), dtype=torch.long)
     positions = torch.full((rows, 1), cache)
 

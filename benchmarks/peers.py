@@ -51,6 +51,7 @@ import time
 from pathlib import Path
 
 from alpaca_prompts import ALPACA, load_prompts
+from decode_cache import context_cache
 from engine_run import timed_engine_run
 from machine_info import describe, machine
 from stack_throughput import MODEL, one_prompt_at_a_time, paper_stack, run_naive
@@ -125,12 +126,9 @@ def roofline(dtype: str, rows: int = 64, cache: int = 256, repeats: int = 5) -> 
     import statistics
 
     import torch
-    from transformers import DynamicCache
-    from transformers.cache_utils import Cache
 
     from fslm_core.runtime import bind_stack
     from fslm_core.runtime.decoding import cache_keyword
-    from fslm_core.runtime.kv_cache import ReservedLayer
 
     from fslm_core.runtime.int8_linear import Int8Linear, quantize_linear_layers
 
@@ -169,18 +167,8 @@ def roofline(dtype: str, rows: int = 64, cache: int = 256, repeats: int = 5) -> 
     context = torch.randint(100, 10_000, (rows, cache), generator=generator)
     step = torch.randint(100, 10_000, (rows, 1), generator=generator)
     keyword = cache_keyword(model)
+    reserved = context_cache(model, context)  # the engine's own cache: buffers reserved up front, written in place
     with torch.inference_mode():
-        # The step runs on the engine's own cache: buffers reserved up front, written in place. (On
-        # transformers' DynamicCache every step would copy every layer's whole cache to grow it.)
-        grown = DynamicCache()
-        model(input_ids=context, use_cache=True, logits_to_keep=1, **{keyword: grown})
-        layers = []
-        for layer in grown.layers:
-            keys = layer.keys.new_zeros((rows, layer.keys.shape[1], cache + 1, layer.keys.shape[3]))
-            values = torch.zeros_like(keys)
-            keys[:, :, :cache], values[:, :, :cache] = layer.keys, layer.values
-            layers.append(ReservedLayer(keys, values, cache))
-        reserved = Cache(layers=layers)
         mask = torch.ones((rows, cache + 1), dtype=torch.long)
         positions = torch.full((rows, 1), cache)
         steps = []

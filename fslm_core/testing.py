@@ -167,3 +167,14 @@ def _default_targets(model) -> list[str]:
     if not targets:
         raise ValueError(f"give target_modules: peft has no default for {model.config.model_type!r}")
     return list(targets)
+
+
+def safetensors_dtypes(path: str | Path) -> set[str]:
+    """The dtypes of the tensors in a safetensors file, read from its header alone (``{"F16"}``...)."""
+    import json
+    import struct
+
+    with open(path, "rb") as handle:
+        (length,) = struct.unpack("<Q", handle.read(8))
+        header = json.loads(handle.read(length))
+    return {info["dtype"] for name, info in header.items() if name != "__metadata__"}
