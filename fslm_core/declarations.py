@@ -24,6 +24,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -242,10 +243,22 @@ class Stack(BaseModel):
     dtype: DtypeSetting = Field(
         default="auto",
         description="What the stages' models compute in: float32, bfloat16, int8 (float32 with int8 linear "
-        "layers, CPU only), or auto (bfloat16 on CPUs with native bf16 instructions, else float32; a model "
-        "whose plugin asks for another dtype keeps it).",
+        "layers, CPU only), or auto (float32 or bfloat16, whichever decodes faster on this machine, timed once "
+        "and cached; a model whose plugin asks for another dtype keeps it).",
     )
     fslm_format: int = Field(default=STACK_FORMAT_VERSION, description="Version of the stack file layout.")
+    _source: Path | None = PrivateAttr(default=None)  # the file it was loaded from: errors found later name it
+
+    @property
+    def source(self) -> Path | None:
+        """The stack file this stack was loaded from, if it was."""
+        return self._source
+
+    def __eq__(self, other: object) -> bool:
+        # Where a stack was loaded from is not what it is: the same stack from two files is equal.
+        if not isinstance(other, Stack):
+            return NotImplemented
+        return type(self) is type(other) and self.__dict__ == other.__dict__
 
     @model_validator(mode="after")
     def _check_references(self) -> Stack:
@@ -390,7 +403,9 @@ def load_stack(path: str | os.PathLike) -> Stack:
             f"invalid stack file {file}: fslm_format {version!r} is not supported "
             f"(this fslm reads {STACK_FORMAT_VERSION})"
         )
-    return validate_stack(data, source=f"file {file}", base_dir=file.parent.resolve())
+    stack = validate_stack(data, source=f"file {file}", base_dir=file.parent.resolve())
+    stack._source = file
+    return stack
 
 
 def validate_stack(data: dict, source: str = "stack", base_dir: Path | None = None) -> Stack:

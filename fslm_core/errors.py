@@ -67,8 +67,11 @@ class StackChoiceError(InputError):
     """The arguments that choose a stack contradict each other or name none (a usage error)."""
 
 
-def format_validation_error(error, prefix: str = "") -> str:
-    """One line for a pydantic ``ValidationError``: ``field.path: message``."""
+def format_validation_error(error, prefix: str = "", unknown_field=None) -> str:
+    """One line for a pydantic ``ValidationError``: ``field.path: message``.
+
+    ``unknown_field(location)`` says what to write of a field the model does not have (a "did you mean").
+    """
     parts = []
     items = error.errors()
     # A list whose items failed also reports itself too short; the item errors say more.
@@ -79,5 +82,7 @@ def format_validation_error(error, prefix: str = "") -> str:
         if prefix:
             location = f"{prefix}.{location}" if location else prefix
         message = item.get("msg", "invalid value").removeprefix("Value error, ")
+        if item.get("type") == "extra_forbidden":
+            message = unknown_field(tuple(item.get("loc", ()))) if unknown_field else "unknown field"
         parts.append(f"{location}: {message}" if location else message)
     return "; ".join(parts)

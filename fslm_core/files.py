@@ -146,6 +146,34 @@ def existing_run_state(
     return content
 
 
+def check_writable_file(path: Path, option: str) -> None:
+    """Refuse, before any work, an output file that cannot be written; errors name ``option``.
+
+    Its folder is created if missing. A parent that is a file, a folder that
+    cannot be created, or one where no file can be written (read-only, ``/sys``)
+    each end in one line; nothing is left behind by the check.
+    """
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise InputError(f"{option}: {path} is a folder; give a file")
+    for parent in (path.parent, *path.parent.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputError(f"{option}: {parent} is a file, not a folder; choose another location for {path.name}")
+            break
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists():
+            with open(path, "a", encoding="utf-8"):
+                pass
+        else:
+            with tempfile.NamedTemporaryFile(dir=path.parent, prefix=TMP_PREFIX):
+                pass
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise InputError(f"{option}: cannot write {path} ({reason.lower()}); choose another location") from None
+
+
 def safe_file_name(name: str) -> str:
     """``name`` with every character but letters, digits, ``-``, ``_`` and ``.`` replaced by ``_``."""
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)

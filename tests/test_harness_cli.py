@@ -105,9 +105,7 @@ def test_missing_data_file_names_the_path(capsys, benchmark_fixture_data, two_st
     )
     assert code == 1
     assert err.strip() == (
-        f"error: benchmark 'local_arc_easy': given data file not found: {missing}. Set {DATA_DIR_ENV} to the "
-        "folder of the data files (`fslm eval` also takes --data-dir DIR, or --data-file local_arc_easy=PATH for "
-        "this file alone)"
+        f"error: benchmark 'local_arc_easy': given data file not found: {missing}; check the path given for it"
     )
 
 
@@ -296,3 +294,34 @@ def test_eval_smollm2_stack_against_the_model_alone(capsys, benchmark_fixture_da
     report = json.loads((tmp_path / "results.json").read_text())
     cost = report["tasks"]["local_arc_easy"]["stack"]["cost"]
     assert cost["documents"] == 5 and cost["upstream_tokens_per_document"] > 0
+
+
+def test_a_task_given_as_a_yaml_file_counts_the_upstream_tokens_and_keeps_its_traces(
+    capsys, benchmark_fixture_data, two_stage_stack_folder, tmp_path
+):
+    from fslm_plugin_benchmarks.tasks import TASKS_DIR
+
+    task_file = tmp_path / "my_arc_copy.yaml"
+    text = (TASKS_DIR / "local_arc_easy.yaml").read_text()
+    task_file.write_text(text.replace("task: local_arc_easy", "task: my_arc_copy").replace("tag:", "# tag:"))
+    output = tmp_path / "out"
+    code, out, err = run_fslm(
+        capsys,
+        "eval",
+        "--stack",
+        str(two_stage_stack_folder),
+        "--tasks",
+        str(task_file),
+        "--limit",
+        "2",
+        "--num-fewshot",
+        "0",
+        "--output",
+        str(output),
+    )
+    assert code == 0, err
+    report = json.loads((output / "results.json").read_text())
+    (cost,) = [task["stack"]["cost"] for task in report["tasks"].values()]
+    assert cost["documents"] == 2 and cost["upstream_completion_tokens"] > 0
+    traces = json.loads((output / "traces_my_arc_copy.json").read_text())
+    assert [document["doc_id"] for document in traces["documents"]] == [0, 1]

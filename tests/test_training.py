@@ -322,7 +322,7 @@ def test_cli_bad_training_input_is_one_line_without_traceback(distilled_dir, tin
         ),
         (
             ["train", str(distilled_dir), "--model", "no-such-model", "--output", str(tmp_path / "y")],
-            "error: stages.0.model: unknown model id 'no-such-model'",
+            "error: --model: unknown model id 'no-such-model'",
         ),
     ]
     for args, message in cases:

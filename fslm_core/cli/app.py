@@ -37,6 +37,10 @@ def cli(log_json: bool, log_level: str, verbose: int) -> None:
 
 def chosen_stack(stack_path: str | None, decomposition: str | None, model: str | None, model_path: str | None) -> Stack:
     """The stack a command works on: a stack file, or a decomposition built for a model."""
+    if model and not stack_path:
+        from ..plugins import get_registry
+
+        get_registry().model(model, field="--model")  # an unknown id is named as the user typed it
     try:
         return resolve_stack(stack_path, decomposition, model, model_path, arguments=CLI_ARGUMENTS)
     except StackChoiceError as error:
@@ -68,9 +72,9 @@ seed_option = click.option("--seed", default=0, show_default=True, type=int)
 dtype_option = click.option(
     "--dtype",
     type=click.Choice(DTYPE_SETTINGS),
-    help="What the models compute in (default: the stack's own, auto unless its file says): auto is bfloat16 on "
-    "CPUs with native bf16 (avx512_bf16, AMX), else float32; int8 is float32 with int8 linear layers (CPU only, "
-    "about 1.3x faster than float32 on CPUs without bf16, slightly less accurate).",
+    help="What the models compute in (default: the stack's own, auto unless its file says): auto is the faster "
+    "of float32 and bfloat16 on this machine, timed once (`fslm plugins` shows it; bf16 only on CPUs with native "
+    "bf16); int8 is float32 with int8 linear layers (CPU only, faster, slightly less accurate).",
 )
 
 

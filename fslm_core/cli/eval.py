@@ -69,6 +69,11 @@ def eval_command(
         split_tasks,
     )
 
+    if limit is not None and not limit > 0:
+        raise click.BadParameter(
+            f"expected a count of documents per task (1 or more) or a share below 1 (such as 0.1), got {limit:g}",
+            param_hint="--limit",
+        )
     settings = EvalSettings(
         tasks=split_tasks(tasks),
         limit=int(limit) if limit is not None and limit >= 1 else limit,

@@ -20,11 +20,26 @@ def experiment_command(config, quick, output, until, only):
     """Run the experiment in CONFIG (YAML) to the end, or resume it: finished steps are skipped.
 
     Prints which step it is on. An interrupted run continues from its last finished step, and within
-    distillation and training from their checkpoints.
+    distillation and training from their checkpoints. A config with `kind: comparison` compares the
+    systems it declares (stacks, named stacks, models alone) on the same documents, with paired tests.
     """
-    from ..experiment import load_experiment_config, run_experiment
+    from ..experiment import (
+        is_comparison,
+        load_comparison_config,
+        load_experiment_config,
+        run_comparison,
+        run_experiment,
+    )
 
     overrides = {"output": output} if output else None
+    if is_comparison(config):
+        if quick:
+            raise click.UsageError("--quick applies to the paper's experiment; a comparison runs what it declares")
+        command = shlex.join(["fslm", *sys.argv[sys.argv.index("experiment") :]]) if "experiment" in sys.argv else None
+        run_comparison(
+            load_comparison_config(config, overrides), only=only, until=until, echo=click.echo, command=command
+        )
+        return
     settings = load_experiment_config(config, quick=quick, overrides=overrides)
     # As typed, without the logging options before the command name.
     command = shlex.join(["fslm", *sys.argv[sys.argv.index("experiment") :]]) if "experiment" in sys.argv else None

@@ -8,11 +8,13 @@ from pathlib import Path
 
 import click
 
-from ..declarations import Stack, with_dtype
+from ..declarations import STACK_FILE_NAME, Stack, with_dtype
 from ..errors import InputError
+from ..files import check_writable_file
 from ..runtime.costs import render_costs, stage_costs
 from ..runtime.stage_cache import StageCache
 from .app import batch_size_option, chosen_stack, cli, count_option, dtype_option, seed_option, stack_options
+from .resident import message_lines, stream_trace, try_server
 
 
 def read_prompts(prompts: tuple[str, ...], input_file: str | None) -> list[str]:
@@ -21,7 +23,13 @@ def read_prompts(prompts: tuple[str, ...], input_file: str | None) -> list[str]:
         path = Path(input_file)
         if not path.is_file():
             raise InputError(f"--input: file not found: {path}")
-        collected += [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        try:
+            lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except UnicodeDecodeError:
+            raise InputError(f"--input: {path} is not UTF-8 text; give a text file with one prompt per line") from None
+        if not lines and not collected:
+            raise InputError(f"--input: {path} is empty; give a text file with one prompt per line")
+        collected += lines
     if not collected:
         raise InputError("no prompts given: pass a prompt or --input FILE with one prompt per line")
     return collected
@@ -61,6 +69,12 @@ def count_lines(path: Path) -> int:
     help="Hold structured stages (list, key-value, json) to their format while decoding (default), or only ask "
     "for it in the instruction, to measure what enforcing gives.",
 )
+@click.option(
+    "--server",
+    help="Answer through this running `fslm serve` (default: $FSLM_SERVER, else one on 127.0.0.1:8000 if it serves "
+    "the stack), where the models stay loaded.",
+)
+@click.option("--local", is_flag=True, help="Run in this process even when an `fslm serve` could answer.")
 @batch_size_option
 @count_option("--chunk-size", 256, "Prompts per engine run; --output is written after each chunk.")
 @seed_option
@@ -80,22 +94,41 @@ def run(
     use_cache,
     stats,
     enforce_formats,
+    server,
+    local,
     batch_size,
     chunk_size,
     seed,
     dtype,
 ):
     """Run a stack on PROMPTS and print each answer with its per-stage trace."""
-    stack = with_dtype(chosen_stack(stack_path, decomposition, model, model_path), dtype, field="--dtype")
-    if max_prompt_tokens is not None:
-        stack = with_prompt_budget(stack, max_prompt_tokens)
+    # Everything a user typed is checked before any model loads: a mistake costs a second, not a run.
+    if resume and not output_file:
+        raise click.UsageError("--resume continues an --output file; give --output FILE")
     collected = read_prompts(prompts, input_file)
     output = Path(output_file) if output_file else None
+    if output is not None:
+        check_writable_file(output, "--output")
     done = count_lines(output) if output and resume else 0
     if output and output.exists() and not resume and output.stat().st_size > 0:
         raise InputError(
             f"--output: {output} already holds traces; pass --resume to continue it or choose another file"
         )
+    local_only = dtype or use_cache or max_prompt_tokens or stats or not enforce_formats
+    if server and (local or local_only):
+        raise click.UsageError(
+            "--server answers with the server's settings; leave out --local, --dtype, --cache, "
+            "--max-prompt-tokens, --no-enforce-formats and --stats"
+        )
+    if not local and not local_only:
+        name = served_stack_name(stack_path, decomposition, model, model_path, named_server=bool(server))
+        url = try_server(server, name)
+        if url is not None:
+            run_on_server(url, name, collected[done:], output, as_json, answers_only)
+            return
+    stack = with_dtype(chosen_stack(stack_path, decomposition, model, model_path), dtype, field="--dtype")
+    if max_prompt_tokens is not None:
+        stack = with_prompt_budget(stack, max_prompt_tokens)
     if done >= len(collected):
         click.echo(f"all {len(collected)} prompts already have traces in {output}", err=True)
         return
@@ -126,6 +159,58 @@ def run(
         click.echo(render_costs(stage_costs(stack, finished)), err=True)
 
 
+def served_stack_name(stack_path, decomposition, model, model_path, named_server: bool = False) -> str | None:
+    """The name a server would serve the chosen stack by: a registered stack's, or the default one's; else None.
+
+    With a server named on the command line, ``--stack`` may also be any name that server serves.
+    """
+    from ..plugins import get_registry
+
+    registry = get_registry()
+    if stack_path and not (decomposition or model or model_path):
+        if stack_path in registry.names("stacks") or (named_server and not Path(stack_path).exists()):
+            return stack_path
+        return None
+    if not (stack_path or decomposition or model or model_path):
+        default = registry.default_stack()
+        return default.name if default is not None else None
+    return None
+
+
+def run_on_server(url: str, stack: str, prompts: list[str], output: Path | None, as_json: bool, answers_only: bool):
+    """Each prompt through the server, its stages printed as they arrive; traces appended to ``output``."""
+    from ..messages import Trace
+
+    click.echo(
+        f"answering through fslm serve at {url} ({stack}; its models are loaded there; --local runs here)", err=True
+    )
+    text = not (as_json or answers_only)
+    for prompt in prompts:
+        if text:
+            click.echo(f"prompt: {prompt}")
+        printed: list[dict] = []
+
+        def on_message(message: dict, printed: list[dict] = printed) -> None:
+            printed.append(message)
+            if text:
+                click.echo(message_lines(len(printed), message))
+
+        try:
+            trace = Trace.model_validate(stream_trace(url, stack, prompt, on_message))
+        except OSError as error:
+            raise InputError(f"--server: {url} failed while answering ({error}); rerun with --local") from None
+        if output:
+            append_jsonl(output, [trace.to_json()])
+        if as_json:
+            click.echo(trace.to_json())
+        elif answers_only:
+            click.echo(trace.answer)
+        else:
+            for decision in trace.routing:
+                click.echo(f"route: {decision.render()}")
+            click.echo(f"answer: {trace.answer}\n")
+
+
 def with_prompt_budget(stack: Stack, max_prompt_tokens: int) -> Stack:
     """``stack`` with every stage reading at most ``max_prompt_tokens`` tokens."""
     stages = [
@@ -149,7 +234,15 @@ def append_jsonl(path: Path, lines: list[str]) -> None:
 @cli.command("new-stack")
 @click.argument("destination", type=click.Path())
 @stack_options
-def new_stack(destination, stack_path, decomposition, model, model_path):
+@click.option("--force", is_flag=True, help="Replace an existing stack file (or a folder's stack.yaml).")
+def new_stack(destination, stack_path, decomposition, model, model_path, force):
     """Write a stack file (DESTINATION.yaml) or folder built from a decomposition, to edit by hand."""
+    target = Path(destination).expanduser()
+    written = target if target.suffix in (".yaml", ".yml") else target / STACK_FILE_NAME
+    if not force and (written.exists() or (target.exists() and not target.is_dir())):
+        raise InputError(
+            f"{destination}: {written if written.exists() else target} exists; it may hold your edits. "
+            "Choose another name, or pass --force to replace it"
+        )
     stack = chosen_stack(stack_path, decomposition, model, model_path)
     click.echo(stack.save(destination))

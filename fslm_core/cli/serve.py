@@ -51,6 +51,9 @@ def served_stacks(names: tuple[str, ...]) -> dict[str, Stack]:
 @seed_option
 def serve(stack_names, host, port, max_batch, batch_window_ms, use_cache, graceful_timeout, seed):
     """Serve stacks over HTTP: /v1/chat/completions, /v1/completions, /v1/models, /health, and a page at /."""
+    from ..serving.listen import bind_socket
+
+    sock = bind_socket(host, port)  # a port in use is refused before anything is imported, announced or loaded
     try:
         from ..serving import serve as run_server
     except ImportError as error:
@@ -65,6 +68,7 @@ def serve(stack_names, host, port, max_batch, batch_window_ms, use_cache, gracef
         stacks,
         host=host,
         port=port,
+        sock=sock,
         max_batch=max_batch,
         window_s=batch_window_ms / 1000,
         seed=seed,

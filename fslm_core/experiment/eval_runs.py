@@ -13,13 +13,13 @@ import json
 import random
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..declarations import Stack
 from ..files import atomic_write_json, safe_file_name
 from ..lmeval import EvalSettings, FslmLM, run_task, task_manager
-from ..plugins import Registry
-from .config import ExperimentConfig
-from .systems import system_stack
+from .provenance import provenance
 
 EVAL_DIR = "eval"
 METRIC_PREFERENCE = ("acc_norm", "acc", "exact_match")
@@ -37,7 +37,29 @@ def read_result(output: Path, system: str, task: str) -> dict | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
-def task_documents(task: str, config: ExperimentConfig, manager) -> tuple[list[int], str, int, list[str]]:
+@dataclass(frozen=True)
+class EvalPlan:
+    """What the eval step runs: each system (a name and how to build its stack) on each task.
+
+    Documents: a task's ``document_ranges`` entry (``[start, stop)`` ids) if it has one, else every
+    document of a slice no larger than ``documents`` (``generation_documents`` for generate_until
+    tasks), else a seeded subset that size, the same for every system.
+    """
+
+    systems: dict[str, Callable[[], Stack]]
+    tasks: tuple[str, ...]
+    seed: int = 0
+    documents: int = 250
+    generation_documents: int = 100
+    document_ranges: dict[str, tuple[int, int]] = field(default_factory=dict)
+    batch_size: int = 16
+    max_gen_toks: int | None = None
+    num_fewshot: int = 0
+    traces_per_task: int = 3
+    dtype: str | None = None
+
+
+def task_documents(task: str, plan: EvalPlan, manager) -> tuple[list[int], str, int, list[str]]:
     """The scored document ids of ``task`` (sorted), its output type, how many documents its slice has,
     and the data files it reads."""
     from lm_eval.tasks import get_task_dict
@@ -51,10 +73,13 @@ def task_documents(task: str, config: ExperimentConfig, manager) -> tuple[list[i
     if not isinstance(data_files, dict):
         data_files = {"data": data_files}
     files = sorted({str(path) for value in dict(data_files).values() for path in _as_list(value)})
-    wanted = config.evaluation.generation_documents if output_type == "generate_until" else config.evaluation.documents
+    if task in plan.document_ranges:
+        start, stop = plan.document_ranges[task]
+        return list(range(max(0, start), min(stop, total))), output_type, total, files
+    wanted = plan.generation_documents if output_type == "generate_until" else plan.documents
     if total <= wanted:
         return list(range(total)), output_type, total, files
-    ids = sorted(random.Random(f"{config.seed}:{task}").sample(range(total), wanted))
+    ids = sorted(random.Random(f"{plan.seed}:{task}").sample(range(total), wanted))
     return ids, output_type, total, files
 
 
@@ -80,74 +105,90 @@ def document_scores(samples: list[dict]) -> tuple[str, dict[int, float]]:
 
 
 class Evaluator:
-    """Runs the evaluation step; each system's model is built once and reused across tasks."""
+    """Runs the eval step; each system's model is built once and reused across tasks."""
 
-    def __init__(self, config: ExperimentConfig, output: Path, registry: Registry, echo: Callable[[str], None]):
-        self.config = config
+    def __init__(self, plan: EvalPlan, output: Path, echo: Callable[[str], None]):
+        self.plan = plan
         self.output = output
-        self.registry = registry
         self.echo = echo
         self.models: dict[str, FslmLM] = {}
-        self.manager = task_manager(list(config.evaluation.tasks))
+        self.manager = task_manager(list(plan.tasks))
 
     def model(self, system: str) -> FslmLM:
         if system not in self.models:
-            stack = system_stack(system, self.config, self.output, self.registry)
+            stack = self.plan.systems[system]()
             # No stage cache: each result's wall time and token counts are the system's own cost, even when
             # an interrupted run left some of its upstream stages' outputs in the cache.
             self.models[system] = FslmLM(
-                stack=stack, batch_size=self.config.evaluation.batch_size, seed=self.config.seed, stage_cache=False
+                stack=stack,
+                batch_size=self.plan.batch_size,
+                seed=self.plan.seed,
+                stage_cache=False,
+                dtype=self.plan.dtype,
             )
         return self.models[system]
 
     def pending(self) -> list[tuple[str, str]]:
         return [
             (system, task)
-            for task in self.config.evaluation.tasks
-            for system in self.config.systems
+            for task in self.plan.tasks
+            for system in self.plan.systems
             if read_result(self.output, system, task) is None
         ]
 
     def run(self) -> None:
-        pairs = [(system, task) for task in self.config.evaluation.tasks for system in self.config.systems]
-        documents: dict[str, tuple[list[int], str, int, list[str]]] = {}
+        pairs = [(system, task) for task in self.plan.tasks for system in self.plan.systems]
+        documents = {task: task_documents(task, self.plan, self.manager) for task in self.plan.tasks}
+        self.check_scorable(documents)
         for index, (system, task) in enumerate(pairs, start=1):
             where = f"  ({index}/{len(pairs)}) {system} on {task}"
             if read_result(self.output, system, task) is not None:
                 self.echo(f"{where}: done earlier")
                 continue
-            if task not in documents:
-                documents[task] = task_documents(task, self.config, self.manager)
             ids, output_type, total, data_files = documents[task]
             self.echo(f"{where}: {len(ids)} of {total} documents ...")
             started = time.perf_counter()
             result = self.evaluate(system, task, ids, output_type, total)
             result["wall_time_s"] = round(time.perf_counter() - started, 2)
             result["data_files"] = data_files
+            result["provenance"] = provenance(self.model(system).stack, self.plan)
             atomic_write_json(result_path(self.output, system, task), result)
             self.echo(f"{where}: {result['metric']} {result['mean']:.4f} in {result['wall_time_s']:.0f}s")
+
+    def check_scorable(self, documents: dict) -> None:
+        """Refuse, before any eval, a system ending in a tool on a task scored by log-likelihoods."""
+        from ..errors import InputError
+
+        for system, build in self.plan.systems.items():
+            final = build().final_stage
+            if final.tool is None:
+                continue
+            scored = [task for task, (_, output_type, _, _) in documents.items() if output_type != "generate_until"]
+            if scored:
+                raise InputError(
+                    f"systems.{system}: its stack ends with a tool stage ({final.tool}), which gives no "
+                    f"log-likelihoods; tasks {', '.join(scored)} need them (it can run generate_until tasks)"
+                )
 
     def evaluate(self, system: str, task: str, ids: list[int], output_type: str, total: int) -> dict:
         lm = self.model(system)
         settings = EvalSettings(
             tasks=[task],
-            num_fewshot=0,
-            batch_size=str(self.config.evaluation.batch_size),
+            num_fewshot=self.plan.num_fewshot,
+            batch_size=str(self.plan.batch_size),
             log_samples=True,
-            seed=self.config.seed,
+            seed=self.plan.seed,
             samples={task: ids},
-            gen_kwargs=f"max_gen_toks={self.config.evaluation.max_gen_toks}"
-            if self.config.evaluation.max_gen_toks
-            else None,
+            gen_kwargs=f"max_gen_toks={self.plan.max_gen_toks}" if self.plan.max_gen_toks else None,
         )
         run = run_task(lm, task, self.manager, settings)
         samples = (run.results or {}).get("samples", {}).get(task, [])
         metric, scores = document_scores(samples)
         traces = lm.document_traces(task)
-        cost = {**run.cost, **lm.task_cost(task, traces)}
+        cost = {**run.cost, **lm.task_cost(task, traces), **per_document_cost(traces)}
         values = list(scores.values())
         mean = sum(values) / len(values)
-        keep = self.config.evaluation.traces_per_task if len(lm.stack.stages) > 1 else 0
+        keep = self.plan.traces_per_task if len(lm.stack.stages) > 1 else 0
         return {
             "system": system,
             "task": task,
@@ -176,3 +217,20 @@ def _answers(samples: list[dict]) -> list[dict]:
             }
         )
     return kept
+
+
+def per_document_cost(documents: list[dict]) -> dict:
+    """Tokens every stage wrote, and seconds spent in tool stages, per document (means over ``documents``)."""
+    if not documents:
+        return {}
+    tokens = tool_seconds = 0.0
+    for document in documents:
+        for trace in document["traces"]:
+            for message in trace["messages"]:
+                tokens += message["completion_tokens"]
+                if str(message.get("model", "")).startswith("tool:"):
+                    tool_seconds += message["latency_s"] / max(message["batch_size"], 1)
+    return {
+        "tokens_per_document": round(tokens / len(documents), 1),
+        "tool_seconds_per_document": round(tool_seconds / len(documents), 4),
+    }

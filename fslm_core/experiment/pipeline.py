@@ -42,7 +42,7 @@ from .eval_runs import Evaluator
 from .package import BASELINE_DATA, package_stack, write_half_precision_stack
 from .report import write_report
 from .stage_checks import run_stage_checks
-from .systems import BASELINE_DIR, STACK_DIR, baseline_stack
+from .systems import BASELINE_DIR, STACK_DIR, baseline_stack, paper_plan
 
 STATE = VersionedJson(
     "experiment.json",
@@ -237,7 +237,7 @@ class Experiment:
         return run_stage_checks(self.config, self.output, data, self.train_config, self.registry, self.echo)
 
     def _evaluate(self) -> dict:
-        Evaluator(self.config, self.output, self.registry, self.echo).run()
+        Evaluator(paper_plan(self.config, self.output, self.registry), self.output, self.echo).run()
         return {}
 
     def _package(self) -> dict:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from ..declarations import Stack, load_stack
 from ..plugins import Registry
 from ..runtime.stack_choice import single_model_stack
 from .config import ExperimentConfig
+from .eval_runs import EvalPlan
 
 STACK_DIR = "stack"
 BASELINE_DIR = "baseline"
@@ -50,3 +52,20 @@ def system_stack(system: str, config: ExperimentConfig, output: Path, registry: 
         decomposition = registry.decomposition(config.decomposition, field="decomposition")
         return decomposition.build(config.student, name=f"{config.name}-untrained")
     raise ValueError(f"unknown system {system!r}")
+
+
+def paper_plan(config: ExperimentConfig, output: Path, registry: Registry) -> EvalPlan:
+    """The eval step of the paper's experiment: its four systems on its tasks, zero-shot."""
+    evaluation = config.evaluation
+    return EvalPlan(
+        systems={
+            system: functools.partial(system_stack, system, config, output, registry) for system in config.systems
+        },
+        tasks=evaluation.tasks,
+        seed=config.seed,
+        documents=evaluation.documents,
+        generation_documents=evaluation.generation_documents,
+        batch_size=evaluation.batch_size,
+        max_gen_toks=evaluation.max_gen_toks,
+        traces_per_task=evaluation.traces_per_task,
+    )

@@ -96,8 +96,15 @@ def run_task(lm: FslmLM, task: str, manager: BenchmarkTaskManager, settings: Eva
         fewshot_random_seed=settings.seed,
     )
     elapsed = time.perf_counter() - started
-    cost = {**lm.task_cost(task), "upstream_seconds": round(lm.upstream_seconds - upstream_before, 2)}
-    return RunResult(results, elapsed, cost)
+    name = evaluated_task(task, results)
+    cost = {**lm.task_cost(name), "upstream_seconds": round(lm.upstream_seconds - upstream_before, 2)}
+    return RunResult(results, elapsed, cost, name)
+
+
+def evaluated_task(task: str, results: dict | None) -> str:
+    """The name lm-eval ran ``task`` under: a task given as a YAML file runs under the name inside it."""
+    names = list((results or {}).get("results") or {})
+    return task if task in names or len(names) != 1 else names[0]
 
 
 def _json(value: Any) -> str:
@@ -180,8 +187,8 @@ def _evaluate(stack, settings, output, baseline, baseline_model_path, echo, trac
         for label, lm in models.items():
             run = run_task(lm, task, manager, settings)
             # lm-eval shards documents across processes: count every process's documents.
-            documents = _gathered_traces(lm, task)
-            run.cost.update(lm.task_cost(task, documents))
+            documents = _gathered_traces(lm, run.task_name or task)
+            run.cost.update(lm.task_cost(run.task_name or task, documents))
             runs[task][label] = run
             if label == "stack":
                 traces[task] = documents
@@ -211,7 +218,7 @@ def _evaluate(stack, settings, output, baseline, baseline_model_path, echo, trac
         folder = Path(output).expanduser().resolve()
         atomic_write_text(folder / "results.json", _json(report))
         for task, documents in traces.items():
-            stack_lm.write_traces(folder, task, documents)
+            stack_lm.write_traces(folder, runs[task]["stack"].task_name or task, documents)
         if trace_report:
             echo(f"trace report: {write_eval_trace_report(folder / TRACE_REPORT_FILE, stack, traces)}")
         if settings.log_samples:

@@ -13,6 +13,7 @@ class RunResult:
     results: dict | None
     wall_time_s: float
     cost: dict
+    task_name: str | None = None  # the name lm-eval ran it under (a task YAML file's own name)
 
 
 def metric_rows(task_results: dict | None) -> dict[tuple[str, str], tuple[float | None, float | None]]:

@@ -61,17 +61,19 @@ def check_stack(stack: Stack, registry: Registry | None = None) -> list[ModelSpe
     reported before the first stage's model takes its time to load.
     """
     registry = registry or get_registry()
-    router = registry.router(stack.router, field="router")
+    # Errors name the stack file when the stack came from one, as its validation errors do.
+    file = f"{stack.source}: " if stack.source is not None else ""
+    router = registry.router(stack.router, field=f"{file}router")
     for rule, field in declared_rules(stack).items():
         if rule not in router.applies:
             takers = [name for name in registry.names("routers") if rule in registry.router(name).applies]
             raise DeclarationError(
-                f"{field}: router {router.name!r} does not apply {rule}; set the stack's router to one that does "
-                f"({', '.join(takers)})"
+                f"{file}{field}: router {router.name!r} does not apply {rule}; set the stack's router to one that "
+                f"does ({', '.join(takers)})"
             )
     specs = []
     for index, stage in enumerate(stack.stages):
-        where = f"stages.{index}"
+        where = f"{file}stages.{index}"
         if stage.tool is not None:
             check_tool(registry, stage.tool, stage.tool_options, f"{where}.tool", f"{where}.tool_options")
             specs.append(None)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import uvicorn
 
 from ..declarations import Stack
@@ -9,6 +11,7 @@ from ..logs import get_logger
 from ..runtime.stage_cache import StageCache
 from .app import build_app
 from .batcher import Batcher
+from .listen import bind_socket
 
 log = get_logger(__name__)
 
@@ -18,6 +21,7 @@ def serve(
     *,
     host: str = "127.0.0.1",
     port: int = 8000,
+    sock: socket.socket | None = None,
     max_batch: int = 64,
     window_s: float = 0.05,
     seed: int = 0,
@@ -25,7 +29,11 @@ def serve(
     graceful_timeout_s: float = 30.0,
     log_level: str = "warning",
 ) -> None:
-    """Serve ``stacks`` (by the names clients give as ``model``) until SIGINT or SIGTERM."""
+    """Serve ``stacks`` (by the names clients give as ``model``) until SIGINT or SIGTERM.
+
+    ``sock`` is a socket :func:`bind_socket` bound already; without it, this binds ``host:port`` first.
+    """
+    sock = sock or bind_socket(host, port)
     batcher = Batcher(stacks, max_batch=max_batch, window_s=window_s, seed=seed, cache=cache)
     app = build_app(batcher, stop_timeout_s=graceful_timeout_s)
     config = uvicorn.Config(
@@ -37,4 +45,4 @@ def serve(
         access_log=log_level in ("info", "debug"),
     )
     log.info("serving", host=host, port=port, stacks=sorted(stacks))
-    uvicorn.Server(config).run()
+    uvicorn.Server(config).run(sockets=[sock])

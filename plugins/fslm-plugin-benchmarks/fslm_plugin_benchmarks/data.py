@@ -64,11 +64,52 @@ def resolve_data_path(relative: str | Path, task: str, override: str | os.PathLi
         if folder == FIXTURES_DIR.resolve() and not os.environ.get(DATA_DIR_ENV, "").strip():
             _warn_sample_rows(task)
     if not path.exists():
+        if override is not None:  # the user named this file: the advice is to check it, not to name one
+            raise BenchmarkDataError(f"benchmark {task!r}: {where} not found: {path}; check the path given for it")
         raise BenchmarkDataError(
             f"benchmark {task!r}: {where} not found: {path}. Set {DATA_DIR_ENV} to the folder of the data files "
             f"(`fslm eval` also takes --data-dir DIR, or --data-file {task}=PATH for this file alone)"
         )
+    if override is not None:
+        check_fields(path, FIXTURES_DIR / relative, task)
     return path
+
+
+def first_row_fields(path: Path) -> set[str] | None:
+    """The fields of a data file's first row (JSON Lines, a JSON list or object, CSV); None if it has none."""
+    try:
+        if path.suffix == ".csv":
+            with path.open(encoding="utf-8", newline="") as handle:
+                return set(next(csv.reader(handle), []))
+        with path.open(encoding="utf-8") as handle:
+            if path.suffix == ".jsonl":
+                line = next((line for line in handle if line.strip()), None)
+                row = json.loads(line) if line else None
+            else:
+                data = json.load(handle)
+                row = data[0] if isinstance(data, list) and data else data
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, StopIteration):
+        return None
+    return set(row) if isinstance(row, dict) else None
+
+
+def check_fields(path: Path, sample: Path, task: str) -> None:
+    """A given data file must have the fields of the task's own file: checked on its first row, before lm-eval
+    and ``datasets`` read (and cache) anything."""
+    if path.is_dir() or not sample.is_file():
+        return
+    expected = first_row_fields(sample)
+    found = first_row_fields(path)
+    if expected is None:
+        return
+    if found is None:
+        raise BenchmarkDataError(f"benchmark {task!r}: {path} holds no rows this task can read (as {sample.suffix})")
+    missing = sorted(expected - found)
+    if missing:
+        raise BenchmarkDataError(
+            f"benchmark {task!r}: the rows of {path} lack the field(s) {', '.join(missing)} "
+            f"(they have: {', '.join(sorted(found)) or 'none'})"
+        )
 
 
 _warned_sample_rows: set[str] = set()

@@ -1,0 +1,64 @@
+"""What a result was produced by: the code's commit, the package versions, the dtype and the settings that
+change scores. Every eval result records it, so results of different code are never put in one table unnoticed."""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from ..declarations import Stack
+
+PACKAGES = ("fslm-core", "torch", "transformers", "peft", "lm-eval", "datasets")
+
+
+@functools.cache
+def code_commit() -> str | None:
+    """The git commit of the fslm checkout this code runs from, ``+dirty`` when it has uncommitted changes
+    to tracked files; None for an installed wheel."""
+    root = Path(__file__).resolve().parents[2]
+    if not (root / ".git").exists():
+        return None
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--", "fslm_core", "plugins"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{commit}+dirty" if changed else commit
+
+
+def package_versions() -> dict[str, str | None]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def provenance(stack: Stack, plan: Any) -> dict:
+    """The code, packages, dtype and scoring settings behind one eval result of ``stack`` under ``plan``."""
+    from ..runtime.dtype_choice import auto_dtype
+
+    return {
+        "commit": code_commit(),
+        "packages": package_versions(),
+        "dtype": stack.dtype,
+        "auto_dtype": auto_dtype() if stack.dtype == "auto" else None,
+        "num_fewshot": plan.num_fewshot,
+        "batch_size": plan.batch_size,
+        "max_gen_toks": plan.max_gen_toks,
+        "seed": plan.seed,
+        "stage_cache": False,
+    }
