@@ -35,6 +35,7 @@ def comparison(tmp_path, tiny_model_id, tiny_adapters, monkeypatch):
         "name": "tiny comparison",
         "output": "run",
         "report": "report.md",
+        "notes": "notes.md",
         "dtype": "float32",
         "systems": {
             "two": {"stack": "two", "description": "two stages"},
@@ -50,6 +51,7 @@ def comparison(tmp_path, tiny_model_id, tiny_adapters, monkeypatch):
         },
         "demo_prompts": ["What is 2 + 2?"],
     }
+    (tmp_path / "notes.md").write_text("## What was tried\n\nTwo stages, then one model.\n")
     path = tmp_path / "comparison.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -76,6 +78,7 @@ def test_a_comparison_evaluates_every_system_on_the_same_documents_and_reports_p
     report = (comparison.parent / "report.md").read_text()
     assert "| two vs alone |" in report and "McNemar exact" in report
     assert "3 documents (ids 1 to 3" in report
+    assert report.index("## What was tried") < report.index("## local_arc_easy")
     assert "## Demo prompts" in report and "prompt: What is 2 + 2?" in report
 
 
@@ -116,4 +119,8 @@ def test_a_comparison_config_names_its_mistakes(tmp_path):
     data["comparisons"] = [["a", "c"]]
     path.write_text(json.dumps(data))
     with pytest.raises(InputError, match="comparisons.0: 'c' is not a system"):
+        load_comparison_config(path)
+    data["comparisons"], data["notes"] = [], "missing.md"
+    path.write_text(json.dumps(data))
+    with pytest.raises(InputError, match="notes: file not found: .*missing.md"):
         load_comparison_config(path)

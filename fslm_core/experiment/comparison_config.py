@@ -80,6 +80,9 @@ class ComparisonConfig(BaseModel):
     seed: int = 0
     output: Path
     report: Path | None = None
+    notes: Path | None = Field(
+        default=None, description="A Markdown file written into the report after its systems (what was tried, why)."
+    )
     dtype: DtypeSetting | None = Field(default=None, description="Every system computes in this (None: its own).")
     systems: dict[str, SystemDeclaration] = Field(min_length=2)
     comparisons: tuple[tuple[str, str], ...] = Field(
@@ -127,11 +130,14 @@ def load_comparison_config(path: str | os.PathLike, overrides: dict | None = Non
         raise InputError(f"config: {file} must hold a mapping of settings")
     values = {**values, **(overrides or {})}
     base = file.resolve().parent
-    for key in ("output", "report"):
+    for key in ("output", "report", "notes"):
         if values.get(key) is not None:
             values[key] = (base / Path(str(values[key])).expanduser()).resolve()
     for system in (values.get("systems") or {}).values():
         stack = system.get("stack") if isinstance(system, dict) else None
         if isinstance(stack, str) and (base / stack).exists():
             system["stack"] = str((base / stack).resolve())
-    return validate_settings(ComparisonConfig, values, f"config {file.name}")
+    config = validate_settings(ComparisonConfig, values, f"config {file.name}")
+    if config.notes is not None and not config.notes.is_file():
+        raise InputError(f"config {file.name}: notes: file not found: {config.notes}")
+    return config

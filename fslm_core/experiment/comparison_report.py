@@ -60,6 +60,8 @@ def write_comparison_report(config: ComparisonConfig, output: Path, command: str
         )
         lines.append(f"- **{name}**: {what}{f'. {declaration.description}' if declaration.description else ''}")
     lines.append("")
+    if config.notes is not None:
+        lines += [config.notes.read_text(encoding="utf-8").strip(), ""]
     for task in config.evaluation.tasks:
         lines += _task_section(config, task, results)
     lines += _demo_section(output)

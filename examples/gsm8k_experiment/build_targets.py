@@ -1,0 +1,60 @@
+"""Training targets for the GSM8K experiment, as distilled-data folders ``fslm train`` reads.
+
+From the annotated programs (``annotated_programs.py``): the ``program``
+stage's target is the program. From the same rows' reference solutions: the
+same-data baseline's ``answer`` target is the solution with its calculator
+annotations taken out, ending in GSM8K's ``#### N``. Every row appears once,
+its prompt alternately the bare question and the question as lm-eval's
+``local_gsm8k`` asks it (``Question: ...\\nAnswer:``), so both ways of asking
+are learnt. The development set (the last 500 rows of the training file)
+never reaches this script: ``annotated_programs.py --skip-last 500`` left it out.
+
+    python examples/gsm8k_experiment/build_targets.py annotated.jsonl ../shared/data/gsm8k/train.jsonl run/
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+from fslm_core.distillation import write_given_targets
+
+ANNOTATION = re.compile(r"<<[^<>]*>>")
+
+
+def prompt_for(question: str, row: int) -> str:
+    return f"Question: {question}\nAnswer:" if row % 2 else question
+
+
+def solution_text(answer: str) -> str:
+    """A GSM8K reference solution without its calculator annotations, ending in ``#### N``."""
+    steps, _, final = answer.rpartition("####")
+    return f"{ANNOTATION.sub('', steps).strip()}\n#### {final.strip()}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("annotated", type=Path)
+    parser.add_argument("gsm8k", type=Path)
+    parser.add_argument("output", type=Path)
+    parser.add_argument("--limit", type=int, help="The first N kept rows only.")
+    args = parser.parse_args()
+    kept = [json.loads(line) for line in args.annotated.read_text().splitlines() if line.strip()][: args.limit]
+    solutions = [json.loads(line)["answer"] for line in args.gsm8k.read_text().splitlines() if line.strip()]
+    programs = [
+        {"prompt": prompt_for(row["question"], row["row"]), "targets": {"program": row["program"]}} for row in kept
+    ]
+    baseline = [
+        {"prompt": prompt_for(row["question"], row["row"]), "targets": {"answer": solution_text(solutions[row["row"]])}}
+        for row in kept
+    ]
+    source = f"GSM8K train rows with annotated programs that compute the reference answer ({len(kept)} rows)"
+    write_given_targets(args.output / "program-targets", programs, "gsm8k-program", source)
+    write_given_targets(args.output / "solution-targets", baseline, "gsm8k-solution", source)
+    print(f"{len(kept)} examples -> {args.output}/program-targets, {args.output}/solution-targets")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""Copy the trained GSM8K stacks into fslm-plugin-smollm2-gsm8k: float16 adapters, stack files, targets.
+
+    python examples/gsm8k_experiment/package.py RUN_FOLDER
+
+RUN_FOLDER holds ``program-trained/`` and ``solution-trained/`` (what ``fslm
+train`` wrote) and ``program-targets/`` (what the program stage learnt from).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from fslm_core import load_stack
+from fslm_core.declarations import Vote
+from fslm_core.experiment.package import package_stack, write_half_precision_stack
+from fslm_core.files import atomic_write_text
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = ROOT / "plugins" / "fslm-plugin-smollm2-gsm8k" / "fslm_plugin_smollm2_gsm8k"
+VOTE = {"samples": 5, "temperature": 0.7}
+
+
+def write_vote_stack(package: Path) -> None:
+    """``vote/stack.yaml``: the shipped stack sampling programs and voting, reading ``stack/``'s adapter."""
+    stack = load_stack(package / "stack")
+    program = stack.stage("program")
+    sampling = program.generation.model_copy(update={"temperature": VOTE["temperature"]})
+    voting = program.model_copy(update={"samples": VOTE["samples"], "vote": Vote(by="python"), "generation": sampling})
+    stages = tuple(voting if stage.name == "program" else stage for stage in stack.stages)
+    voted = stack.model_copy(
+        update={
+            "name": "smollm2-gsm8k-vote",
+            "stages": stages,
+            "description": f"{stack.description} Five sampled programs, a vote.",
+        }
+    )
+    text = voted.to_yaml(relative_to=package / "stack")
+    # The adapter is stack/'s: written relative to vote/, so the package can move.
+    text = text.replace("adapter: adapters/program", "adapter: ../stack/adapters/program")
+    (package / "vote").mkdir(parents=True, exist_ok=True)
+    atomic_write_text(package / "vote" / "stack.yaml", text)
+    assert (
+        load_stack(package / "vote").stage("program").adapter == (package / "stack" / "adapters" / "program").resolve()
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run", type=Path)
+    args = parser.parse_args()
+    written = package_stack(
+        args.run / "program-trained",
+        args.run / "program-targets",
+        PACKAGE,
+        "smollm2-gsm8k",
+        "SmolLM2-135M-Instruct writes a Python program for a grade-school maths problem; a sandboxed "
+        "interpreter runs it and the calculator writes its output as a number.",
+    )
+    if (args.run / "solution-trained" / "stack.yaml").is_file():  # trained after the stack: packaged when there
+        write_half_precision_stack(
+            args.run / "solution-trained",
+            PACKAGE / "baseline",
+            "smollm2-gsm8k-baseline",
+            "SmolLM2-135M-Instruct with one adapter trained on the same rows' GSM8K reference solutions.",
+        )
+    write_vote_stack(PACKAGE)
+    print(f"{written['examples']} targets, {written['bytes'] / 1e6:.1f} MB -> {PACKAGE}")
+
+
+if __name__ == "__main__":
+    main()
