@@ -75,6 +75,9 @@ def test_a_comparison_evaluates_every_system_on_the_same_documents_and_reports_p
         assert "commit" in arc["provenance"]
         gsm8k = read_result(output, system, "local_gsm8k")
         assert gsm8k["doc_ids"] == [2, 3] and gsm8k["cost"]["tokens_per_document"] > 0
+        assert {answer["doc_id"] for answer in gsm8k["sample_answers"]} <= {2, 3}
+    # Sample traces carry lm-eval's document ids, as the scores do.
+    assert [document["doc_id"] for document in read_result(output, "two", "local_gsm8k")["sample_traces"]] == [2, 3]
     report = (comparison.parent / "report.md").read_text()
     assert "| two vs alone |" in report and "McNemar exact" in report
     assert "3 documents (ids 1 to 3" in report

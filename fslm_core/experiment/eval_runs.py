@@ -95,11 +95,16 @@ def _metric(sample: dict) -> tuple[str, str | None]:
     raise KeyError(f"no known metric in sample keys {sorted(sample)}")
 
 
+def reported_samples(samples: list[dict]) -> list[dict]:
+    """The logged samples the report reads: a generation task's under :data:`GENERATION_FILTER` only."""
+    if GENERATION_FILTER in {sample.get("filter") for sample in samples}:
+        return [sample for sample in samples if sample.get("filter") == GENERATION_FILTER]
+    return samples
+
+
 def document_scores(samples: list[dict]) -> tuple[str, dict[int, float]]:
     """Document id -> score under the reported metric (generation tasks: under :data:`GENERATION_FILTER`)."""
-    filters = {sample.get("filter") for sample in samples}
-    if GENERATION_FILTER in filters:
-        samples = [sample for sample in samples if sample.get("filter") == GENERATION_FILTER]
+    samples = reported_samples(samples)
     metric, _ = _metric(samples[0])
     return metric, {int(sample["doc_id"]): float(sample[metric]) for sample in samples}
 
@@ -182,9 +187,10 @@ class Evaluator:
             gen_kwargs=f"max_gen_toks={self.plan.max_gen_toks}" if self.plan.max_gen_toks else None,
         )
         run = run_task(lm, task, self.manager, settings)
-        samples = (run.results or {}).get("samples", {}).get(task, [])
+        samples = reported_samples((run.results or {}).get("samples", {}).get(task, []))
         metric, scores = document_scores(samples)
-        traces = lm.document_traces(task)
+        # lm-eval numbers the chosen documents 0, 1, ... in its requests; its logged samples carry their ids.
+        traces = [{**document, "doc_id": ids[document["doc_id"]]} for document in lm.document_traces(task)]
         cost = {**run.cost, **lm.task_cost(task, traces), **per_document_cost(traces)}
         values = list(scores.values())
         mean = sum(values) / len(values)
