@@ -25,6 +25,9 @@ def test_fslm_run_answers_through_a_running_server_stage_by_stage(tiny_model_id,
         assert remote.stdout == local.stdout  # the same trace, printed the same way
         wrong = run_cli("run", "--server", server.url, "--stack", "elsewhere", "hi")
         assert wrong.returncode == 1 and f"--server: {server.url} does not serve 'elsewhere'" in wrong.stderr
+        # Served by name, it is not the installation's default: a run that names no stack is not sent there.
+        no_default = run_cli("run", "--server", server.url, "hi")
+        assert no_default.returncode == 1 and "not the default stack; name one with --stack" in no_default.stderr
         mixed = run_cli("run", "--server", server.url, "--dtype", "float32", "hi")
         assert mixed.returncode == 2 and "--server answers with the server's settings" in mixed.stderr
     finally:

@@ -10,7 +10,8 @@ torch. It is taken when
 
 * ``--server URL`` is given, or ``$FSLM_SERVER`` names one, or a server answers
   on the default address (``http://127.0.0.1:8000``) within a fraction of a second;
-* the stack is one the server serves by that name (a registered stack, or the default);
+* the server serves the stack ``--stack`` names, or, with no stack option, its installation's default
+  (``fslm serve`` without ``--stack``); no plugin is loaded to decide, as their registry imports torch;
 * no option asks for something only a local run does (``--dtype``, ``--cache``,
   ``--max-prompt-tokens``, ``--no-enforce-formats``, ``--stats``).
 
@@ -29,6 +30,7 @@ from collections.abc import Callable, Iterator
 SERVER_ENV = "FSLM_SERVER"
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 PROBE_TIMEOUT_S = 0.3
+DEFAULT_STACK = ""  # asks the server for its default stack (plugins are not loaded here: that imports torch)
 
 
 def server_url(given: str | None) -> tuple[str | None, bool]:
@@ -41,8 +43,9 @@ def server_url(given: str | None) -> tuple[str | None, bool]:
     return DEFAULT_SERVER, False
 
 
-def served_stacks(url: str, timeout: float) -> list[str] | None:
-    """The stacks an fslm server at ``url`` serves, when it is ready; None when nothing (or not fslm) answers."""
+def served_stacks(url: str, timeout: float) -> tuple[list[str], str | None] | None:
+    """The stacks an fslm server at ``url`` serves and which of them is its installation's default, when it is
+    ready; None when nothing (or not fslm) answers."""
     try:
         with urllib.request.urlopen(f"{url}/health", timeout=timeout) as response:
             body = json.loads(response.read().decode("utf-8"))
@@ -50,7 +53,8 @@ def served_stacks(url: str, timeout: float) -> list[str] | None:
         return None
     if not isinstance(body, dict) or body.get("status") != "ok" or not isinstance(body.get("stacks"), list):
         return None
-    return [str(name) for name in body["stacks"]]
+    default = body.get("default")
+    return [str(name) for name in body["stacks"]], str(default) if default else None
 
 
 def stream_trace(url: str, stack: str, prompt: str, on_message: Callable[[dict], None]) -> dict:
@@ -97,20 +101,31 @@ def message_lines(number: int, message: dict) -> str:
     return "\n".join(rendered)
 
 
-def try_server(given: str | None, stack_name: str | None) -> str | None:
-    """The server URL to answer through, or None to run locally; a server the user named must serve the stack."""
+def try_server(given: str | None, stack_name: str | None) -> tuple[str, str] | None:
+    """The server URL to answer through and the stack to ask it for, or None to run locally.
+
+    ``stack_name`` is :data:`DEFAULT_STACK` for the default stack: the server's, when it serves its
+    installation's default. A server the user named must serve the stack.
+    """
     from ..errors import InputError
 
     url, named = server_url(given)
     if url is None or stack_name is None:
         return None
-    stacks = served_stacks(url, timeout=5 if named else PROBE_TIMEOUT_S)
-    if stacks is None:
+    found = served_stacks(url, timeout=5 if named else PROBE_TIMEOUT_S)
+    if found is None:
         if named:
             raise InputError(f"--server: no fslm server is ready at {url} (start one with `fslm serve`)")
         return None
+    stacks, default = found
+    if stack_name == DEFAULT_STACK:
+        if default is None and named:
+            raise InputError(
+                f"--server: {url} serves {', '.join(stacks)}, not the default stack; name one with --stack"
+            )
+        return (url, default) if default is not None else None
     if stack_name not in stacks:
         if named:
             raise InputError(f"--server: {url} does not serve {stack_name!r} (it serves {', '.join(stacks)})")
         return None
-    return url
+    return url, stack_name

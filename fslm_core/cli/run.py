@@ -14,7 +14,7 @@ from ..files import check_writable_file
 from ..runtime.costs import render_costs, stage_costs
 from ..runtime.stage_cache import StageCache
 from .app import batch_size_option, chosen_stack, cli, count_option, dtype_option, seed_option, stack_options
-from .resident import message_lines, stream_trace, try_server
+from .resident import DEFAULT_STACK, message_lines, stream_trace, try_server
 
 
 def read_prompts(prompts: tuple[str, ...], input_file: str | None) -> list[str]:
@@ -121,9 +121,9 @@ def run(
             "--max-prompt-tokens, --no-enforce-formats and --stats"
         )
     if not local and not local_only:
-        name = served_stack_name(stack_path, decomposition, model, model_path, named_server=bool(server))
-        url = try_server(server, name)
-        if url is not None:
+        answering = try_server(server, served_stack_name(stack_path, decomposition, model, model_path))
+        if answering is not None:
+            url, name = answering
             run_on_server(url, name, collected[done:], output, as_json, answers_only)
             return
     stack = with_dtype(chosen_stack(stack_path, decomposition, model, model_path), dtype, field="--dtype")
@@ -159,22 +159,18 @@ def run(
         click.echo(render_costs(stage_costs(stack, finished)), err=True)
 
 
-def served_stack_name(stack_path, decomposition, model, model_path, named_server: bool = False) -> str | None:
-    """The name a server would serve the chosen stack by: a registered stack's, or the default one's; else None.
+def served_stack_name(stack_path, decomposition, model, model_path) -> str | None:
+    """What to ask a server for: the stack ``--stack`` names (a name, not a file or folder here), or
+    :data:`DEFAULT_STACK` when no stack option is given; None when only a local run can build the stack.
 
-    With a server named on the command line, ``--stack`` may also be any name that server serves.
+    Plugins are not loaded to decide (their registry imports torch, the cost a resident server saves); a name
+    the server does not serve runs locally, where an unknown one is an error.
     """
-    from ..plugins import get_registry
-
-    registry = get_registry()
-    if stack_path and not (decomposition or model or model_path):
-        if stack_path in registry.names("stacks") or (named_server and not Path(stack_path).exists()):
-            return stack_path
+    if decomposition or model or model_path:
         return None
-    if not (stack_path or decomposition or model or model_path):
-        default = registry.default_stack()
-        return default.name if default is not None else None
-    return None
+    if stack_path:
+        return None if Path(stack_path).expanduser().exists() else stack_path
+    return DEFAULT_STACK
 
 
 def run_on_server(url: str, stack: str, prompts: list[str], output: Path | None, as_json: bool, answers_only: bool):

@@ -74,4 +74,5 @@ def serve(stack_names, host, port, max_batch, batch_window_ms, use_cache, gracef
         seed=seed,
         cache=StageCache() if use_cache else None,
         graceful_timeout_s=graceful_timeout,
+        default_stack=None if stack_names else next(iter(stacks)),
     )

@@ -35,7 +35,7 @@ log = get_logger(__name__)
 DISCONNECT_POLL_S = 0.5
 
 
-def build_app(batcher: Batcher, *, stop_timeout_s: float = 30.0) -> FastAPI:
+def build_app(batcher: Batcher, *, stop_timeout_s: float = 30.0, default_stack: str | None = None) -> FastAPI:
     """The app serving ``batcher``'s stacks; it starts the batcher's thread and stops it after the last request."""
 
     @asynccontextmanager
@@ -64,6 +64,8 @@ def build_app(batcher: Batcher, *, stop_timeout_s: float = 30.0) -> FastAPI:
     async def health() -> JSONResponse:
         status = {"ready": 200, "loading": 503, "stopping": 503}.get(batcher.state, 500)
         body = {"status": "ok" if batcher.state == "ready" else batcher.state, "stacks": sorted(batcher.stacks)}
+        if default_stack is not None:
+            body["default"] = default_stack
         if batcher.error:
             body["error"] = batcher.error
         return JSONResponse(body, status_code=status)

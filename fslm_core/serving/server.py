@@ -28,14 +28,17 @@ def serve(
     cache: StageCache | None = None,
     graceful_timeout_s: float = 30.0,
     log_level: str = "warning",
+    default_stack: str | None = None,
 ) -> None:
     """Serve ``stacks`` (by the names clients give as ``model``) until SIGINT or SIGTERM.
 
     ``sock`` is a socket :func:`bind_socket` bound already; without it, this binds ``host:port`` first.
+    ``default_stack`` names the served stack that is this installation's default (``/health`` says so, and
+    ``fslm run`` without a stack option answers through it).
     """
     sock = sock or bind_socket(host, port)
     batcher = Batcher(stacks, max_batch=max_batch, window_s=window_s, seed=seed, cache=cache)
-    app = build_app(batcher, stop_timeout_s=graceful_timeout_s)
+    app = build_app(batcher, stop_timeout_s=graceful_timeout_s, default_stack=default_stack)
     config = uvicorn.Config(
         app,
         host=host,
