@@ -53,12 +53,8 @@ def write_comparison_report(config: ComparisonConfig, output: Path, command: str
         "",
     ]
     for name, declaration in config.systems.items():
-        what = (
-            f"stack `{Path(declaration.stack).name if '/' in declaration.stack else declaration.stack}`"
-            if (declaration.stack)
-            else f"`{declaration.model}` alone"
-        )
-        lines.append(f"- **{name}**: {what}{f'. {declaration.description}' if declaration.description else ''}")
+        what = f"stack `{_stack_label(declaration.stack)}`" if declaration.stack else f"`{declaration.model}` alone"
+        lines.append(f"- **{name}**: {what}{f': {declaration.description}' if declaration.description else ''}")
     lines.append("")
     if config.notes is not None:
         lines += [config.notes.read_text(encoding="utf-8").strip(), ""]
@@ -68,6 +64,12 @@ def write_comparison_report(config: ComparisonConfig, output: Path, command: str
     path = config.report or output / "report.md"
     atomic_write_text(path, "\n".join(lines).rstrip() + "\n")
     return path
+
+
+def _stack_label(stack: str) -> str:
+    """A registered name as it is; a file or folder by its last two parts (``package/stack``, not ``stack``)."""
+    path = Path(stack)
+    return "/".join(path.parts[-2:]) if path.is_absolute() else stack
 
 
 def _commit_line(commits: Counter) -> str:
