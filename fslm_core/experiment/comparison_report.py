@@ -18,6 +18,7 @@ from ..runtime.devices import cpu_summary
 from .comparison_config import ComparisonConfig
 from .comparisons import compare, holm, mean_and_stderr
 from .eval_runs import read_result
+from .report_sections import document_traces
 
 DEMO_FILE = "demo.jsonl"
 
@@ -151,13 +152,11 @@ def _paired(config: ComparisonConfig, task: str, done: dict) -> list[str]:
 def _sample_traces(system: str, result: dict) -> list[str]:
     if not result.get("sample_traces"):
         return []
-    lines = [f"Sample traces of **{system}** (the first documents):", ""]
-    for document in result["sample_traces"]:
-        score = result["scores"].get(str(document["doc_id"]))
-        lines += [f"Document {document['doc_id']}, score {score}:", ""]
-        for trace in document["traces"]:
-            lines += ["```text", Trace.model_validate(trace).render(), "```", ""]
-    return lines
+    return [
+        f"Sample traces of **{system}** (the first documents):",
+        "",
+        *document_traces(result, "Document {doc_id}, score {score}:"),
+    ]
 
 
 def _demo_section(output: Path) -> list[str]:

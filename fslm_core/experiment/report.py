@@ -20,7 +20,7 @@ from .answer_bias import MostCommonAnswer, correct_options
 from .comparisons import compare, holm, mean_and_stderr
 from .config import STEPS, ExperimentConfig
 from .eval_runs import read_result
-from .report_sections import ablation_tables, stage_table
+from .report_sections import ablation_tables, document_traces, stage_table
 from .stage_checks import CHECKS_FILE
 from .systems import BASELINE_DIR, DESCRIPTIONS, STACK_DIR, trained_folder
 
@@ -279,19 +279,17 @@ def _demo(output: Path) -> list[str]:
 
 
 def _trace_pages(config: ExperimentConfig, results: dict, folder: Path) -> list[str]:
-    from ..messages import Trace
 
     links = []
     for task in config.evaluation.tasks:
         result = results.get(("stack-trained", task))
         if not result or not result.get("sample_traces"):
             continue
-        lines = [f"# Sample traces: the trained stack on {task}", ""]
-        for document in result["sample_traces"]:
-            score = result["scores"].get(str(document["doc_id"]))
-            lines += [f"## Document {document['doc_id']} (score {score})", ""]
-            for trace in document["traces"]:
-                lines += ["```text", Trace.model_validate(trace).render(), "```", ""]
+        lines = [
+            f"# Sample traces: the trained stack on {task}",
+            "",
+            *document_traces(result, "## Document {doc_id} (score {score})"),
+        ]
         name = f"traces_{safe_file_name(task)}.md"
         atomic_write_text(folder / name, "\n".join(lines))
         links.append(f"[{task}]({folder.name}/{name})")

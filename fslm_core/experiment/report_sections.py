@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..messages import Trace
 from .ablations import ABLATIONS_FILE
 from .stage_checks import CHECKS_FILE
 
@@ -93,4 +94,16 @@ def ablation_tables(output: Path) -> list[str]:
                 + ", ".join(f"{stage} {loss:.3f}" for stage, loss in untrained.items() if loss is not None)
                 + ".",
             ]
+    return lines
+
+
+def document_traces(result: dict, heading: str) -> list[str]:
+    """Each sample-trace document of an eval result under ``heading`` (formatted with ``doc_id`` and
+    ``score``), its traces as text blocks."""
+    lines = []
+    for document in result.get("sample_traces") or ():
+        score = result["scores"].get(str(document["doc_id"]))
+        lines += [heading.format(doc_id=document["doc_id"], score=score), ""]
+        for trace in document["traces"]:
+            lines += ["```text", Trace.model_validate(trace).render(), "```", ""]
     return lines
