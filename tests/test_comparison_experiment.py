@@ -73,6 +73,7 @@ def test_a_comparison_evaluates_every_system_on_the_same_documents_and_reports_p
         assert arc["doc_ids"] == [1, 2, 3] and len(arc["scores"]) == 3
         assert arc["provenance"]["dtype"] == "float32" and arc["provenance"]["packages"]["torch"]
         assert "commit" in arc["provenance"]
+        assert arc["provenance"]["machine"]["cores"] >= 1
         gsm8k = read_result(output, system, "local_gsm8k")
         assert gsm8k["doc_ids"] == [2, 3] and gsm8k["cost"]["tokens_per_document"] > 0
         assert {answer["doc_id"] for answer in gsm8k["sample_answers"]} <= {2, 3}

@@ -14,10 +14,10 @@ from pathlib import Path
 
 from ..files import atomic_write_text
 from ..messages import Trace
-from ..runtime.devices import cpu_summary
 from .comparison_config import ComparisonConfig
 from .comparisons import compare, holm, mean_and_stderr
 from .eval_runs import read_result
+from .provenance import result_machines
 from .report_sections import document_traces
 
 DEMO_FILE = "demo.jsonl"
@@ -38,7 +38,6 @@ def write_comparison_report(config: ComparisonConfig, output: Path, command: str
         for system in config.systems
         if (result := read_result(output, system, task)) is not None
     }
-    machine = cpu_summary()
     commits = Counter(result.get("provenance", {}).get("commit") or "unknown" for result in results.values())
     lines = [
         f"# {config.name}",
@@ -46,7 +45,7 @@ def write_comparison_report(config: ComparisonConfig, output: Path, command: str
         *([config.description, ""] if config.description else []),
         f"Written {time.strftime('%Y-%m-%d')} by `{command or 'fslm experiment'}` from the result files in "
         f"`{output.name}/eval/` ({len(results)} of {len(config.systems) * len(config.evaluation.tasks)} done); "
-        f"machine: {machine['cpu']}, {machine['cores']} cores, flags {' '.join(machine['flags']) or 'none of note'}.",
+        f"machine: {result_machines(results.values())}.",
         "",
         _commit_line(commits),
         "",

@@ -6,10 +6,13 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import subprocess
+from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from ..declarations import Stack
+from ..runtime.devices import cpu_summary
 
 PACKAGES = ("fslm-core", "torch", "transformers", "peft", "lm-eval", "datasets")
 
@@ -47,12 +50,36 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
+def describe_machine(cpu: dict) -> str:
+    return f"{cpu['cpu']}, {cpu['cores']} cores ({', '.join(cpu['flags']) or 'no AVX2'})"
+
+
+def result_machines(results: Iterable[dict]) -> str:
+    """The machines that produced ``results``, as their provenance records them; results that predate the
+    record are said to, with the machine writing the report named as such."""
+    recorded, unrecorded = Counter(), 0
+    for result in results:
+        machine = result.get("provenance", {}).get("machine")
+        if machine:
+            recorded[describe_machine(machine)] += 1
+        else:
+            unrecorded += 1
+    parts = [f"{name} ({count} results)" if len(recorded) > 1 else name for name, count in recorded.items()]
+    if unrecorded:
+        parts.append(
+            f"not recorded for {unrecorded} results (written before results recorded it; "
+            f"this report was written on {describe_machine(cpu_summary())})"
+        )
+    return "; ".join(parts) or describe_machine(cpu_summary())
+
+
 def provenance(stack: Stack, plan: Any) -> dict:
     """The code, packages, dtype and scoring settings behind one eval result of ``stack`` under ``plan``."""
     from ..runtime.dtype_choice import auto_dtype
 
     return {
         "commit": code_commit(),
+        "machine": cpu_summary(),
         "packages": package_versions(),
         "dtype": stack.dtype,
         "auto_dtype": auto_dtype() if stack.dtype == "auto" else None,

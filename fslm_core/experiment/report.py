@@ -15,11 +15,11 @@ from ..errors import FslmError
 from ..files import atomic_write_text, safe_file_name
 from ..plugins import Registry
 from ..runtime.costs import adapter_parameters as count_adapter_parameters
-from ..runtime.devices import cpu_summary
 from .answer_bias import MostCommonAnswer, correct_options
 from .comparisons import compare, holm, mean_and_stderr
 from .config import STEPS, ExperimentConfig
 from .eval_runs import read_result
+from .provenance import result_machines
 from .report_sections import ablation_tables, document_traces, stage_table
 from .stage_checks import CHECKS_FILE
 from .systems import BASELINE_DIR, DESCRIPTIONS, STACK_DIR, trained_folder
@@ -34,11 +34,6 @@ def adapter_parameters(folder: Path) -> int:
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _machine() -> str:
-    cpu = cpu_summary()
-    return f"{cpu['cpu']}, {cpu['cores']} cores ({', '.join(cpu['flags']) or 'no AVX2'})"
 
 
 def _duration(seconds: float | None) -> str:
@@ -325,7 +320,7 @@ def write_report(config: ExperimentConfig, output: Path, state: dict, registry: 
         f"system: every document of a slice up to {config.evaluation.documents} (generation tasks: "
         f"{config.evaluation.generation_documents}), else a seeded subset of that size.",
         f"- Benchmark data: {_data_files(config, results)}.",
-        f"- Machine: {_machine()}.",
+        f"- Machine: {result_machines(results.values())}.",
         "",
         "Systems: " + "; ".join(f"**{system}**: {DESCRIPTIONS[system]}" for system in config.systems) + ".",
         "",
