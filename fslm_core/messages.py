@@ -61,6 +61,21 @@ class Message(BaseModel):
     def is_tool(self) -> bool:
         return self.model.startswith("tool:")
 
+    def render(self, number: int, width: int = 100) -> str:
+        """The message as the ``number``-th step of a rendered trace: a header line, then its text, indented."""
+        if self.is_tool:
+            lines = [f"[{number}] {self.stage}  ({self.model})"]
+        else:
+            adapter = "adapter" if self.adapter else "base"
+            lines = [f"[{number}] {self.stage}  ({self.model}, {adapter}, {self.completion_tokens} tokens)"]
+        for paragraph in (self.text.strip() or "(empty)").splitlines():
+            lines.extend(textwrap.wrap(paragraph, width, initial_indent="    ", subsequent_indent="    ") or [""])
+        if self.parse_error:
+            lines.append(f"    (not parsed: {self.parse_error})")
+        if self.votes:
+            lines.append(f"    ({self.vote_summary()})")
+        return "\n".join(lines)
+
     def vote_summary(self) -> str:
         """``vote: 3 of 5 samples say 16`` for a sampling stage's message."""
         chosen = next((vote for vote in self.votes or () if vote.chosen), None)
@@ -115,20 +130,10 @@ class Trace(BaseModel):
     def render(self, width: int = 100) -> str:
         """The trace as text a person reads top to bottom."""
         lines = [f"prompt: {self.prompt}"]
-        for number, message in enumerate(self.messages, start=1):
-            if message.is_tool:
-                head = f"[{number}] {message.stage}  ({message.model})"
-            else:
-                adapter = "adapter" if message.adapter else "base"
-                head = f"[{number}] {message.stage}  ({message.model}, {adapter}, {message.completion_tokens} tokens)"
-            lines.append(head)
-            body = message.text.strip() or "(empty)"
-            for paragraph in body.splitlines():
-                lines.extend(textwrap.wrap(paragraph, width, initial_indent="    ", subsequent_indent="    ") or [""])
-            if message.parse_error:
-                lines.append(f"    (not parsed: {message.parse_error})")
-            if message.votes:
-                lines.append(f"    ({message.vote_summary()})")
-        lines.extend(f"route: {decision.render()}" for decision in self.routing)
-        lines.append(f"answer: {self.answer}")
+        lines += [message.render(number, width) for number, message in enumerate(self.messages, start=1)]
+        lines.append(self.render_ending())
         return "\n".join(lines)
+
+    def render_ending(self) -> str:
+        """The routing decisions and the answer: what :meth:`render` prints after the messages."""
+        return "\n".join([*(f"route: {decision.render()}" for decision in self.routing), f"answer: {self.answer}"])

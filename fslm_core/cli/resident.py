@@ -91,16 +91,6 @@ def _events(response) -> Iterator[dict]:
         yield json.loads(data)
 
 
-def message_lines(number: int, message: dict) -> str:
-    """One stage's message as ``Trace.render`` prints it (its header, then its text, indented)."""
-    from ..messages import Message, Trace
-
-    trace = Trace(stack="", prompt="", messages=[Message.model_validate(message)])
-    rendered = trace.render().splitlines()[1:-1]  # without the prompt and answer lines
-    rendered[0] = rendered[0].replace("[1]", f"[{number}]", 1)
-    return "\n".join(rendered)
-
-
 def try_server(given: str | None, stack_name: str | None) -> tuple[str, str] | None:
     """The server URL to answer through and the stack to ask it for, or None to run locally.
 

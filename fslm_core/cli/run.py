@@ -14,7 +14,7 @@ from ..files import check_writable_file
 from ..runtime.costs import render_costs, stage_costs
 from ..runtime.stage_cache import StageCache
 from .app import batch_size_option, chosen_stack, cli, count_option, dtype_option, seed_option, stack_options
-from .resident import DEFAULT_STACK, message_lines, stream_trace, try_server
+from .resident import DEFAULT_STACK, stream_trace, try_server
 
 
 def read_prompts(prompts: tuple[str, ...], input_file: str | None) -> list[str]:
@@ -175,7 +175,7 @@ def served_stack_name(stack_path, decomposition, model, model_path) -> str | Non
 
 def run_on_server(url: str, stack: str, prompts: list[str], output: Path | None, as_json: bool, answers_only: bool):
     """Each prompt through the server, its stages printed as they arrive; traces appended to ``output``."""
-    from ..messages import Trace
+    from ..messages import Message, Trace
 
     click.echo(
         f"answering through fslm serve at {url} ({stack}; its models are loaded there; --local runs here)", err=True
@@ -189,7 +189,7 @@ def run_on_server(url: str, stack: str, prompts: list[str], output: Path | None,
         def on_message(message: dict, printed: list[dict] = printed) -> None:
             printed.append(message)
             if text:
-                click.echo(message_lines(len(printed), message))
+                click.echo(Message.model_validate(message).render(len(printed)))
 
         try:
             trace = Trace.model_validate(stream_trace(url, stack, prompt, on_message))
@@ -202,9 +202,7 @@ def run_on_server(url: str, stack: str, prompts: list[str], output: Path | None,
         elif answers_only:
             click.echo(trace.answer)
         else:
-            for decision in trace.routing:
-                click.echo(f"route: {decision.render()}")
-            click.echo(f"answer: {trace.answer}\n")
+            click.echo(trace.render_ending() + "\n")
 
 
 def with_prompt_budget(stack: Stack, max_prompt_tokens: int) -> Stack:
