@@ -32,7 +32,7 @@ from pydantic import (
 
 from .errors import InputError, StackFileError
 from .files import atomic_write_text
-from .stage_settings import PROMPT_FIELD, Condition, Dispatch, GenerationSettings, Vote
+from .stage_settings import PROMPT_FIELD, Condition, Dispatch, Fallback, GenerationSettings, Vote
 from .validation import validate_settings
 
 if TYPE_CHECKING:
@@ -246,6 +246,10 @@ class Stack(BaseModel):
         "layers, CPU only), or auto (float32 or bfloat16, whichever decodes faster on this machine, timed once "
         "and cached; a model whose plugin asks for another dtype keeps it).",
     )
+    fallback: Fallback | None = Field(
+        default=None,
+        description="A cascade: inputs whose answer the stack is unsure of go to this stack or model instead.",
+    )
     fslm_format: int = Field(default=STACK_FORMAT_VERSION, description="Version of the stack file layout.")
     _source: Path | None = PrivateAttr(default=None)  # the file it was loaded from: errors found later name it
 
@@ -290,7 +294,27 @@ class Stack(BaseModel):
             seen.add(stage.name)
         if self.dispatch is not None:
             self._check_dispatch(self.dispatch)
+        if self.fallback is not None and self.fallback.generation is not None and self.final_stage.tool is not None:
+            raise ValueError(
+                f"fallback.generation: the final stage {self.final_stage.name!r} is a tool, whose output has no "
+                "log-probabilities to be unsure of"
+            )
         return self
+
+    @field_validator("fallback")
+    @classmethod
+    def _fallback_path(cls, value: Fallback | None, info: ValidationInfo) -> Fallback | None:
+        # A fallback stack given as a path relative to the stack file is kept absolute, like adapter paths;
+        # anything else is a stack's registered name, looked up when the stack runs.
+        if value is None or value.stack is None:
+            return value
+        base = (info.context or {}).get("base_dir")
+        path = Path(value.stack).expanduser()
+        if not path.is_absolute() and base is not None:
+            path = Path(base) / path
+        if path.exists():
+            return value.model_copy(update={"stack": str(path.resolve())})
+        return value
 
     def _check_dispatch(self, dispatch: Dispatch) -> None:
         names = [stage.name for stage in self.stages]
@@ -329,6 +353,9 @@ class Stack(BaseModel):
         data = self.model_dump(mode="json", exclude_defaults=True)
         data = {"fslm_format": self.fslm_format, **data}
         if relative_to is not None:
+            fallback = data.get("fallback") or {}
+            if fallback.get("stack") and Path(fallback["stack"]).is_absolute():
+                fallback["stack"] = _relative_if_inside(Path(fallback["stack"]), relative_to)
             for stage in data["stages"]:
                 for key in ("adapter", "model_path"):
                     if key in stage:

@@ -49,6 +49,10 @@ class Message(BaseModel):
         description="Mean log-probability of the generated tokens under the model: how sure it was (None if "
         "the backend does not report it).",
     )
+    min_logprob: float | None = Field(default=None, le=0.0, description="The least probable token's log-probability.")
+    p10_logprob: float | None = Field(
+        default=None, le=0.0, description="The 10th percentile of the tokens' log-probabilities."
+    )
     parse_error: str | None = Field(
         default=None,
         description="Why the stage's message format could not parse the text (the raw text stays in `text`).",

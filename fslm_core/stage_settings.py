@@ -109,3 +109,56 @@ class Vote(BaseModel):
         "or the name of a tool run on it (its output; a failed run gives no key).",
     )
     tool_options: dict[str, Any] = Field(default_factory=dict, description="Options of the tool named by `by`.")
+
+
+GENERATION_SIGNALS = ("mean_logprob", "min_logprob", "p10_logprob")
+"""Confidence in a generated answer, from its tokens' log-probabilities: their mean, their minimum, and their
+10th percentile (a low quantile is less biased by length than the mean: Gupta et al., ICLR 2024)."""
+SCORING_SIGNALS = ("choice_margin", "choice_margin_raw", "choice_probability")
+"""Confidence in a multiple-choice answer, from the log-likelihoods of its choices: the gap between the best
+two length-normalised scores (as ``acc_norm`` ranks them), the same gap between summed scores (as ``acc``
+ranks them), and the best choice's probability after a softmax over the normalised scores."""
+
+
+class Deferral(BaseModel):
+    """When an answer goes to the fallback: its confidence ``signal`` is below ``below``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    signal: str = Field(min_length=1, description="Which confidence signal is compared with the threshold.")
+    below: float = Field(description="Inputs whose signal is lower than this are answered by the fallback.")
+
+
+class Fallback(BaseModel):
+    """Where an input goes when the stack is unsure of its answer (a cascade), and when it is unsure.
+
+    The fallback is a stack (a file, a folder or a registered name) or a model
+    alone. ``generation`` decides for generated answers (``fslm run``, serving,
+    ``generate_until`` tasks), ``scoring`` for multiple-choice scoring
+    (lm-eval's ``loglikelihood`` tasks); give one or both.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    stack: str | None = Field(default=None, min_length=1, description="A stack file or folder, or a stack's name.")
+    model: str | None = Field(default=None, min_length=1, description="A model id answering alone.")
+    generation: Deferral | None = Field(default=None, description=f"Signals: {', '.join(GENERATION_SIGNALS)}.")
+    scoring: Deferral | None = Field(default=None, description=f"Signals: {', '.join(SCORING_SIGNALS)}.")
+
+    @model_validator(mode="after")
+    def _complete(self) -> Fallback:
+        if (self.stack is None) == (self.model is None):
+            raise ValueError("give either stack or model (what answers the deferred inputs)")
+        if self.generation is None and self.scoring is None:
+            raise ValueError("give generation, scoring or both: when an input is deferred")
+        for field, deferral, known in (
+            ("generation", self.generation, GENERATION_SIGNALS),
+            ("scoring", self.scoring, SCORING_SIGNALS),
+        ):
+            if deferral is not None and deferral.signal not in known:
+                raise ValueError(f"{field}.signal: expected one of {', '.join(known)}, got {deferral.signal!r}")
+        return self
+
+    @property
+    def label(self) -> str:
+        return self.stack or f"model:{self.model}"

@@ -84,8 +84,26 @@ class Generation:
     #: Mean log-probability of the generated tokens under the model (before sampling settings): how sure
     #: the model was. None when the backend does not report it.
     mean_logprob: float | None = None
+    #: The lowest token log-probability, and the 10th percentile of them (None as above).
+    min_logprob: float | None = None
+    p10_logprob: float | None = None
     #: A sampling stage's samples and its vote (the engine sets it; backends leave it None).
     votes: list[SampleVote] | None = None
+
+
+def logprob_summary(logprobs: Sequence[float]) -> dict[str, float | None]:
+    """A generation's confidence signals from its tokens' log-probabilities, as :class:`Generation` fields.
+
+    The 10th percentile is the lower nearest-rank one: for ten tokens or fewer it is the minimum.
+    """
+    if not logprobs:
+        return {"mean_logprob": None, "min_logprob": None, "p10_logprob": None}
+    ordered = sorted(min(value, 0.0) for value in logprobs)
+    return {
+        "mean_logprob": sum(ordered) / len(ordered),
+        "min_logprob": ordered[0],
+        "p10_logprob": ordered[(len(ordered) - 1) // 10],
+    }
 
 
 class ModelBackend(ABC):

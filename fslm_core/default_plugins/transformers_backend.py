@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from ..api.backends import Generation, ModelSpec, TokenizedBackend
+from ..api.backends import Generation, ModelSpec, TokenizedBackend, logprob_summary
 from ..api.formats import Constraint
 from ..api.hookspecs import hookimpl
 from ..declarations import GenerationSettings
@@ -195,7 +195,7 @@ class TransformersBackend(TokenizedBackend):
                     completion_tokens=length,
                     latency_s=elapsed,
                     batch_size=len(encoded),
-                    mean_logprob=sum(row_logprobs[:length]) / length if length else None,
+                    **logprob_summary(row_logprobs[:length]),
                 )
             )
         return generations

@@ -152,6 +152,7 @@ class Evaluator:
                 continue
             ids, output_type, total, data_files = documents[task]
             self.echo(f"{where}: {len(ids)} of {total} documents ...")
+            self.model(system).load()  # loading is not part of a result's wall time
             started = time.perf_counter()
             result = self.evaluate(system, task, ids, output_type, total)
             result["wall_time_s"] = round(time.perf_counter() - started, 2)
@@ -206,6 +207,10 @@ class Evaluator:
             "mean": mean,
             "scores": {str(doc_id): score for doc_id, score in sorted(scores.items())},
             "cost": cost,
+            # Every document's confidence in its answer, and (for a cascade) who answered it: calibration
+            # and the cascade report read them.
+            "confidence": {str(doc["doc_id"]): doc["signals"] for doc in traces if "signals" in doc},
+            **({"paths": {str(doc["doc_id"]): doc["path"] for doc in traces}} if lm.stack.fallback else {}),
             "sample_traces": traces[:keep],
             "sample_answers": _answers(samples[:keep] if keep else samples[:3]),
         }

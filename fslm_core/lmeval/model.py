@@ -43,7 +43,7 @@ from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
 from ..api.backends import TokenizedBackend
-from ..declarations import GenerationSettings, Stack, with_dtype
+from ..declarations import Stack, with_dtype
 from ..errors import InputError
 from ..files import atomic_write_text, safe_file_name
 from ..logs import get_logger
@@ -61,16 +61,23 @@ from ..runtime.decoding import cut_at_stop
 from ..runtime.stack_choice import resolve_stack
 from ..runtime.stage_cache import StageCache, adapter_identity, model_identity, score_key
 from ..runtime.tool_runs import run_tool
-from .model_args import DEFAULT_BATCH_SIZE, IGNORED_MODEL_ARGS, LM_EVAL_ARGUMENTS, flag, parse_batch_size
+from .deferral import Deferring
+from .model_args import (
+    DEFAULT_BATCH_SIZE,
+    IGNORED_MODEL_ARGS,
+    LM_EVAL_ARGUMENTS,
+    flag,
+    parse_batch_size,
+    request_settings,
+)
 
 FINAL_PROMPT_MODES = ("stage", "plain")
-DEFAULT_MAX_GEN_TOKS = 256  # lm-eval's default for generate_until requests without max_gen_toks
 
 log = get_logger(__name__)
 
 
 @register_model("fslm")
-class FslmLM(LM):
+class FslmLM(Deferring, LM):
     """An fslm stack evaluated by lm-evaluation-harness.
 
     :param stack: a :class:`Stack`, or the path of a stack file or folder.
@@ -132,7 +139,15 @@ class FslmLM(LM):
         check_stack(self.stack)
         self.final_stage = self.stack.final_stage
         upstream = self.stack.stages[:-1]
-        self.upstream_stack = self.stack.model_copy(update={"stages": upstream}) if upstream else None
+        self.upstream_stack = self.stack.model_copy(update={"stages": upstream, "fallback": None}) if upstream else None
+        self._setup_deferral(
+            batch_size=batch_size,
+            max_batch_size=max_batch_size,
+            device=device,
+            final_prompt=final_prompt,
+            seed=seed,
+            stage_cache=stage_cache,
+        )
         self._upstream_traces: dict[str, Trace] = {}
         self._documents: dict[str, dict[int, list[Trace]]] = defaultdict(dict)
         self.upstream_runs = 0  # (stage, context) executions, for cost reports and tests
@@ -263,6 +278,7 @@ class FslmLM(LM):
         ]
         options = {"add_special_tokens": True} if self.final_prompt == "plain" else {}
         results = self._scores(scored, options)
+        results = self._defer_uncertain_choices(requests, results)
         for pair, result in zip(pairs, results):
             self.cache_hook.add_partial("loglikelihood", pair, result)
         self._write_trace_dir(requests)
@@ -315,7 +331,7 @@ class FslmLM(LM):
             groups[json.dumps(request.args[1], sort_keys=True, default=str)].append(index)
         for indices in groups.values():
             batch = [requests[i] for i in indices]
-            settings = self.final_settings(batch[0].args[1])
+            settings = request_settings(self.final_stage.generation, batch[0].args[1])
             upstream = self.upstream_traces([r.args[0] for r in batch], progress=self._show_progress(disable_tqdm))
             if self.final.tool is not None:
                 inputs = [stage_input(self.final_stage, trace, self.bound.formats) for trace in upstream]
@@ -329,7 +345,7 @@ class FslmLM(LM):
                     self.batch_size,
                 )
             finished = []
-            for index, request, trace, generation in zip(indices, batch, upstream, generations):
+            for index, trace, generation in zip(indices, upstream, generations):
                 trace = trace.model_copy(deep=True)
                 trace.messages.append(
                     Message(
@@ -347,27 +363,12 @@ class FslmLM(LM):
                 trace.answer = generation.text
                 finished.append(trace)
                 results[index] = generation.text
-                self.cache_hook.add_partial("generate_until", request.args, generation.text)
+            self._defer_uncertain_generations(batch, indices, finished, results)
+            for index, request in zip(indices, batch):
+                self.cache_hook.add_partial("generate_until", request.args, results[index])
             self._remember(batch, finished)
         self._write_trace_dir(requests)
         return results  # type: ignore[return-value]
-
-    def final_settings(self, gen_kwargs: dict) -> GenerationSettings:
-        """The final stage's generation settings with a request's stop strings, length and sampling."""
-        from lm_eval.models.utils import normalize_gen_kwargs
-
-        kwargs = normalize_gen_kwargs(dict(gen_kwargs or {}), DEFAULT_MAX_GEN_TOKS)
-        until = kwargs.get("until") or []
-        until = [until] if isinstance(until, str) else list(until)
-        current = self.final_stage.generation
-        sampling = bool(kwargs.get("do_sample")) and float(kwargs.get("temperature", 0.0)) > 0.0
-        return GenerationSettings(
-            max_new_tokens=int(kwargs["max_gen_toks"]),
-            temperature=float(kwargs["temperature"]) if sampling else 0.0,
-            top_p=float(kwargs.get("top_p", current.top_p)) if sampling else current.top_p,
-            repetition_penalty=current.repetition_penalty,
-            stop=tuple(stop for stop in until if stop),
-        )
 
     def apply_chat_template(self, chat_history, add_generation_prompt: bool = True) -> str:
         raise InputError(
@@ -389,8 +390,13 @@ class FslmLM(LM):
     def document_traces(self, task: str) -> list[dict]:
         """Per document of ``task`` (in doc order): its traces, one per distinct context it had."""
         documents = self._documents.get(task, {})
+        confidence = self._confidence.get(task, {})
         return [
-            {"doc_id": doc_id, "traces": [trace.model_dump(mode="json") for trace in documents[doc_id]]}
+            {
+                "doc_id": doc_id,
+                "traces": [trace.model_dump(mode="json") for trace in documents[doc_id]],
+                **confidence.get(doc_id, {}),
+            }
             for doc_id in sorted(documents)
         ]
 
@@ -408,7 +414,9 @@ class FslmLM(LM):
         ]
         total = sum(per_document)
         cached = sum(bool(m.get("cached")) for doc in documents for trace in doc["traces"] for m in trace["messages"])
+        deferred = {"deferred_documents": sum(doc.get("path") == "fallback" for doc in documents)}
         return {
+            **(deferred if self.stack.fallback is not None else {}),
             "documents": len(per_document),
             "upstream_stages": len(upstream),
             "upstream_cached_messages": cached,

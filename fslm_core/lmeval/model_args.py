@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..declarations import GenerationSettings
 from ..errors import InputError
 from ..runtime.stack_choice import StackArguments
 
 DEFAULT_BATCH_SIZE = 16
+DEFAULT_MAX_GEN_TOKS = 256  # lm-eval's default for generate_until requests without max_gen_toks
 
 LM_EVAL_ARGUMENTS = StackArguments(
     "stack=PATH", "decomposition=NAME", "model=ID", "model_path=PATH", "model_args: ", "model_args.decomposition"
@@ -53,3 +55,20 @@ def positive_int(value: Any, name: str) -> int:
     if number < 1:
         raise InputError(f"{name}: expected a positive integer, got {number}")
     return number
+
+
+def request_settings(current: GenerationSettings, gen_kwargs: dict) -> GenerationSettings:
+    """The final stage's generation settings (``current``) with a request's stop strings, length and sampling."""
+    from lm_eval.models.utils import normalize_gen_kwargs
+
+    kwargs = normalize_gen_kwargs(dict(gen_kwargs or {}), DEFAULT_MAX_GEN_TOKS)
+    until = kwargs.get("until") or []
+    until = [until] if isinstance(until, str) else list(until)
+    sampling = bool(kwargs.get("do_sample")) and float(kwargs.get("temperature", 0.0)) > 0.0
+    return GenerationSettings(
+        max_new_tokens=int(kwargs["max_gen_toks"]),
+        temperature=float(kwargs["temperature"]) if sampling else 0.0,
+        top_p=float(kwargs.get("top_p", current.top_p)) if sampling else current.top_p,
+        repetition_penalty=current.repetition_penalty,
+        stop=tuple(stop for stop in until if stop),
+    )

@@ -28,6 +28,7 @@ from ..messages import Message, Trace
 from ..plugins import Registry
 from ..progress import progress_bar
 from .binding import BoundStack, BoundStage, bind_stack
+from .cascade import defer_uncertain
 from .listener import RunListener
 from .pool import ModelPool
 from .prompt_fitting import FittedPrompt, fit_stage_prompt, report_cuts
@@ -68,6 +69,8 @@ def record_messages(
                 batch_size=generation.batch_size,
                 cached=hit,
                 mean_logprob=None if generation.mean_logprob is None else min(generation.mean_logprob, 0.0),
+                min_logprob=generation.min_logprob,
+                p10_logprob=generation.p10_logprob,
                 votes=generation.votes,
             )
         )
@@ -197,6 +200,19 @@ def run_stack(
     for trace in traces:
         trace.messages.sort(key=lambda message: order[message.stage])
         trace.answer = answer_of(trace)
+    if stack.fallback is not None:
+        defer_uncertain(
+            stack,
+            traces,
+            run_stack,
+            registry,
+            batch_size=batch_size,
+            seed=seed,
+            progress=progress,
+            pool=pool,
+            cache=cache,
+            enforce_formats=enforce_formats,
+        )
     return traces
 
 

@@ -74,5 +74,7 @@ def vote_on(samples: Sequence[Generation], keys: Sequence[str | None]) -> Genera
         latency_s=chosen.latency_s,
         batch_size=chosen.batch_size,
         mean_logprob=chosen.mean_logprob,
+        min_logprob=chosen.min_logprob,
+        p10_logprob=chosen.p10_logprob,
         votes=votes,
     )

@@ -1,0 +1,131 @@
+"""Cascades: the inputs a stack is unsure of are answered by its fallback, a larger stack or model.
+
+A stack's ``fallback`` names what answers deferred inputs and when an input is
+deferred: its confidence signal (:data:`~fslm_core.stage_settings.GENERATION_SIGNALS`
+for a generated answer, :data:`~fslm_core.stage_settings.SCORING_SIGNALS` for a
+multiple-choice one) is below a threshold (``fslm calibrate`` picks it). Every
+input records which path answered and why, as a routing decision of the
+``fallback`` router: a person reads it in the trace, a report counts it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+from ..declarations import Stack
+from ..messages import Message, RoutingDecision, Trace
+from ..plugins.registry import Registry
+from ..stage_settings import Deferral
+from .stack_choice import resolve_stack, single_model_stack
+
+FALLBACK_ROUTER = "fallback"
+FALLBACK_STAGE_PREFIX = "fallback."
+"""The fallback's messages join the trace after the stack's own, their stage names prefixed with this."""
+DEFERRED, KEPT = "defer", "keep"
+
+
+def fallback_stack(stack: Stack, registry: Registry | None = None) -> Stack:
+    """The stack that answers ``stack``'s deferred inputs (with its own dtype: a quantised model keeps its own)."""
+    fallback = stack.fallback
+    if fallback is None:
+        raise ValueError(f"stack {stack.name!r} has no fallback")
+    if fallback.model is not None:
+        return single_model_stack(fallback.model)
+    return resolve_stack(fallback.stack, registry=registry)
+
+
+def without_fallback(stack: Stack) -> Stack:
+    """``stack`` answering everything itself (what a cascade runs first, and what calibration measures)."""
+    return stack if stack.fallback is None else stack.model_copy(update={"fallback": None})
+
+
+def defers(value: float | None, deferral: Deferral) -> bool:
+    """Whether an input with this signal goes to the fallback; an unknown signal (no log-probabilities) does."""
+    return value is None or math.isnan(value) or value < deferral.below
+
+
+def decision(stage: str, value: float | None, deferral: Deferral, fallback: str) -> RoutingDecision:
+    """The routing decision for one input, with the signal and threshold a person can check."""
+    shown = "unknown" if value is None else f"{value:.3f}"
+    if defers(value, deferral):
+        reason = f"{deferral.signal} {shown} < {deferral.below:g}: answered by {fallback}"
+        return RoutingDecision(stage=stage, decision=DEFERRED, router=FALLBACK_ROUTER, reason=reason)
+    reason = f"{deferral.signal} {shown} >= {deferral.below:g}: kept"
+    return RoutingDecision(stage=stage, decision=KEPT, router=FALLBACK_ROUTER, reason=reason)
+
+
+def answering_message(trace: Trace) -> Message | None:
+    """The message the trace's answer came from: where the input left the stack, else the last one."""
+    for routed in trace.routing:
+        if routed.decision == "exit":
+            return trace.message(routed.stage)
+    return trace.messages[-1] if trace.messages else None
+
+
+def generation_signal(trace: Trace, signal: str) -> float | None:
+    message = answering_message(trace)
+    return None if message is None else getattr(message, signal)
+
+
+def defer_uncertain(
+    stack: Stack,
+    traces: Sequence[Trace],
+    run: Callable[..., list[Trace]],
+    registry: Registry | None = None,
+    **options,
+) -> list[int]:
+    """Send the traces whose answer is below the threshold to the fallback (``run`` runs a stack); in place.
+
+    A deferred trace keeps the stack's messages, gains the fallback's (stage
+    names prefixed with :data:`FALLBACK_STAGE_PREFIX`) and takes the
+    fallback's answer. Returns the positions of the deferred traces.
+    """
+    fallback = stack.fallback
+    if fallback is None or fallback.generation is None:
+        return []
+    deferred = []
+    for index, trace in enumerate(traces):
+        message = answering_message(trace)
+        value = generation_signal(trace, fallback.generation.signal)
+        trace.routing.append(
+            decision(message.stage if message else stack.final_stage.name, value, fallback.generation, fallback.label)
+        )
+        if defers(value, fallback.generation):
+            deferred.append(index)
+    if deferred:
+        prompts = [traces[index].prompt for index in deferred]
+        answers = run(fallback_stack(stack, registry), prompts, registry=registry, **options)
+        for index, answer in zip(deferred, answers, strict=True):
+            trace = traces[index]
+            trace.messages.extend(as_fallback_messages(answer.messages))
+            trace.routing.extend(
+                routed.model_copy(update={"stage": FALLBACK_STAGE_PREFIX + routed.stage}) for routed in answer.routing
+            )
+            trace.answer = answer.answer
+    return deferred
+
+
+def as_fallback_messages(messages: Sequence[Message]) -> list[Message]:
+    """The fallback's messages as they join a deferred input's trace: stage names prefixed."""
+    return [message.model_copy(update={"stage": FALLBACK_STAGE_PREFIX + message.stage}) for message in messages]
+
+
+def choice_signals(choices: Sequence[tuple[str, float]]) -> dict[str, float | None]:
+    """A multiple-choice answer's confidence signals from its choices' (continuation, summed log-probability).
+
+    Normalised scores divide by the continuation's length in characters (without
+    the space before it), as lm-eval's ``acc_norm`` ranks choices. With fewer
+    than two choices there is nothing to be unsure between: every signal is None.
+    """
+    if len(choices) < 2:
+        return {name: None for name in ("choice_margin", "choice_margin_raw", "choice_probability")}
+    raw = sorted((logprob for _, logprob in choices), reverse=True)
+    normalised = sorted((logprob / max(len(text.lstrip(" ")), 1) for text, logprob in choices), reverse=True)
+    top = raw[0]
+    total = sum(math.exp(value - top) for value in raw)
+    return {
+        "choice_margin": normalised[0] - normalised[1],
+        "choice_margin_raw": raw[0] - raw[1],
+        "choice_probability": 1.0 / total,
+    }
