@@ -60,6 +60,7 @@ def calibrate_command(stack_path, tasks, ranges, share, rate, output, write, bat
         raise click.UsageError(
             "give one target: --share (of the fallback's accuracy) or --rate (of documents deferred)"
         )
+    document_ranges = parse_ranges(ranges)
     stack = load_stack(stack_path)
     if stack.fallback is None:
         raise click.UsageError(f"{stack_path}: the stack has no fallback to defer to (add `fallback:` to it)")
@@ -68,7 +69,7 @@ def calibrate_command(stack_path, tasks, ranges, share, rate, output, write, bat
         without_fallback(stack),
         fallback_stack(stack),
         task_list,
-        parse_ranges(ranges),
+        document_ranges,
         Path(output),
         share=share,
         rate=rate,

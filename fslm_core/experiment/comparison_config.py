@@ -88,6 +88,11 @@ class ComparisonConfig(BaseModel):
     comparisons: tuple[tuple[str, str], ...] = Field(
         default=(), description="Pairs (a, b) tested a against b; none given: the first system against each other."
     )
+    cascades: dict[str, tuple[str, str]] = Field(
+        default_factory=dict,
+        description="A cascade system -> [the system it answers with first, the system it defers to], each "
+        "evaluated alone: the report draws the cascade's curve on these documents and checks its paths.",
+    )
     evaluation: ComparisonEvaluation
     demo_prompts: tuple[str, ...] = Field(default=(), description="Prompts the first system's traces answer.")
 
@@ -97,6 +102,10 @@ class ComparisonConfig(BaseModel):
             for name in pair:
                 if name not in self.systems:
                     raise ValueError(f"comparisons.{index}: {name!r} is not a system ({', '.join(self.systems)})")
+        for cascade, parts in self.cascades.items():
+            for name in (cascade, *parts):
+                if name not in self.systems:
+                    raise ValueError(f"cascades.{cascade}: {name!r} is not a system ({', '.join(self.systems)})")
         return self
 
     @property

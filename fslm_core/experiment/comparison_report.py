@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..files import atomic_write_text
 from ..messages import Trace
+from .cascade_report import cascade_sections
 from .comparison_config import ComparisonConfig
 from .comparisons import compare, holm, mean_and_stderr
 from .eval_runs import read_result
@@ -58,10 +59,11 @@ def write_comparison_report(config: ComparisonConfig, output: Path, command: str
     lines.append("")
     if config.notes is not None:
         lines += [config.notes.read_text(encoding="utf-8").strip(), ""]
+    path = config.report or output / "report.md"
     for task in config.evaluation.tasks:
         lines += _task_section(config, task, results)
+    lines += cascade_sections(config, results, path)
     lines += _demo_section(output)
-    path = config.report or output / "report.md"
     atomic_write_text(path, "\n".join(lines).rstrip() + "\n")
     return path
 

@@ -1,0 +1,173 @@
+"""The cascade part of a comparison's report: where deferring pays, at what cost, and the whole curve.
+
+For a cascade system declared with the system it answers with first (its
+front) and the one it defers to (its fallback), each also evaluated alone on
+the same documents, the report gives per task and pooled: the three scores,
+the share of documents deferred, time per document, and the cascade's share
+of the fallback's accuracy and time. It checks the cascade's recorded paths
+against the two lone systems (a deferred document must score as the fallback
+did, a kept one as the front did), and draws the accuracy-against-deferral
+curve of every signal on these documents, with the cascade's calibrated
+threshold marked on it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..files import atomic_write_text
+from ..stage_settings import SCORING_SIGNALS
+from .calibration import Calibration, Costs, CurvePoint, Document, choose, signal_curve
+from .calibration_report import RATES, accuracy_at, curve_svg
+from .comparison_config import ComparisonConfig
+from .comparisons import compare
+
+
+def cascade_sections(config: ComparisonConfig, results: dict, report: Path) -> list[str]:
+    lines: list[str] = []
+    for cascade, (front, fallback) in config.cascades.items():
+        tasks = [
+            task
+            for task in config.evaluation.tasks
+            if all((system, task) in results for system in (cascade, front, fallback))
+        ]
+        if tasks:
+            lines += _cascade_section(config, cascade, front, fallback, tasks, results, report)
+    return lines
+
+
+def _documents(results: dict, front: str, fallback: str, task: str) -> list[Document]:
+    mine, theirs = results[(front, task)], results[(fallback, task)]
+    return [
+        Document(task, doc, mine.get("confidence", {}).get(doc, {}), float(score), float(theirs["scores"][doc]))
+        for doc, score in mine["scores"].items()
+    ]
+
+
+def _seconds(result: dict) -> float:
+    return result["wall_time_s"] / len(result["scores"])
+
+
+def _mean(values) -> float:
+    values = list(values)
+    return sum(values) / len(values)
+
+
+def _cascade_section(config, cascade, front, fallback, tasks, results, report: Path) -> list[str]:
+    lines = [
+        f"## Cascade: {cascade}",
+        "",
+        f"**{cascade}** answers with **{front}** and defers to **{fallback}**; both were also evaluated alone on "
+        "the same documents. Time is wall time per document, models loaded beforehand; the cascade's includes "
+        f"running {front} on every document. 'Paths check' counts documents whose cascade score is not the score "
+        "of the system its recorded path names (0 expected).",
+        "",
+        f"| task | {front} | {fallback} | {cascade} | share of {fallback}'s accuracy | deferred | s / doc {front} | "
+        f"s / doc {fallback} | s / doc {cascade} | share of {fallback}'s time | paths check |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    pooled: dict[str, list] = {"front": [], "fallback": [], "cascade": [], "deferred": [], "seconds": []}
+    for task in tasks:
+        mine, theirs, both = results[(front, task)], results[(fallback, task)], results[(cascade, task)]
+        paths = both.get("paths", {})
+        wrong = sum(
+            float(score) != float((theirs if paths.get(doc) == "fallback" else mine)["scores"][doc])
+            for doc, score in both["scores"].items()
+        )
+        deferred = sum(path == "fallback" for path in paths.values())
+        scores = {name: list(result["scores"].values()) for name, result in (("f", mine), ("b", theirs), ("c", both))}
+        lines.append(
+            f"| {task} | {_mean(scores['f']):.3f} | {_mean(scores['b']):.3f} | {_mean(scores['c']):.3f} | "
+            f"{_mean(scores['c']) / max(_mean(scores['b']), 1e-9):.0%} | {deferred / len(both['scores']):.0%} | "
+            f"{_seconds(mine):.2f} | {_seconds(theirs):.2f} | {_seconds(both):.2f} | "
+            f"{_seconds(both) / _seconds(theirs):.0%} | {wrong} |"
+        )
+        pooled["front"] += scores["f"]
+        pooled["fallback"] += scores["b"]
+        pooled["cascade"] += scores["c"]
+        pooled["deferred"].append(deferred)
+        pooled["seconds"].append((mine["wall_time_s"], theirs["wall_time_s"], both["wall_time_s"]))
+    documents = len(pooled["cascade"])
+    seconds = [sum(column) / documents for column in zip(*pooled["seconds"])]
+    accuracy = {name: _mean(pooled[name]) for name in ("front", "fallback", "cascade")}
+    lines += [
+        f"| **all {documents}** | {accuracy['front']:.3f} | {accuracy['fallback']:.3f} | "
+        f"**{accuracy['cascade']:.3f}** | **{accuracy['cascade'] / accuracy['fallback']:.0%}** | "
+        f"{sum(pooled['deferred']) / documents:.0%} | {seconds[0]:.2f} | {seconds[1]:.2f} | {seconds[2]:.2f} | "
+        f"**{seconds[2] / seconds[1]:.0%}** | |",
+        "",
+    ]
+    test = compare(pooled["cascade"], pooled["fallback"])
+    lines += [
+        f"Pooled over the {documents} documents, {cascade} against {fallback}: {test.difference:+.3f} "
+        f"[{test.ci_low:+.3f}, {test.ci_high:+.3f}], {test.test} p {test.p_value:.4f} ({test.a_only} documents "
+        f"only {cascade} gets right, {test.b_only} only {fallback}). Pooling mixes tasks of different sizes and "
+        "difficulty: read it beside the per-task rows and their tests above.",
+        "",
+    ]
+    lines += _curve(config, cascade, front, fallback, tasks, results, report, seconds)
+    return lines
+
+
+def _threshold(config: ComparisonConfig, cascade: str):
+    from ..runtime.stack_choice import resolve_stack
+
+    stack = resolve_stack(config.systems[cascade].stack)
+    return stack.fallback.scoring if stack.fallback is not None else None
+
+
+def _curve(config, cascade, front, fallback, tasks, results, report: Path, seconds: list[float]) -> list[str]:
+    documents = [doc for task in tasks for doc in _documents(results, front, fallback, task)]
+    if not any(doc.signals for doc in documents):
+        return []
+    curves = {signal: signal_curve(documents, signal) for signal in SCORING_SIGNALS}
+    fallback_accuracy = _mean(doc.fallback for doc in documents)
+    costs = Costs(seconds[0], seconds[1])
+    deferral = _threshold(config, cascade)
+    if deferral is None:
+        return []
+    calibrated = sum(
+        doc.signals.get(deferral.signal) is None or doc.signals[deferral.signal] < deferral.below for doc in documents
+    )
+    chosen = CurvePoint(deferral.below, calibrated, _cascade_accuracy(documents, deferral))
+    signal, best, target = choose(curves, len(documents), fallback_accuracy, share=0.95)
+    picture = report.with_name(f"{report.stem}_{cascade}.svg")
+    title = f"{cascade}: accuracy against documents deferred ({len(documents)} documents)"
+    atomic_write_text(
+        picture,
+        curve_svg(Calibration(documents, curves, costs, deferral.signal, chosen, "calibrated threshold"), title),
+    )
+    calibration = Calibration(documents, curves, costs, deferral.signal, chosen, "")
+    lines = [
+        f"![{title}]({picture.name})",
+        "",
+        f"Every threshold on these documents, from the lone systems' scores (the circle: the calibrated "
+        f"threshold, `{deferral.signal}` below {deferral.below:.6g}, chosen on other documents, deferring "
+        f"{calibrated} of {len(documents)} here). Grey numbers under the axis: time per document as a share of "
+        f"{fallback}'s.",
+        "",
+        "| signal | " + " | ".join(f"{rate:.0%}" for rate in RATES) + " |",
+        "|---|" + "---:|" * len(RATES),
+    ]
+    for name in curves:
+        cells = " | ".join(
+            "n/a" if (value := accuracy_at(calibration, name, rate)) is None else f"{value:.3f}" for rate in RATES
+        )
+        lines.append(f"| {name} | {cells} |")
+    lines += [
+        f"| *time / {fallback}'s* | " + " | ".join(f"{costs.share_of_fallback(rate):.0%}" for rate in RATES) + " |",
+        "",
+        f"Chosen after seeing these documents (an upper bound, not a result): {target} is `{signal}` deferring "
+        f"{best.deferred} ({best.rate(len(documents)):.0%}) for {best.accuracy:.3f}, at "
+        f"{costs.share_of_fallback(best.rate(len(documents))):.0%} of {fallback}'s time.",
+        "",
+    ]
+    return lines
+
+
+def _cascade_accuracy(documents: list[Document], deferral) -> float:
+    def deferred(doc: Document) -> bool:
+        value = doc.signals.get(deferral.signal)
+        return value is None or value < deferral.below
+
+    return _mean(doc.fallback if deferred(doc) else doc.front for doc in documents)
