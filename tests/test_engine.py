@@ -101,13 +101,15 @@ def test_results_do_not_depend_on_batch_size(tiny_model_id, tiny_adapters, pool)
         name="b",
         stages=[make_stage("x", tiny_model_id, adapter=tiny_adapters[3]), make_stage("y", tiny_model_id, reads=["x"])],
     )
-    varies = {"messages": {"__all__": {"latency_s", "batch_size", "mean_logprob"}}}
+    confidences = ("mean_logprob", "min_logprob", "p10_logprob")
+    varies = {"messages": {"__all__": {"latency_s", "batch_size", *confidences}}}
     one_run, two_run = stack.run(PROMPTS, pool=pool, batch_size=1), stack.run(PROMPTS, pool=pool, batch_size=2)
     assert [t.model_dump(exclude=varies) for t in one_run] == [t.model_dump(exclude=varies) for t in two_run]
     # Padding changes the sums' rounding, not the tokens: the confidences agree closely.
     for left, right in zip(one_run, two_run):
         for a, b in zip(left.messages, right.messages):
-            assert a.mean_logprob == pytest.approx(b.mean_logprob, abs=1e-3)
+            for name in confidences:
+                assert getattr(a, name) == pytest.approx(getattr(b, name), abs=1e-3)
 
 
 def test_generation_stops_at_stop_strings(tiny_model_id, pool):
