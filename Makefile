@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install chromium demo test test-fast test-wheels bench clean
+.PHONY: install chromium llama-server demo test test-fast test-wheels bench clean
 
 install: $(VENV)/.installed
 
@@ -36,7 +36,12 @@ chromium:
 		$(SUDO) apt-get update -qq && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core; }
 
-test: install chromium
+# llama.cpp's llama-server for the remote backend's tests (fslm-plugin-remote), built once per machine from the
+# pinned llama-cpp-python source distribution and cached outside the checkout (about 12 minutes the first time).
+llama-server: install
+	PYTHON=$(BIN)/python scripts/build-llama-server.sh
+
+test: install chromium llama-server
 	$(BIN)/python -m pytest
 
 test-fast: install chromium

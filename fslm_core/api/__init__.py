@@ -8,6 +8,7 @@ from .backends import Generation, ModelBackend, ModelSpec, TokenizedBackend
 from .benchmarks import Benchmark
 from .decompositions import Decomposition, StageRecipe, TeacherNotes
 from .evaluators import Evaluator, ExactMatch, StageJob, StageScorer, TokenF1, normalise
+from .exporters import Exporter, ExportResult
 from .formats import Constraint, JsonFormat, KeyValueFormat, ListFormat, MessageFormat
 from .hookspecs import hookimpl, hookspec
 from .routers import ParallelRouter, Router, RuleRouter
@@ -20,6 +21,8 @@ __all__ = [
     "Decomposition",
     "Evaluator",
     "ExactMatch",
+    "ExportResult",
+    "Exporter",
     "Generation",
     "JsonFormat",
     "KeyValueFormat",

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from .benchmarks import Benchmark
     from .decompositions import Decomposition
     from .evaluators import Evaluator, StageScorer
+    from .exporters import Exporter
     from .formats import MessageFormat
     from .routers import Router
     from .stacks import NamedStack
@@ -194,4 +195,13 @@ def register_tools(register: Callable[[Tool], None]) -> None:
 
     :param register: ``register(tool)``, an instance of :class:`fslm_core.api.Tool` with a
         unique ``name``.
+    """
+
+
+@registers("exporters", "exporter")
+def register_exporters(register: Callable[[Exporter], None]) -> None:
+    """Register exporters: code that writes a stack in the form another runtime serves (``fslm export``).
+
+    :param register: ``register(exporter)``, an instance of :class:`fslm_core.api.Exporter` with a
+        unique ``name`` (what ``fslm export --to`` takes).
     """

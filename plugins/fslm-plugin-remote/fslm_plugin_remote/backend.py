@@ -1,0 +1,107 @@
+"""The remote backend: a stage's rows sent as concurrent requests to an inference server.
+
+The base model's tokenizer and chat template are loaded locally (no weights),
+so prompts are laid out and counted exactly as a local stage's; the server
+holds the weights and the adapters and batches the requests that arrive
+together. Rows go out at most ``concurrency`` at a time and come back in
+order; the first row that fails stops the stage with an error naming the
+server, and no partial result is returned.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from fslm_core import Generation, ModelBackend, ModelSpec
+from fslm_core.api.backends import logprob_summary
+from fslm_core.declarations import GenerationSettings
+from fslm_core.errors import ModelLoadError
+
+from .protocols import Protocol, protocol_for
+from .targets import RemoteTarget, parse_target
+from .tokenizers import load_tokenizer
+
+
+def _cut_at_stop(text: str, stops: Sequence[str]) -> str:
+    cut = min((text.find(stop) for stop in stops if stop and stop in text), default=-1)
+    return text[:cut] if cut >= 0 else text
+
+
+class RemoteBackend(ModelBackend):
+    """Stages on a llama.cpp, OpenAI-compatible or LoRAX server (see :mod:`fslm_plugin_remote.targets`)."""
+
+    name = "remote"
+
+    def __init__(self, spec: ModelSpec, target: RemoteTarget, protocol: Protocol, tokenizer, base: ModelSpec):
+        super().__init__(spec)
+        self.target = target
+        self.protocol = protocol
+        self.tokenizer = tokenizer
+        self.base = base
+        self.uses_chat_template = base.chat_template and bool(getattr(tokenizer, "chat_template", None))
+
+    @classmethod
+    def load(cls, spec: ModelSpec) -> RemoteBackend:
+        from fslm_core.plugins import get_registry
+
+        target = parse_target(spec.id)
+        base = get_registry().model(target.base, field=f"model {spec.id!r}: base")
+        protocol = protocol_for(target)
+        protocol.check()  # the server is up and knows the adapter, before any stage runs
+        return cls(spec, target, protocol, load_tokenizer(base), base)
+
+    def attach_adapter(self, path: Path) -> str:
+        raise ModelLoadError(
+            f"model {self.spec.id!r}: a remote stage names its adapter as the server spells it, in its model id "
+            f"(adapter=...), not as a local folder ({path}); `fslm export` converts a stack's adapters"
+        )
+
+    def render_prompt(self, instruction: str, user_text: str) -> str:
+        if self.uses_chat_template:
+            messages = [{"role": "system", "content": instruction}, {"role": "user", "content": user_text}]
+            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return self.base.prompt_template.format(instruction=instruction, input=user_text)
+
+    def encode(self, text: str) -> list[int]:
+        # As the transformers backend reads a prompt: a chat template holds its special tokens already.
+        return self.tokenizer(text, add_special_tokens=not self.uses_chat_template)["input_ids"]
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.encode(text))
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        adapters: Sequence[str | None],
+        settings: GenerationSettings,
+        batch_size: int,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> list[Generation]:
+        if any(adapter is not None for adapter in adapters):
+            raise ModelLoadError(f"model {self.spec.id!r}: remote stages take no local adapter")
+        started = time.perf_counter()
+        encoded = [self.encode(prompt) for prompt in prompts]
+
+        def one(index: int):
+            completion = self.protocol.complete(encoded[index], prompts[index], settings)
+            if on_batch is not None:
+                on_batch(1)
+            return completion
+
+        with ThreadPoolExecutor(max_workers=min(self.target.concurrency, max(len(prompts), 1))) as pool:
+            completions = list(pool.map(one, range(len(prompts))))
+        elapsed = time.perf_counter() - started
+        return [
+            Generation(
+                text=_cut_at_stop(completion.text, settings.stop).strip(),
+                prompt_tokens=len(ids),
+                completion_tokens=completion.completion_tokens,
+                latency_s=elapsed,
+                batch_size=len(prompts),
+                **logprob_summary(completion.logprobs),
+            )
+            for ids, completion in zip(encoded, completions)
+        ]
