@@ -48,8 +48,15 @@ def served_stacks(names: tuple[str, ...]) -> dict[str, Stack]:
     type=click.FloatRange(min=0),
     help="On SIGINT/SIGTERM, seconds to let requests in flight finish.",
 )
+@click.option(
+    "--max-request-bytes",
+    default=2 << 20,
+    show_default=True,
+    type=click.IntRange(min=1024),
+    help="Larger request bodies are answered 413 without being read.",
+)
 @seed_option
-def serve(stack_names, host, port, max_batch, batch_window_ms, use_cache, graceful_timeout, seed):
+def serve(stack_names, host, port, max_batch, batch_window_ms, use_cache, graceful_timeout, max_request_bytes, seed):
     """Serve stacks over HTTP: /v1/chat/completions, /v1/completions, /v1/models, /health, and a page at /."""
     from ..serving.listen import bind_socket
 
@@ -75,4 +82,5 @@ def serve(stack_names, host, port, max_batch, batch_window_ms, use_cache, gracef
         cache=StageCache() if use_cache else None,
         graceful_timeout_s=graceful_timeout,
         default_stack=None if stack_names else next(iter(stacks)),
+        max_request_bytes=max_request_bytes,
     )

@@ -33,9 +33,70 @@ from .protocol import (
 log = get_logger(__name__)
 
 DISCONNECT_POLL_S = 0.5
+UNPARSABLE_BODY = "There was an error parsing the body"  # FastAPI's detail, fastapi/routing.py
+MAX_REQUEST_BYTES = 2 << 20
+"""The largest request body read (2 MiB: a 500,000-word prompt); a larger one is answered 413 unread."""
 
 
-def build_app(batcher: Batcher, *, stop_timeout_s: float = 30.0, default_stack: str | None = None) -> FastAPI:
+class BodyLimit:
+    """ASGI middleware: a request whose body is over ``limit`` bytes is answered 413 before it is parsed.
+
+    A body that states its length is judged by it; one sent in chunks is read up to the limit first (at
+    most ``limit`` bytes held), then handed on whole.
+    """
+
+    def __init__(self, app, limit: int):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or ()).get(b"content-length")
+        if declared is not None:
+            if declared.isdigit() and int(declared) > self.limit:
+                return await self.refuse(send)
+            return await self.app(scope, receive, send)
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return await self.app(scope, _replay([message]), send)
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.limit:
+                return await self.refuse(send)
+            if not message.get("more_body"):
+                break
+        whole = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+        return await self.app(scope, _replay([whole], receive), send)
+
+    async def refuse(self, send) -> None:
+        error = ApiError(413, f"the request body is over {self.limit} bytes", None, "request_too_large")
+        body = json.dumps(error.body()).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _replay(messages: list[dict], then=None):
+    """An ASGI ``receive`` that hands out ``messages`` first, then what ``then`` receives."""
+
+    async def receive():
+        if messages:
+            return messages.pop(0)
+        return await then() if then is not None else {"type": "http.disconnect"}
+
+    return receive
+
+
+def build_app(
+    batcher: Batcher,
+    *,
+    stop_timeout_s: float = 30.0,
+    default_stack: str | None = None,
+    max_request_bytes: int = MAX_REQUEST_BYTES,
+) -> FastAPI:
     """The app serving ``batcher``'s stacks; it starts the batcher's thread and stops it after the last request."""
 
     @asynccontextmanager
@@ -46,6 +107,7 @@ def build_app(batcher: Batcher, *, stop_timeout_s: float = 30.0, default_stack: 
 
     app = FastAPI(title="fslm", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.batcher = batcher
+    app.add_middleware(BodyLimit, limit=max_request_bytes)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, error: ApiError) -> JSONResponse:
@@ -53,10 +115,15 @@ def build_app(batcher: Batcher, *, stop_timeout_s: float = 30.0, default_stack: 
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
-        return JSONResponse(validation_error(error.errors()).body(), status_code=400)
+        content_type = request.headers.get("content-type", "")
+        return JSONResponse(validation_error(error.errors(), content_type).body(), status_code=400)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> JSONResponse:
+        if error.status_code == 400 and error.detail == UNPARSABLE_BODY:
+            # FastAPI's answer when decoding fails before JSON parsing does: bad UTF-8, nesting too deep.
+            message = "the request body is not valid JSON (not UTF-8, or nested too deeply)"
+            return JSONResponse(ApiError(400, message, None, "invalid_json").body(), 400)
         code = "not_found" if error.status_code == 404 else None
         return JSONResponse(ApiError(error.status_code, str(error.detail), None, code).body(), error.status_code)
 
@@ -91,15 +158,19 @@ def build_app(batcher: Batcher, *, stop_timeout_s: float = 30.0, default_stack: 
     async def stats() -> dict:
         return batcher.stats()
 
+    page_html = resources.files(__package__).joinpath("page.html").read_text(encoding="utf-8")
+    page_headers = page_security_headers(page_html)
+
     @app.get("/", response_class=HTMLResponse)
     async def page() -> HTMLResponse:
-        return HTMLResponse(resources.files(__package__).joinpath("page.html").read_text(encoding="utf-8"))
+        return HTMLResponse(page_html, headers=page_headers)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatRequest, request: Request) -> Response:
         stack = batcher.stack(body.model)
         prompt = body.prompt()
-        batcher.check_prompt(body.model, prompt, "messages")
+        # Counting a long prompt's tokens takes seconds: off the event loop, so other requests go on.
+        await asyncio.to_thread(batcher.check_prompt, body.model, prompt, "messages")
         settings = body.final_settings(stack.final_stage.generation)
         run = Submission(batcher, body, [prompt], settings)
         if body.stream:
@@ -124,7 +195,7 @@ def build_app(batcher: Batcher, *, stop_timeout_s: float = 30.0, default_stack: 
         stack = batcher.stack(body.model)
         prompts = body.prompts()
         for prompt in prompts:
-            batcher.check_prompt(body.model, prompt, "prompt")
+            await asyncio.to_thread(batcher.check_prompt, body.model, prompt, "prompt")
         settings = body.final_settings(stack.final_stage.generation)
         run = Submission(batcher, body, prompts, settings)
         if body.stream:
@@ -148,12 +219,19 @@ def build_app(batcher: Batcher, *, stop_timeout_s: float = 30.0, default_stack: 
     return app
 
 
-def validation_error(errors: list[dict]) -> ApiError:
-    """OpenAI's error body for the first problem pydantic found, naming the field."""
+def validation_error(errors: list[dict], content_type: str = "application/json") -> ApiError:
+    """OpenAI's error body for the first problem pydantic found, naming the field as the client wrote it."""
     first = errors[0] if errors else {"loc": (), "msg": "invalid request", "type": ""}
-    location = [str(part) for part in first.get("loc", ()) if part != "body"]
+    location = [str(part) for part in first.get("loc", ()) if part != "body" and not _union_branch(part)]
     if first.get("type") == "json_invalid":
         return ApiError(400, f"the request body is not valid JSON: {first.get('msg')}", None, "invalid_json")
+    if not location and "json" not in content_type.lower():
+        return ApiError(
+            400,
+            f"send the request body as JSON with the header Content-Type: application/json (got {content_type!r})",
+            None,
+            "invalid_content_type",
+        )
     param = ".".join(location) or None
     if first.get("type") == "missing":
         return ApiError(400, f"missing required field: {param}", param, "missing_field")
@@ -300,3 +378,26 @@ async def completion_stream(run: Submission) -> AsyncIterator[dict]:
             yield piece(index, "", finish_reason(trace, run.settings), **extra)
     if body.include_usage:
         yield chunk("text_completion", run.id, body.model, run.created, [], usage=usage(finished))
+
+
+def _union_branch(part) -> bool:
+    """pydantic names the branch of a union it tried (``str``, ``list[TextPart]``); the client wrote none."""
+    return isinstance(part, str) and (part in {"str", "int", "float", "bool", "dict", "list"} or "[" in part)
+
+
+def page_security_headers(html: str) -> dict[str, str]:
+    """The page may run its own inline script and style and talk to this server, nothing else; no framing."""
+    import base64
+    import hashlib
+    import re
+
+    def hashes(tag: str) -> str:
+        blocks = re.findall(rf"<{tag}>(.*?)</{tag}>", html, flags=re.S)
+        digests = [base64.b64encode(hashlib.sha256(block.encode()).digest()).decode() for block in blocks]
+        return " ".join(f"'sha256-{digest}'" for digest in digests)
+
+    policy = (
+        f"default-src 'none'; script-src {hashes('script')}; style-src {hashes('style')}; connect-src 'self'; "
+        "img-src 'self' data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    )
+    return {"Content-Security-Policy": policy, "X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY"}

@@ -61,10 +61,11 @@ class Job:
 class JobsListener(RunListener):
     """Passes a run's messages and the final stage's growing text to each job's request."""
 
-    def __init__(self, jobs: list[Job], final: str):
+    def __init__(self, jobs: list[Job], final: str, final_streams: bool = True):
         self.jobs = jobs
         self.final = final
-        self.any_streams = any(job.stream for job in jobs)
+        # A cascade's final stage may be overruled by its fallback: its text is not the answer until then.
+        self.any_streams = final_streams and any(job.stream for job in jobs)
 
     def streams(self, stage: Stage) -> bool:
         return self.any_streams and stage.name == self.final
@@ -294,7 +295,7 @@ class Batcher:
             registry=self.registry,
             pool=self.pool,
             cache=self.cache,
-            listener=JobsListener(jobs, final.name),
+            listener=JobsListener(jobs, final.name, final_streams=not (stack.fallback and stack.fallback.generation)),
         )
 
     def _fail_queued(self) -> None:

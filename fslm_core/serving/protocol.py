@@ -12,7 +12,7 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, field_validator
 
 from ..declarations import GenerationSettings
 from ..messages import Message, Trace
@@ -55,7 +55,7 @@ class ChatMessage(BaseModel):
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    include_usage: bool = False
+    include_usage: StrictBool = False
 
 
 class SamplingRequest(BaseModel):
@@ -63,15 +63,16 @@ class SamplingRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
+    # Strict types: "stream": "yes", "max_tokens": true or "seed": "7" are mistakes to name, not to coerce.
     model: str = Field(min_length=1)
-    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
-    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
-    max_tokens: int | None = Field(default=None, ge=1, le=8192)
+    temperature: StrictFloat | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: StrictFloat | None = Field(default=None, gt=0.0, le=1.0)
+    max_tokens: StrictInt | None = Field(default=None, ge=1, le=8192)
     stop: str | list[str] | None = None
-    seed: int | None = None
-    stream: bool = False
+    seed: StrictInt | None = None
+    stream: StrictBool = False
     stream_options: StreamOptions | None = None
-    fslm_trace: bool = Field(default=True, description="fslm's extension: attach every stage's messages.")
+    fslm_trace: StrictBool = Field(default=True, description="fslm's extension: attach every stage's messages.")
 
     @field_validator("stop")
     @classmethod
@@ -106,7 +107,7 @@ class SamplingRequest(BaseModel):
 
 class ChatRequest(SamplingRequest):
     messages: list[ChatMessage]
-    max_completion_tokens: int | None = Field(default=None, ge=1, le=8192)
+    max_completion_tokens: StrictInt | None = Field(default=None, ge=1, le=8192)
 
     def prompt(self) -> str:
         """The stack's prompt: the last user message, after the conversation before it when there is one."""
