@@ -30,13 +30,7 @@ def load_model(spec: ModelSpec):
 
     if spec.quantize == "int8" and spec.dtype != "float32":
         raise ModelLoadError(f"model {spec.id!r}: quantize=int8 layers take float32 inputs, not {spec.dtype}")
-    source = spec.source or ""
-    if _looks_like_path(source):
-        folder = Path(source).expanduser()
-        if not folder.is_dir():
-            raise ModelLoadError(f"model {spec.id!r}: folder does not exist: {folder}")
-        source = str(folder.resolve())
-    options = {"gguf_file": spec.gguf_file} if spec.gguf_file else {}
+    source, options, cache, gguf_sha256 = weights_location(spec)
     device = default_device()
     if spec.quantize == "int8" and (device.type != "cpu" or not int8_available()):
         where = "on the CPU only" if device.type != "cpu" else "only with PyTorch's fbgemm kernels (x86)"
@@ -50,11 +44,6 @@ def load_model(spec: ModelSpec):
         # so a bfloat16 checkpoint never exists in float32 as a whole (twice its size).
         load_dtype = "auto"
     started = time.perf_counter()
-    cache = None
-    if spec.gguf_file and weights_cache.cache_enabled() and Path(source, spec.gguf_file).is_file():
-        cache, gguf_sha256 = weights_cache.find_entry(spec.id, Path(source, spec.gguf_file), spec.dtype)
-        if weights_cache.usable_entry(cache):
-            source, options = str(cache), {}
     try:
         with _loading_bars(shown=logging.getLogger(__name__).isEnabledFor(logging.INFO)):
             tokenizer = AutoTokenizer.from_pretrained(source, **options)
@@ -94,6 +83,39 @@ def load_model(spec: ModelSpec):
         seconds=round(time.perf_counter() - started, 2),
     )
     return model, tokenizer, device
+
+
+def weights_location(spec: ModelSpec) -> tuple[str, dict, Path | None, str | None]:
+    """Where ``spec``'s weights and tokenizer are read from: the source and ``from_pretrained`` options
+    (fslm's weights cache in place of a GGUF file it holds), and the cache entry to write after a load from
+    the GGUF file with that file's hash (None, None when there is none to write)."""
+    source = spec.source or ""
+    if _looks_like_path(source):
+        folder = Path(source).expanduser()
+        if not folder.is_dir():
+            raise ModelLoadError(f"model {spec.id!r}: folder does not exist: {folder}")
+        source = str(folder.resolve())
+    options = {"gguf_file": spec.gguf_file} if spec.gguf_file else {}
+    cache = gguf_sha256 = None
+    if spec.gguf_file and weights_cache.cache_enabled() and Path(source, spec.gguf_file).is_file():
+        cache, gguf_sha256 = weights_cache.find_entry(spec.id, Path(source, spec.gguf_file), spec.dtype)
+        if weights_cache.usable_entry(cache):
+            source, options = str(cache), {}
+    return source, options, cache, gguf_sha256
+
+
+def load_tokenizer(spec: ModelSpec):
+    """``spec``'s tokenizer alone, without its weights (a remote stage's prompts are laid out and counted
+    locally)."""
+    from transformers import AutoTokenizer
+
+    source, options, _, _ = weights_location(spec)
+    if not source:
+        raise ModelLoadError(f"model {spec.id!r}: no local copy to read its tokenizer from ({spec.install_hint})")
+    try:
+        return AutoTokenizer.from_pretrained(source, **options)
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"model {spec.id!r}: cannot read its tokenizer from {source!r} ({error})") from None
 
 
 def _looks_like_path(source: str) -> bool:

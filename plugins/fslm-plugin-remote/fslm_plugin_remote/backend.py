@@ -18,16 +18,12 @@ from pathlib import Path
 from fslm_core import Generation, ModelBackend, ModelSpec
 from fslm_core.api.backends import logprob_summary
 from fslm_core.declarations import GenerationSettings
+from fslm_core.default_plugins.transformers_loading import load_tokenizer
 from fslm_core.errors import ModelLoadError
+from fslm_core.runtime.decoding import cut_at_stop
 
 from .protocols import Protocol, protocol_for
 from .targets import RemoteTarget, parse_target
-from .tokenizers import load_tokenizer
-
-
-def _cut_at_stop(text: str, stops: Sequence[str]) -> str:
-    cut = min((text.find(stop) for stop in stops if stop and stop in text), default=-1)
-    return text[:cut] if cut >= 0 else text
 
 
 class RemoteBackend(ModelBackend):
@@ -96,7 +92,7 @@ class RemoteBackend(ModelBackend):
         elapsed = time.perf_counter() - started
         return [
             Generation(
-                text=_cut_at_stop(completion.text, settings.stop).strip(),
+                text=cut_at_stop(completion.text, settings.stop).strip(),
                 prompt_tokens=len(ids),
                 completion_tokens=completion.completion_tokens,
                 latency_s=elapsed,

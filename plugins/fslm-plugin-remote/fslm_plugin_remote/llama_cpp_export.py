@@ -20,10 +20,10 @@ from pathlib import Path
 
 from fslm_core import Stack
 from fslm_core.api.exporters import Exporter, ExportResult
+from fslm_core.default_plugins.transformers_loading import weights_location
 from fslm_core.errors import InputError, ModelLoadError
 from fslm_core.files import atomic_write_text
 from fslm_core.plugins import get_registry
-from fslm_core.runtime import weights_cache
 
 from .targets import RemoteTarget, target_id
 
@@ -49,13 +49,10 @@ def llama_cpp_source(given: str | None = None) -> Path:
 def base_config_folder(model_id: str, into: Path) -> Path:
     """A folder with the base model's config and tokenizer, as the converter reads them: from fslm's weights
     cache (which holds a GGUF model de-quantised), with ``architectures`` filled in where it is empty."""
-    spec = get_registry().model(model_id)
-    source = Path(spec.source or "")
-    if spec.gguf_file and (source / spec.gguf_file).is_file():
-        entry, _ = weights_cache.find_entry(spec.id, source / spec.gguf_file, "float32")
-        if weights_cache.usable_entry(entry) is None:
-            raise ModelLoadError(f"model {model_id!r}: run it once (fslm run) so fslm's weights cache holds its config")
-        source = entry
+    source, options, _, _ = weights_location(get_registry().model(model_id))
+    if options.get("gguf_file"):
+        raise ModelLoadError(f"model {model_id!r}: run it once (fslm run) so fslm's weights cache holds its config")
+    source = Path(source)
     if not (source / "config.json").is_file():
         raise ModelLoadError(f"model {model_id!r}: no config.json in {source}")
     into.mkdir(parents=True, exist_ok=True)
