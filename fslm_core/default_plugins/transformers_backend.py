@@ -27,6 +27,7 @@ from ..logs import get_logger
 from ..runtime.decoding import cache_keyword, cut_at_stop, decode, returned_cache, streamable_text
 from ..runtime.format_masks import FormatCompiler
 from ..runtime.int8_linear import int8_weights_read_in_a_row
+from .prompt_layout import encode_prompt, render_prompt, uses_chat_template
 from .transformers_loading import load_model
 
 HF_PREFIX = "hf:"
@@ -48,7 +49,7 @@ class TransformersBackend(TokenizedBackend):
         self.tokenizer = tokenizer
         self.device = device
         self.adapter_names: dict[Path, str] = {}
-        self.uses_chat_template = bool(spec.chat_template and getattr(tokenizer, "chat_template", None))
+        self.uses_chat_template = uses_chat_template(spec, tokenizer)
         eos = model.generation_config.eos_token_id
         eos_ids = eos if isinstance(eos, list) else [eos]
         self.eos_ids = {i for i in eos_ids + [tokenizer.eos_token_id] if i is not None}
@@ -84,17 +85,10 @@ class TransformersBackend(TokenizedBackend):
     # Prompts -----------------------------------------------------------------
 
     def render_prompt(self, instruction: str, user_text: str) -> str:
-        if self.uses_chat_template:
-            messages = [
-                {"role": "system", "content": instruction},
-                {"role": "user", "content": user_text},
-            ]
-            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return self.spec.prompt_template.format(instruction=instruction, input=user_text)
+        return render_prompt(self.spec, self.tokenizer, self.uses_chat_template, instruction, user_text)
 
     def encode(self, text: str) -> list[int]:
-        # A chat template already holds its special tokens; plain prompts get the tokenizer's own.
-        return self.tokenizer(text, add_special_tokens=not self.uses_chat_template)["input_ids"]
+        return encode_prompt(self.tokenizer, self.uses_chat_template, text)
 
     # Generation --------------------------------------------------------------
 

@@ -105,15 +105,21 @@ def calibration_markdown(calibration: Calibration, title: str) -> str:
         "",
         "Accuracy per signal at each deferral rate (the threshold deferring the most documents up to that share):",
         "",
-        "| signal | " + " | ".join(f"{r:.0%}" for r in RATES) + " |",
-        "|---|" + "---:|" * len(RATES),
+        *signal_table(calibration, "fallback"),
+        "",
     ]
+    return "\n".join(lines)
+
+
+def signal_table(calibration: Calibration, fallback: str) -> list[str]:
+    """Each signal's accuracy at the deferral rates of :data:`RATES`, and the cascade's time at each as a
+    share of ``fallback``'s: a Markdown table."""
+    lines = ["| signal | " + " | ".join(f"{r:.0%}" for r in RATES) + " |", "|---|" + "---:|" * len(RATES)]
     for signal in calibration.curves:
         cells = " | ".join(_cell(accuracy_at(calibration, signal, r)) for r in RATES)
         lines.append(f"| {signal} | {cells} |")
-    cost_cells = " | ".join(f"{costs.share_of_fallback(r):.0%}" for r in RATES)
-    lines += [f"| *time / fallback's* | {cost_cells} |", ""]
-    return "\n".join(lines)
+    costs = " | ".join(f"{calibration.costs.share_of_fallback(r):.0%}" for r in RATES)
+    return [*lines, f"| *time / {fallback}'s* | {costs} |"]
 
 
 def _cell(value: float | None) -> str:

@@ -16,9 +16,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..files import atomic_write_text
+from ..runtime.cascade import defers
 from ..stage_settings import SCORING_SIGNALS
 from .calibration import Calibration, Costs, CurvePoint, Document, choose, signal_curve
-from .calibration_report import RATES, accuracy_at, curve_svg
+from .calibration_report import curve_svg, signal_table
 from .comparison_config import ComparisonConfig
 from .comparisons import compare
 
@@ -126,18 +127,15 @@ def _curve(config, cascade, front, fallback, tasks, results, report: Path, secon
     deferral = _threshold(config, cascade)
     if deferral is None:
         return []
-    calibrated = sum(
-        doc.signals.get(deferral.signal) is None or doc.signals[deferral.signal] < deferral.below for doc in documents
-    )
-    chosen = CurvePoint(deferral.below, calibrated, _cascade_accuracy(documents, deferral))
+    deferred = [defers(doc.signals.get(deferral.signal), deferral) for doc in documents]
+    accuracy = _mean(doc.fallback if moved else doc.front for doc, moved in zip(documents, deferred))
+    chosen = CurvePoint(deferral.below, sum(deferred), accuracy)
+    calibrated = chosen.deferred
     signal, best, target = choose(curves, len(documents), fallback_accuracy, share=0.95)
     picture = report.with_name(f"{report.stem}_{cascade}.svg")
     title = f"{cascade}: accuracy against documents deferred ({len(documents)} documents)"
-    atomic_write_text(
-        picture,
-        curve_svg(Calibration(documents, curves, costs, deferral.signal, chosen, "calibrated threshold"), title),
-    )
-    calibration = Calibration(documents, curves, costs, deferral.signal, chosen, "")
+    calibration = Calibration(documents, curves, costs, deferral.signal, chosen, "calibrated threshold")
+    atomic_write_text(picture, curve_svg(calibration, title))
     lines = [
         f"![{title}]({picture.name})",
         "",
@@ -146,16 +144,7 @@ def _curve(config, cascade, front, fallback, tasks, results, report: Path, secon
         f"{calibrated} of {len(documents)} here). Grey numbers under the axis: time per document as a share of "
         f"{fallback}'s.",
         "",
-        "| signal | " + " | ".join(f"{rate:.0%}" for rate in RATES) + " |",
-        "|---|" + "---:|" * len(RATES),
-    ]
-    for name in curves:
-        cells = " | ".join(
-            "n/a" if (value := accuracy_at(calibration, name, rate)) is None else f"{value:.3f}" for rate in RATES
-        )
-        lines.append(f"| {name} | {cells} |")
-    lines += [
-        f"| *time / {fallback}'s* | " + " | ".join(f"{costs.share_of_fallback(rate):.0%}" for rate in RATES) + " |",
+        *signal_table(calibration, fallback),
         "",
         f"Chosen after seeing these documents (an upper bound, not a result): {target} is `{signal}` deferring "
         f"{best.deferred} ({best.rate(len(documents)):.0%}) for {best.accuracy:.3f}, at "
@@ -163,11 +152,3 @@ def _curve(config, cascade, front, fallback, tasks, results, report: Path, secon
         "",
     ]
     return lines
-
-
-def _cascade_accuracy(documents: list[Document], deferral) -> float:
-    def deferred(doc: Document) -> bool:
-        value = doc.signals.get(deferral.signal)
-        return value is None or value < deferral.below
-
-    return _mean(doc.fallback if deferred(doc) else doc.front for doc in documents)

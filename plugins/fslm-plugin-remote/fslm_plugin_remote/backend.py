@@ -18,6 +18,7 @@ from pathlib import Path
 from fslm_core import Generation, ModelBackend, ModelSpec
 from fslm_core.api.backends import logprob_summary
 from fslm_core.declarations import GenerationSettings
+from fslm_core.default_plugins.prompt_layout import encode_prompt, render_prompt, uses_chat_template
 from fslm_core.default_plugins.transformers_loading import load_tokenizer
 from fslm_core.errors import ModelLoadError
 from fslm_core.runtime.decoding import cut_at_stop
@@ -37,7 +38,7 @@ class RemoteBackend(ModelBackend):
         self.protocol = protocol
         self.tokenizer = tokenizer
         self.base = base
-        self.uses_chat_template = base.chat_template and bool(getattr(tokenizer, "chat_template", None))
+        self.uses_chat_template = uses_chat_template(base, tokenizer)
 
     @classmethod
     def load(cls, spec: ModelSpec) -> RemoteBackend:
@@ -56,14 +57,10 @@ class RemoteBackend(ModelBackend):
         )
 
     def render_prompt(self, instruction: str, user_text: str) -> str:
-        if self.uses_chat_template:
-            messages = [{"role": "system", "content": instruction}, {"role": "user", "content": user_text}]
-            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return self.base.prompt_template.format(instruction=instruction, input=user_text)
+        return render_prompt(self.base, self.tokenizer, self.uses_chat_template, instruction, user_text)
 
     def encode(self, text: str) -> list[int]:
-        # As the transformers backend reads a prompt: a chat template holds its special tokens already.
-        return self.tokenizer(text, add_special_tokens=not self.uses_chat_template)["input_ids"]
+        return encode_prompt(self.tokenizer, self.uses_chat_template, text)
 
     def count_tokens(self, text: str) -> int:
         return len(self.encode(text))
