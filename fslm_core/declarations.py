@@ -294,12 +294,23 @@ class Stack(BaseModel):
             seen.add(stage.name)
         if self.dispatch is not None:
             self._check_dispatch(self.dispatch)
-        if self.fallback is not None and self.fallback.generation is not None and self.final_stage.tool is not None:
-            raise ValueError(
-                f"fallback.generation: the final stage {self.final_stage.name!r} is a tool, whose output has no "
-                "log-probabilities to be unsure of"
-            )
+        if self.fallback is not None and self.fallback.generation is not None:
+            self._check_generation_signal(self.fallback.generation.signal)
         return self
+
+    def _check_generation_signal(self, signal: str) -> None:
+        # A tool's output is judged by the model-written message it ran (cascade.generation_signal).
+        models = [stage for stage in self.stages if stage.tool is None]
+        if not models:
+            raise ValueError(
+                "fallback.generation: every stage is a tool, and a tool's output has no log-probabilities to be "
+                "unsure of"
+            )
+        if signal == "agreement" and models[-1].samples < 2:
+            raise ValueError(
+                f"fallback.generation.signal: agreement needs the last model stage ({models[-1].name!r}) to "
+                "sample several outputs and vote (samples > 1)"
+            )
 
     @field_validator("fallback")
     @classmethod

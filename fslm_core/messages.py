@@ -80,6 +80,17 @@ class Message(BaseModel):
             lines.append(f"    ({self.vote_summary()})")
         return "\n".join(lines)
 
+    @property
+    def agreement(self) -> float | None:
+        """A sampling stage's share of samples whose answer is the kept one's (None for a stage that did not
+        sample; 0 when no sample had an answer)."""
+        chosen = next((vote for vote in self.votes or () if vote.chosen), None)
+        if chosen is None:
+            return None
+        if chosen.key is None:
+            return 0.0
+        return sum(vote.key == chosen.key for vote in self.votes) / len(self.votes)
+
     def vote_summary(self) -> str:
         """``vote: 3 of 5 samples say 16`` for a sampling stage's message."""
         chosen = next((vote for vote in self.votes or () if vote.chosen), None)

@@ -111,9 +111,11 @@ class Vote(BaseModel):
     tool_options: dict[str, Any] = Field(default_factory=dict, description="Options of the tool named by `by`.")
 
 
-GENERATION_SIGNALS = ("mean_logprob", "min_logprob", "p10_logprob")
+GENERATION_SIGNALS = ("mean_logprob", "min_logprob", "p10_logprob", "agreement")
 """Confidence in a generated answer, from its tokens' log-probabilities: their mean, their minimum, and their
-10th percentile (a low quantile is less biased by length than the mean: Gupta et al., ICLR 2024)."""
+10th percentile (a low quantile is less biased by length than the mean: Gupta et al., ICLR 2024); and, for
+a stage that samples k outputs and votes, the share of samples that agree with the kept answer. Where the
+answer comes from a tool stage, the signals are those of the model-written message the tool ran."""
 SCORING_SIGNALS = ("choice_margin", "choice_margin_raw", "choice_probability")
 """Confidence in a multiple-choice answer, from the log-likelihoods of its choices: the gap between the best
 two length-normalised scores (as ``acc_norm`` ranks them), the same gap between summed scores (as ``acc``

@@ -18,7 +18,15 @@ from fslm_core.declarations import load_stack
 from fslm_core.errors import StackFileError
 from fslm_core.experiment.calibration import Document, choose, signal_curve
 from fslm_core.lmeval import FslmLM, task_manager
-from fslm_core.runtime.cascade import FALLBACK_STAGE_PREFIX, choice_signals, fallback_stack, without_fallback
+from fslm_core.messages import Message, SampleVote, Trace
+from fslm_core.runtime.cascade import (
+    FALLBACK_STAGE_PREFIX,
+    choice_signals,
+    fallback_stack,
+    generation_signal,
+    without_fallback,
+)
+from fslm_core.stage_settings import GENERATION_SIGNALS
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -55,13 +63,55 @@ def test_a_fallback_names_what_answers_and_when(tmp_path, fallback, message):
     assert "fallback" in str(error.value)
 
 
-def test_a_tool_at_the_end_has_no_log_probabilities_to_defer_on():
-    with pytest.raises(ValueError, match="fallback.generation: the final stage 'answer' is a tool"):
+def test_a_stack_of_tools_has_no_log_probabilities_to_defer_on():
+    with pytest.raises(ValueError, match="fallback.generation: every stage is a tool"):
         Stack(
             name="c",
             stages=[Stage(name="answer", tool="calculator")],
             fallback={"model": "m", "generation": {"signal": "mean_logprob", "below": -1}},
         )
+    with pytest.raises(ValueError, match="agreement needs the last model stage \\('program'\\) to sample"):
+        Stack(
+            name="c",
+            stages=[Stage(name="program", model="m", instruction="P."), Stage(name="run", tool="python")],
+            fallback={"model": "m", "generation": {"signal": "agreement", "below": 0.5}},
+        )
+
+
+def test_an_answer_a_tool_wrote_is_judged_by_the_model_message_the_tool_ran():
+    votes = [
+        SampleVote(text="print(16)", key="16", mean_logprob=-0.2, chosen=True),
+        SampleVote(text="print(4*4)", key="16", mean_logprob=-0.4),
+        SampleVote(text="print(37)", key="37", mean_logprob=-0.3),
+        SampleVote(text="oops", key=None),
+    ]
+    program = Message(
+        stage="program",
+        text="print(16)",
+        model="m",
+        prompt_tokens=5,
+        completion_tokens=4,
+        latency_s=0.1,
+        batch_size=1,
+        mean_logprob=-0.2,
+        min_logprob=-1.5,
+        p10_logprob=-1.0,
+        votes=votes,
+    )
+    run = Message(
+        stage="run", text="16", model="tool:python", prompt_tokens=0, completion_tokens=0, latency_s=0.0, batch_size=1
+    )
+    trace = Trace(stack="s", prompt="q", messages=[program, run], answer="16")
+    assert program.agreement == 0.5 and run.agreement is None
+    assert {signal: generation_signal(trace, signal) for signal in GENERATION_SIGNALS} == {
+        "mean_logprob": -0.2,
+        "min_logprob": -1.5,
+        "p10_logprob": -1.0,
+        "agreement": 0.5,
+    }
+    no_answer = program.model_copy(update={"votes": [vote.model_copy(update={"key": None}) for vote in votes]})
+    assert no_answer.agreement == 0.0
+    assert generation_signal(Trace(stack="s", prompt="q", messages=[run]), "mean_logprob") is None
 
 
 def test_a_fallback_stack_path_is_kept_relative_to_the_stack_file(tmp_path, tiny_model_id):

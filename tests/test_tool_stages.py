@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from fslm_cli import run_fslm
 
@@ -160,6 +162,15 @@ def test_a_sampling_stage_votes_and_the_trace_shows_every_sample(tiny_model_id, 
         assert message.completion_tokens >= 5  # every sample's tokens are counted
         assert message.vote_summary().startswith(f"vote: {counts[winner.key]} of 5 samples say")
     assert len({vote.text for trace in traces for vote in trace.message("write").votes}) > 3  # they did sample
+
+
+def test_a_sampling_stage_moves_the_progress_bar_as_its_batches_finish(tiny_model_id, pool, monkeypatch, capsys):
+    monkeypatch.setenv("FSLM_PROGRESS_SECONDS", "0")  # a progress line at every update
+    sampling = GenerationSettings(max_new_tokens=4, temperature=1.0)
+    stack = Stack(name="vote", stages=[writer(tiny_model_id, samples=4, vote=Vote(by="text"), generation=sampling)])
+    run_stack(stack, PROMPTS, pool=pool, seed=3, batch_size=4, progress=True)  # 12 rows in batches of 4
+    counts = [int(found) for found in re.findall(r"(\d+)/3 ", capsys.readouterr().err)]
+    assert counts[-1] == 3 and {1, 2} <= set(counts)  # one question at a time, not all at the end
 
 
 def test_a_vote_by_a_tool_keys_each_sample_by_its_output(tiny_model_id, pool):

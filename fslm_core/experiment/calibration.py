@@ -207,7 +207,14 @@ def calibrate(
     if len(output_types) > 1:
         raise InputError("calibration: tasks mix generated and multiple-choice answers; calibrate them apart")
     signals = GENERATION_SIGNALS if output_types == {"generate_until"} else SCORING_SIGNALS
-    curves = {signal: signal_curve(documents, signal) for signal in signals}
+    # A signal no document has (agreement, for a stack that does not sample) has no curve to draw.
+    curves = {
+        signal: signal_curve(documents, signal)
+        for signal in signals
+        if any(doc.signals.get(signal) is not None for doc in documents)
+    }
+    if not curves:
+        raise InputError(f"calibration: no document has a confidence signal ({', '.join(signals)})")
     fallback_accuracy = _mean([doc.fallback for doc in documents])
     signal, point, target = choose(curves, len(documents), fallback_accuracy, share, rate)
     return Calibration(documents, curves, costs, signal, point, target)

@@ -15,11 +15,11 @@ from functools import cached_property
 from ..messages import Trace
 from ..runtime.cascade import (
     DEFERRED,
-    answering_message,
     as_fallback_messages,
     choice_signals,
     decision,
     fallback_stack,
+    generation_signal,
 )
 from ..stage_settings import GENERATION_SIGNALS
 
@@ -82,8 +82,7 @@ class Deferring:
         deferral = self.stack.fallback.generation if self.stack.fallback is not None else None
         deferred = []
         for position, (request, trace) in enumerate(zip(batch, traces)):
-            message = answering_message(trace)
-            record: dict = {"signals": {name: getattr(message, name, None) for name in GENERATION_SIGNALS}}
+            record: dict = {"signals": {name: generation_signal(trace, name) for name in GENERATION_SIGNALS}}
             if deferral is not None:
                 routed = decision(
                     self.final_stage.name, record["signals"][deferral.signal], deferral, self.stack.fallback.label

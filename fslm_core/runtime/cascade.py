@@ -64,8 +64,16 @@ def answering_message(trace: Trace) -> Message | None:
 
 
 def generation_signal(trace: Trace, signal: str) -> float | None:
+    """How sure the stack was of its answer: the signal of the message it came from, or, when a tool wrote
+    that message (a program's output, a calculation), of the nearest model-written message before it."""
     message = answering_message(trace)
-    return None if message is None else getattr(message, signal)
+    if message is None:
+        return None
+    position = next(index for index, candidate in enumerate(trace.messages) if candidate is message)
+    for candidate in reversed(trace.messages[: position + 1]):
+        if not candidate.is_tool:
+            return getattr(candidate, signal)
+    return None
 
 
 def defer_uncertain(

@@ -292,8 +292,7 @@ def generate_or_reuse(
         )
         constraints = [None] * len(jobs)
     if any(stage.samples > 1 for stage in group):
-        generations = sample_and_vote(bound, jobs, fitted, constraints, settings, batch_size)
-        on_batch(len(jobs))
+        generations = sample_and_vote(bound, jobs, fitted, constraints, settings, batch_size, on_batch)
         return generations, [False] * len(jobs)
     keys: list[str | None] = [None] * len(jobs)
     hits: dict[str, Generation] = {}
@@ -339,18 +338,34 @@ def sample_and_vote(
     constraints: Sequence,
     settings: GenerationSettings,
     batch_size: int,
+    on_batch=None,
 ) -> list[Generation]:
-    """Each job's stage samples ``samples`` outputs (rows of one backend call); its vote keeps one per job."""
+    """Each job's stage samples ``samples`` outputs (rows of one backend call); its vote keeps one per job.
+
+    ``on_batch(n)`` hears of jobs as their rows' batches finish (in whole jobs, rows counted evenly), so a
+    long sampling stage moves the progress bar as it goes, not only at its end.
+    """
     backend = bound.stages[jobs[0][0].name].backend
     rows = [index for index, (stage, _) in enumerate(jobs) for _ in range(stage.samples)]
     options = {"constraints": [constraints[index] for index in rows]} if any(constraints) else {}
+    progress = {"rows": 0, "jobs": 0}
+
+    def rows_done(count: int) -> None:
+        progress["rows"] += count
+        jobs_done = min(len(jobs), progress["rows"] * len(jobs) // len(rows))
+        if on_batch is not None and jobs_done > progress["jobs"]:
+            on_batch(jobs_done - progress["jobs"])
+            progress["jobs"] = jobs_done
+
     samples = backend.generate(
         [fitted[index].text for index in rows],
         [bound.stages[jobs[index][0].name].adapter_name for index in rows],
         settings,
         batch_size,
+        on_batch=rows_done,
         **options,
     )
+    rows_done(len(rows) - progress["rows"])
     by_job: dict[int, list[Generation]] = defaultdict(list)
     for index, sample in zip(rows, samples, strict=True):
         by_job[index].append(sample)
