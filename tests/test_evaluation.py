@@ -11,6 +11,7 @@ from lm_eval.api.instance import Instance
 from fslm_core.declarations import GenerationSettings, Stack, Stage
 from fslm_core.errors import InputError, StackFileError, UnknownNameError
 from fslm_core.lmeval import FslmLM, parse_batch_size, task_manager
+from fslm_core.lmeval.partial_scoring import blank_prompt, upstream_prompts
 from fslm_core.runtime import single_model_stack
 from fslm_core.runtime.decoding import cut_at_stop
 
@@ -197,6 +198,50 @@ def test_upstream_stages_run_once_per_context_not_per_choice(
         bootstrap_iters=0,
     )
     assert sum(generated) == 6
+
+
+def test_a_partial_scoring_document_runs_the_upstream_stages_once_and_scores_every_option_after_them(
+    tiny_model_id, tiny_adapters, benchmark_fixture_data, monkeypatch
+):
+    lm = FslmLM(stack=small_stack(tiny_model_id, tiny_adapters), batch_size=8)
+    scored: list[tuple[str, str]] = []
+    real_loglikelihood = lm.final.backend.loglikelihood
+    monkeypatch.setattr(
+        lm.final.backend,
+        "loglikelihood",
+        lambda pairs, *a, **k: scored.extend(pairs) or real_loglikelihood(pairs, *a, **k),
+    )
+    simple_evaluate(
+        model=lm,
+        tasks=["local_winogrande"],
+        task_manager=task_manager(["local_winogrande"]),
+        limit=2,
+        num_fewshot=0,
+        bootstrap_iters=0,
+    )
+    assert lm.upstream_runs == 2 * 2  # two upstream stages x two documents, not x four option contexts
+    documents = lm.document_traces("local_winogrande")
+    for doc in documents:
+        (trace,) = doc["traces"]
+        assert "_" in trace["prompt"] and "Fill the blank (_) with one of: " in trace["prompt"]
+        notes = [message["text"] for message in trace["messages"]]
+        # Both options are scored after the same notes, each in its own context.
+        options = [prompt for prompt, _ in scored if all(note in prompt for note in notes)]
+        assert len(options) == 2 and options[0] != options[1]
+    assert lm.task_cost("local_winogrande")["upstream_once_per_document"] is True
+
+
+def test_the_blank_prompt_keeps_options_whole_and_shows_them():
+    contexts = ["Sarah was a better surgeon than Sam so Sarah", "Sarah was a better surgeon than Sam so Sam"]
+    assert blank_prompt(contexts, " always got the easier cases.") == (
+        "Sarah was a better surgeon than Sam so _ always got the easier cases.\n"
+        "Fill the blank (_) with one of: Sarah; Sam"
+    )
+    requests = [
+        Instance("loglikelihood", {}, (context, " got it."), 0, metadata=("t", 7, 1)) for context in contexts
+    ] + [Instance("loglikelihood", {}, ("Question: 2+2?", " 4"), 0, metadata=("t", 8, 1))]
+    prompts = upstream_prompts(requests)
+    assert prompts[0] == prompts[1] != contexts[0] and prompts[2] == "Question: 2+2?"
 
 
 def test_final_prompt_holds_the_context_and_upstream_messages(tiny_model_id, tiny_adapters):

@@ -14,15 +14,17 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
 from fslm_plugin_benchmarks import DATA_DIR_ENV, FIXTURES_DIR
 
 from fslm_core.errors import InputError, UnknownNameError
-from fslm_core.experiment import STEPS, compare, load_experiment_config, mcnemar_exact, run_experiment
-from fslm_core.experiment.answer_bias import correct_options
+from fslm_core.experiment import STEPS, compare, load_experiment_config, mcnemar_exact, report, run_experiment
+from fslm_core.experiment.answer_bias import MostCommonAnswer, correct_options
 from fslm_core.experiment.comparisons import holm
+from fslm_core.experiment.eval_runs import upstream_per_option
 from fslm_core.experiment.report import adapter_parameters
 from fslm_core.lmeval import task_manager
 
@@ -217,6 +219,40 @@ def test_paired_statistics_on_known_cases():
     # Holm: the smallest p times the family size, the next times one less, never below an earlier one
     assert holm([0.01, 0.04, 0.03, 0.5]) == pytest.approx([0.04, 0.09, 0.09, 0.5])
     assert holm([0.6, 0.2]) == pytest.approx([0.6, 0.4]) and holm([]) == []
+
+
+def test_pooled_rows_share_the_tasks_holm_family_and_incomparable_or_leaning_tasks_are_set_apart():
+    def result(scores, stack=False, per_option=None):
+        cost = {"upstream_stages": 3 if stack else 0}
+        if per_option is not None:
+            cost["upstream_once_per_document"] = not per_option
+        return {"scores": {str(i): float(s) for i, s in enumerate(scores)}, "cost": cost, "sample_traces": []}
+
+    yes_no = [1] * 60 + [0] * 40  # the correct option per document: "yes" is right on 60 of 100
+    results = {
+        # the stack says "yes" to everything: 0.60, a lead over the single model's 0.45 that is a lean
+        ("stack-trained", "boolq"): result(yes_no, stack=True, per_option=False),
+        ("single", "boolq"): result([1] * 30 + [0] * 30 + [1] * 15 + [0] * 25),
+        ("stack-trained", "arc"): result([1, 0] * 50, stack=True, per_option=False),
+        ("single", "arc"): result([1, 0] * 50),
+        # an old partial-scoring result: one upstream trace per option in its sample traces
+        ("stack-trained", "winogrande"): {**result([1] * 100, stack=True), "sample_traces": [{"traces": [{}, {}]}]},
+        ("single", "winogrande"): result([0] * 100),
+    }
+    config = SimpleNamespace(evaluation=SimpleNamespace(tasks=["boolq", "arc", "winogrande"]))
+    answers = {"boolq": MostCommonAnswer({i: int(not c) for i, c in enumerate(yes_no)}, {i: 2 for i in range(100)})}
+    assert upstream_per_option(results[("stack-trained", "winogrande")])
+    assert not upstream_per_option(results[("stack-trained", "arc")]) and not upstream_per_option(
+        results[("single", "arc")]
+    )
+
+    family = report._family(config, results, "stack-trained", "single", answers)
+    assert list(family) == ["boolq", "arc", "all tasks (200 documents)", "all tasks but boolq (100 documents)"]
+    raw = [comparison.p_value for comparison, _ in family.values()]
+    assert [adjusted for _, adjusted in family.values()] == pytest.approx(holm(raw))  # one family, pools included
+    assert report._not_comparable(config, results, "stack-trained", "single") == ["winogrande"]
+    (reading,) = report._reading(config, results, {pair: family for pair in report.COMPARISONS})[:1]
+    assert "these tasks but boolq" in reading and "Left out as not comparable: winogrande" in reading
 
 
 def test_most_common_correct_answer_and_each_system_s_lean_come_from_the_task_data(monkeypatch):

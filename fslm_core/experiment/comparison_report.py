@@ -17,7 +17,7 @@ from ..messages import Trace
 from .cascade_report import cascade_sections
 from .comparison_config import ComparisonConfig
 from .comparisons import compare, holm, mean_and_stderr
-from .eval_runs import read_result
+from .eval_runs import read_result, upstream_per_option
 from .provenance import result_machines
 from .report_sections import document_traces
 
@@ -124,8 +124,15 @@ def _task_section(config: ComparisonConfig, task: str, results: dict) -> list[st
 
 def _paired(config: ComparisonConfig, task: str, done: dict) -> list[str]:
     pairs = [(a, b) for a, b in config.pairs if a in done and b in done]
+    apart = [(a, b) for a, b in pairs if upstream_per_option(done[a]) or upstream_per_option(done[b])]
+    pairs = [pair for pair in pairs if pair not in apart]
+    notes = [
+        f"Not compared: {a} vs {b}: a stack's upstream stages ran once per option of each document, so its "
+        "options were scored after different notes."
+        for a, b in apart
+    ]
     if not pairs:
-        return []
+        return [*notes, ""] if notes else []
     tests = []
     for a, b in pairs:
         ids = [doc for doc in done[a]["scores"] if doc in done[b]["scores"]]
@@ -146,6 +153,7 @@ def _paired(config: ComparisonConfig, task: str, done: dict) -> list[str]:
         "Holm's adjustment is over the comparisons of this task. A difference whose interval holds 0 is inside "
         "the noise.",
         "",
+        *[line for note in notes for line in (note, "")],
     ]
     return lines
 

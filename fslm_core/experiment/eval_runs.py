@@ -37,6 +37,20 @@ def read_result(output: Path, system: str, task: str) -> dict | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
+def upstream_per_option(result: dict) -> bool:
+    """Whether a stack's result ran its upstream stages once per option of a document (a partial-scoring
+    task, before fslm ran them once per document): its options were scored after different notes, so the
+    result is not comparable with another system's."""
+    cost = result.get("cost", {})
+    if not cost.get("upstream_stages"):
+        return False
+    once = cost.get("upstream_once_per_document")
+    if once is not None:
+        return not once
+    # Results written before the flag: their sample traces show one trace per option.
+    return any(len(document.get("traces", [])) > 1 for document in result.get("sample_traces", []))
+
+
 @dataclass(frozen=True)
 class EvalPlan:
     """What the eval step runs: each system (a name and how to build its stack) on each task.

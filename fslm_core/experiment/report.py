@@ -18,7 +18,7 @@ from ..runtime.costs import adapter_parameters as count_adapter_parameters
 from .answer_bias import MostCommonAnswer, correct_options
 from .comparisons import compare, holm, mean_and_stderr
 from .config import STEPS, ExperimentConfig
-from .eval_runs import read_result
+from .eval_runs import read_result, upstream_per_option
 from .provenance import result_machines
 from .report_sections import ablation_tables, document_traces, stage_table
 from .stage_checks import CHECKS_FILE
@@ -46,7 +46,7 @@ def _cell(result: dict | None) -> str:
     if result is None:
         return "-"
     mean, stderr = mean_and_stderr(list(result["scores"].values()))
-    return f"{mean:.3f} ± {stderr:.3f}"
+    return f"{mean:.3f} ± {stderr:.3f}{' †' if upstream_per_option(result) else ''}"
 
 
 def _paired(a: dict | None, b: dict | None):
@@ -56,21 +56,67 @@ def _paired(a: dict | None, b: dict | None):
     return compare([a["scores"][i] for i in ids], [b["scores"][i] for i in ids])
 
 
-def _family(config: ExperimentConfig, results: dict, a: str, b: str) -> dict:
-    """System a against b on every task both have: task -> (comparison, Holm-adjusted p over these tasks)."""
+POOLED = "all tasks"
+"""How a family's pooled rows start: ``all tasks (N documents)``, ``all tasks but X (N documents)``."""
+
+
+def _comparable(results: dict, a: str, b: str, task: str) -> bool:
+    """Both systems have the task, and neither scored its options after different upstream notes."""
+    found = [results.get((system, task)) for system in (a, b)]
+    return all(result is not None and not upstream_per_option(result) for result in found)
+
+
+def _not_comparable(config: ExperimentConfig, results: dict, a: str, b: str) -> list[str]:
+    return [
+        task
+        for task in config.evaluation.tasks
+        if (a, task) in results and (b, task) in results and not _comparable(results, a, b, task)
+    ]
+
+
+def _leans(results: dict, answers: dict[str, MostCommonAnswer], system: str, tests: dict) -> list[str]:
+    """Tasks where ``system`` seems to win (p < 0.05 before adjustment) while scoring no better than always
+    giving the most common correct option: a lean towards that answer, not a reading of the documents."""
+    leaning = []
+    for task, comparison in tests.items():
+        found, result = answers.get(task), results.get((system, task))
+        if found is None or result is None or comparison.difference <= 0 or comparison.p_value >= 0.05:
+            continue
+        mean, stderr = mean_and_stderr(list(result["scores"].values()))
+        if mean <= found.share + stderr:
+            leaning.append(task)
+    return leaning
+
+
+def _family(
+    config: ExperimentConfig, results: dict, a: str, b: str, answers: dict[str, MostCommonAnswer] | None = None
+) -> dict:
+    """System a against b: row -> (comparison, Holm-adjusted p). Rows: every task both have comparably, the
+    pool of those tasks' documents and, where a lead on some task is a lean towards its most common answer,
+    the pool without those tasks. Holm's adjustment runs over all of these rows together, pooled ones too."""
     found = {
         task: comparison
         for task in config.evaluation.tasks
-        if (comparison := _paired(results.get((a, task)), results.get((b, task)))) is not None
+        if _comparable(results, a, b, task)
+        and (comparison := _paired(results.get((a, task)), results.get((b, task)))) is not None
     }
-    adjusted = holm([comparison.p_value for comparison in found.values()])
-    return {task: (comparison, p) for (task, comparison), p in zip(found.items(), adjusted)}
+    rows = dict(found)
+    pooled = _pooled(results, a, b, list(found))
+    if pooled is not None:
+        rows[f"{POOLED} ({pooled.documents} documents)"] = pooled
+    leaning = _leans(results, answers or {}, a, found)
+    rest = [task for task in found if task not in leaning]
+    if leaning and rest:
+        without = _pooled(results, a, b, rest)
+        rows[f"{POOLED} but {', '.join(leaning)} ({without.documents} documents)"] = without
+    adjusted = holm([comparison.p_value for comparison in rows.values()])
+    return {row: (comparison, p) for (row, comparison), p in zip(rows.items(), adjusted)}
 
 
-def _pooled(config: ExperimentConfig, results: dict, a: str, b: str):
-    """System a against b over the documents of all tasks both have, each document counted once."""
+def _pooled(results: dict, a: str, b: str, tasks: list[str]):
+    """System a against b over the documents of ``tasks``, each document counted once."""
     first, second = [], []
-    for task in config.evaluation.tasks:
+    for task in tasks:
         x, y = results.get((a, task)), results.get((b, task))
         if x is None or y is None:
             continue
@@ -80,12 +126,15 @@ def _pooled(config: ExperimentConfig, results: dict, a: str, b: str):
     return compare(first, second) if first else None
 
 
-def _reading(config: ExperimentConfig, results: dict, state: dict) -> list[str]:
+def _reading(config: ExperimentConfig, results: dict, families: dict) -> list[str]:
     """Plain sentences: where the trained stack wins or loses, by how much, and what is inside the noise."""
     lines = []
     for a, b in COMPARISONS[:2]:
         wins, losses, noise = [], [], []
-        for task, (comparison, adjusted) in _family(config, results, a, b).items():
+        family = families[(a, b)]
+        for task, (comparison, adjusted) in family.items():
+            if task.startswith(POOLED):
+                continue
             item = f"{task} ({comparison.difference:+.3f}, Holm p = {adjusted:.3g})"
             if adjusted < 0.05:
                 (wins if comparison.difference > 0 else losses).append(item)
@@ -102,17 +151,29 @@ def _reading(config: ExperimentConfig, results: dict, state: dict) -> list[str]:
             if noise
             else "."
         )
-        pooled = _pooled(config, results, a, b)
-        if pooled is not None:
+        for row, (pooled, adjusted) in family.items():
+            if not row.startswith(POOLED):
+                continue
             verdict = (
                 "inside the noise"
-                if not pooled.significant
+                if adjusted >= 0.05
                 else ("in the stack's favour" if pooled.difference > 0 else "against the stack")
             )
+            which = (
+                "these tasks"
+                if row.startswith(f"{POOLED} (")
+                else f"these tasks but {row.split(' but ')[1].split(' (')[0]}"
+            )
             parts.append(
-                f" Over all {pooled.documents} documents of these tasks the mean difference is "
+                f" Over the {pooled.documents} documents of {which} the mean difference is "
                 f"{pooled.difference:+.3f} (95% interval [{pooled.ci_low:+.3f}, {pooled.ci_high:+.3f}], "
-                f"p = {pooled.p_value:.3g}): {verdict}."
+                f"Holm p = {adjusted:.3g}): {verdict}."
+            )
+        apart = _not_comparable(config, results, a, b)
+        if apart:
+            parts.append(
+                f" Left out as not comparable: {', '.join(apart)} (the stack's upstream stages ran once per option, "
+                "so its options were scored after different notes)."
             )
         lines.append("".join(parts))
     return lines
@@ -336,20 +397,30 @@ def write_report(config: ExperimentConfig, output: Path, state: dict, registry: 
         cells = " | ".join(_cell(results.get((system, task))) for system in config.systems)
         common = f"{answers[task].share:.3f}" if task in answers else "-"
         lines.append(f"| {task} | {first['metric']} | {len(first['doc_ids'])} | {cells} | {common} |")
+    if any(upstream_per_option(result) for result in results.values()):
+        lines += [
+            "",
+            "† The stack's upstream stages ran once per option of each document (a partial-scoring task, "
+            "evaluated before fslm ran them once per document), so each option was scored after different "
+            "notes: not comparable with the other systems, and left out of the paired tests and pools.",
+        ]
     lines += ["", "## Paired differences (same documents)", ""]
     lines += [
         "Difference of means, its 95% interval from a paired bootstrap, and a two-sided p-value "
         "(McNemar's exact test for 0/1 scores, the paired bootstrap for TruthfulQA's mc2 and for pools that "
         "hold it). With one test per task, each comparison's p-values are also adjusted over its tasks by "
         "Holm's method; the reading uses the adjusted ones. The last rows pool every document of the tasks "
-        "both systems have.",
+        "both systems have comparably (and, where a lead is a lean towards a task's most common answer, every "
+        "document but that task's); the pooled rows are adjusted in the same family as the tasks.",
         "",
         "| task | comparison | difference | 95% interval | p | p, Holm | reading |",
         "|---|---|---|---|---|---|---|",
     ]
-    families = {(a, b): _family(config, results, a, b) for a, b in COMPARISONS}
+    families = {(a, b): _family(config, results, a, b, answers) for a, b in COMPARISONS}
     for task in config.evaluation.tasks:
         for a, b in COMPARISONS:
+            if task in _not_comparable(config, results, a, b):
+                lines.append(f"| {task} | {a} − {b} | - | - | - | - | not comparable (†) |")
             if task not in families[(a, b)]:
                 continue
             comparison, adjusted = families[(a, b)][task]
@@ -360,16 +431,16 @@ def write_report(config: ExperimentConfig, output: Path, state: dict, registry: 
                 f"{adjusted:.3g} | {reading} |"
             )
     for a, b in COMPARISONS:
-        pooled = _pooled(config, results, a, b)
-        if pooled is None:
-            continue
-        reading = "inside the noise" if not pooled.significant else ("better" if pooled.difference > 0 else "worse")
-        lines.append(
-            f"| all tasks ({pooled.documents} documents) | {a} − {b} | {pooled.difference:+.3f} | "
-            f"[{pooled.ci_low:+.3f}, {pooled.ci_high:+.3f}] | {pooled.p_value:.3g} | - | {reading} |"
-        )
+        for row, (pooled, adjusted) in families[(a, b)].items():
+            if not row.startswith(POOLED):
+                continue
+            reading = "inside the noise" if adjusted >= 0.05 else ("better" if pooled.difference > 0 else "worse")
+            lines.append(
+                f"| {row} | {a} − {b} | {pooled.difference:+.3f} | [{pooled.ci_low:+.3f}, {pooled.ci_high:+.3f}] | "
+                f"{pooled.p_value:.3g} | {adjusted:.3g} | {reading} |"
+            )
     lines += ["", "## Reading"]
-    for paragraph in _reading(config, results, state) + _lean_reading(results, answers, families):
+    for paragraph in _reading(config, results, families) + _lean_reading(results, answers, families):
         lines += ["", paragraph]
     lines += _lean(config, results, answers)
     lines += ["", "## Cost", ""] + _costs(config, output, results, state)

@@ -6,10 +6,14 @@
     Every stage runs; the final stage generates with the request's ``until``
     stop strings and ``max_gen_toks``.
 ``loglikelihood`` (all multiple-choice tasks)
-    The upstream stages (all but the last) run once per distinct context, in
-    batches, not once per answer choice. The final stage then scores each
-    continuation after its own prompt, built from the context and the upstream
-    messages, with its adapter active. Returns ``(logprob, is_greedy)``.
+    The upstream stages (all but the last) run once per document, in batches,
+    not once per answer choice. The final stage then scores each continuation
+    after its own prompt, built from the context and the upstream messages,
+    with its adapter active. Returns ``(logprob, is_greedy)``. Where a task
+    gives each option its own context (WinoGrande's partial scoring), the
+    upstream stages read the document as a sentence with a blank and its
+    options (:mod:`.partial_scoring`), and each option's context is scored
+    after those same messages.
 ``loglikelihood_rolling``
     The final stage's model (with its adapter) scores the text.
 
@@ -70,6 +74,7 @@ from .model_args import (
     parse_batch_size,
     request_settings,
 )
+from .partial_scoring import upstream_prompts
 
 FINAL_PROMPT_MODES = ("stage", "plain")
 
@@ -269,13 +274,19 @@ class FslmLM(Deferring, LM):
             return []
         self._check_scorable()
         pairs = [request.args for request in requests]
-        traces = self.upstream_traces([context for context, _ in pairs], progress=self._show_progress(disable_tqdm))
+        read = upstream_prompts(requests) if self.upstream_stack is not None else [context for context, _ in pairs]
+        traces = self.upstream_traces(read, progress=self._show_progress(disable_tqdm))
         self._remember(requests, traces)
-        prompts = {trace.prompt: self.final_prompt_for(trace) for trace in traces}
-        scored = [
-            (prompts[context], self._continuation_for(prompts[context], continuation))
-            for context, continuation in pairs
-        ]
+        prompts: dict[tuple[str, str], str] = {}
+        for trace, (context, _) in zip(traces, pairs):
+            if (trace.prompt, context) not in prompts:
+                # A partial-scoring option is scored in its own context after the document's notes.
+                own = trace if trace.prompt == context else trace.model_copy(update={"prompt": context})
+                prompts[(trace.prompt, context)] = self.final_prompt_for(own)
+        scored = []
+        for trace, (context, continuation) in zip(traces, pairs):
+            prompt = prompts[(trace.prompt, context)]
+            scored.append((prompt, self._continuation_for(prompt, continuation)))
         options = {"add_special_tokens": True} if self.final_prompt == "plain" else {}
         results = self._scores(scored, options)
         results = self._defer_uncertain_choices(requests, results)
@@ -415,8 +426,12 @@ class FslmLM(Deferring, LM):
         total = sum(per_document)
         cached = sum(bool(m.get("cached")) for doc in documents for trace in doc["traces"] for m in trace["messages"])
         deferred = {"deferred_documents": sum(doc.get("path") == "fallback" for doc in documents)}
+        # Whether every document's upstream stages ran once (a partial-scoring task runs them on the document
+        # with a blank, not per option): reports compare stacks only on such results.
+        once = {"upstream_once_per_document": all(len(doc["traces"]) <= 1 for doc in documents)}
         return {
             **(deferred if self.stack.fallback is not None else {}),
+            **(once if upstream else {}),
             "documents": len(per_document),
             "upstream_stages": len(upstream),
             "upstream_cached_messages": cached,
