@@ -25,6 +25,7 @@ from fslm_core.experiment import STEPS, compare, load_experiment_config, mcnemar
 from fslm_core.experiment.answer_bias import MostCommonAnswer, correct_options
 from fslm_core.experiment.comparisons import holm
 from fslm_core.experiment.eval_runs import upstream_per_option
+from fslm_core.experiment.provenance import commit_line
 from fslm_core.experiment.report import adapter_parameters
 from fslm_core.lmeval import task_manager
 
@@ -253,6 +254,17 @@ def test_pooled_rows_share_the_tasks_holm_family_and_incomparable_or_leaning_tas
     assert report._not_comparable(config, results, "stack-trained", "single") == ["winogrande"]
     (reading,) = report._reading(config, results, {pair: family for pair in report.COMPARISONS})[:1]
     assert "these tasks but boolq" in reading and "Left out as not comparable: winogrande" in reading
+
+
+def test_a_report_names_the_commit_behind_its_results_and_warns_when_they_differ():
+    def made_by(commit):
+        return {"provenance": {"commit": commit}} if commit else {}
+
+    assert commit_line([made_by("abc"), made_by("abc")]) == "Every result was produced by code commit `abc`."
+    mixed = commit_line([made_by("abc"), made_by("def"), made_by("abc"), made_by(None)])
+    assert mixed.startswith("**The results come from different or unrecorded code**: `abc` (2), `def` (1), ")
+    assert "`not recorded` (1)" in mixed
+    assert "different or unrecorded" in commit_line([made_by(None)])
 
 
 def test_most_common_correct_answer_and_each_system_s_lean_come_from_the_task_data(monkeypatch):

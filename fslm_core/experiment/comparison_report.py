@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections import Counter
 from pathlib import Path
 
 from ..files import atomic_write_text
@@ -18,7 +17,7 @@ from .cascade_report import cascade_sections
 from .comparison_config import ComparisonConfig
 from .comparisons import compare, holm, mean_and_stderr
 from .eval_runs import read_result, upstream_per_option
-from .provenance import result_machines
+from .provenance import commit_line, result_machines
 from .report_sections import document_traces
 
 DEMO_FILE = "demo.jsonl"
@@ -39,7 +38,6 @@ def write_comparison_report(config: ComparisonConfig, output: Path, command: str
         for system in config.systems
         if (result := read_result(output, system, task)) is not None
     }
-    commits = Counter(result.get("provenance", {}).get("commit") or "unknown" for result in results.values())
     lines = [
         f"# {config.name}",
         "",
@@ -48,7 +46,7 @@ def write_comparison_report(config: ComparisonConfig, output: Path, command: str
         f"`{output.name}/eval/` ({len(results)} of {len(config.systems) * len(config.evaluation.tasks)} done); "
         f"machine: {result_machines(results.values())}.",
         "",
-        _commit_line(commits),
+        commit_line(results.values()),
         "",
         "Systems:",
         "",
@@ -72,19 +70,6 @@ def _stack_label(stack: str) -> str:
     """A registered name as it is; a file or folder by its last two parts (``package/stack``, not ``stack``)."""
     path = Path(stack)
     return "/".join(path.parts[-2:]) if path.is_absolute() else stack
-
-
-def _commit_line(commits: Counter) -> str:
-    if not commits:
-        return "No results yet."
-    if len(commits) == 1:
-        (commit,) = commits
-        return f"Every result was produced by code commit `{commit}`."
-    listed = ", ".join(f"`{commit}` ({count})" for commit, count in commits.most_common())
-    return (
-        f"**The results come from different code**: {listed}. Rows are marked with their commit; delete the "
-        "stale result files and rerun to put them on one commit."
-    )
 
 
 def _task_section(config: ComparisonConfig, task: str, results: dict) -> list[str]:

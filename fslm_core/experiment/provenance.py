@@ -73,6 +73,29 @@ def result_machines(results: Iterable[dict]) -> str:
     return "; ".join(parts) or describe_machine(cpu_summary())
 
 
+UNRECORDED = "not recorded"
+
+
+def result_commits(results: Iterable[dict]) -> Counter:
+    """How many of ``results`` each code commit produced (results that predate the record: ``not recorded``)."""
+    return Counter(result.get("provenance", {}).get("commit") or UNRECORDED for result in results)
+
+
+def commit_line(results: Iterable[dict]) -> str:
+    """A report's sentence on the code behind its results: one commit, or a warning naming each."""
+    commits = result_commits(results)
+    if not commits:
+        return "No results yet."
+    if len(commits) == 1 and UNRECORDED not in commits:
+        (commit,) = commits
+        return f"Every result was produced by code commit `{commit}`."
+    listed = ", ".join(f"`{commit}` ({count})" for commit, count in commits.most_common())
+    return (
+        f"**The results come from different or unrecorded code**: {listed}. Delete the stale result files and "
+        "rerun to put them on one commit."
+    )
+
+
 def provenance(stack: Stack, plan: Any) -> dict:
     """The code, packages, dtype and scoring settings behind one eval result of ``stack`` under ``plan``."""
     from ..runtime.dtype_choice import auto_dtype

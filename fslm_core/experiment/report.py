@@ -19,7 +19,7 @@ from .answer_bias import MostCommonAnswer, correct_options
 from .comparisons import compare, holm, mean_and_stderr
 from .config import STEPS, ExperimentConfig
 from .eval_runs import read_result, upstream_per_option
-from .provenance import result_machines
+from .provenance import commit_line, result_machines
 from .report_sections import ablation_tables, document_traces, stage_table
 from .stage_checks import CHECKS_FILE
 from .systems import BASELINE_DIR, DESCRIPTIONS, STACK_DIR, trained_folder
@@ -382,6 +382,7 @@ def write_report(config: ExperimentConfig, output: Path, state: dict, registry: 
         f"{config.evaluation.generation_documents}), else a seeded subset of that size.",
         f"- Benchmark data: {_data_files(config, results)}.",
         f"- Machine: {result_machines(results.values())}.",
+        f"- Code: {commit_line(results.values())}",
         "",
         "Systems: " + "; ".join(f"**{system}**: {DESCRIPTIONS[system]}" for system in config.systems) + ".",
         "",
