@@ -302,10 +302,7 @@ class Stack(BaseModel):
         # A tool's output is judged by the model-written message it ran (cascade.generation_signal).
         models = [stage for stage in self.stages if stage.tool is None]
         if not models:
-            raise ValueError(
-                "fallback.generation: every stage is a tool, and a tool's output has no log-probabilities to be "
-                "unsure of"
-            )
+            raise ValueError("fallback.generation: every stage is a tool, whose output has no log-probabilities")
         if signal == "agreement" and models[-1].samples < 2:
             raise ValueError(
                 f"fallback.generation.signal: agreement needs the last model stage ({models[-1].name!r}) to "

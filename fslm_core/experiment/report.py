@@ -16,9 +16,10 @@ from ..files import atomic_write_text, safe_file_name
 from ..plugins import Registry
 from ..runtime.costs import adapter_parameters as count_adapter_parameters
 from .answer_bias import MostCommonAnswer, correct_options
-from .comparisons import compare, holm, mean_and_stderr
+from .comparisons import mean_and_stderr
 from .config import STEPS, ExperimentConfig
 from .eval_runs import read_result, upstream_per_option
+from .paired_families import POOLED, family, not_comparable
 from .provenance import commit_line, result_machines
 from .report_sections import ablation_tables, document_traces, stage_table
 from .stage_checks import CHECKS_FILE
@@ -47,83 +48,6 @@ def _cell(result: dict | None) -> str:
         return "-"
     mean, stderr = mean_and_stderr(list(result["scores"].values()))
     return f"{mean:.3f} ± {stderr:.3f}{' †' if upstream_per_option(result) else ''}"
-
-
-def _paired(a: dict | None, b: dict | None):
-    if a is None or b is None:
-        return None
-    ids = sorted(set(a["scores"]) & set(b["scores"]), key=int)
-    return compare([a["scores"][i] for i in ids], [b["scores"][i] for i in ids])
-
-
-POOLED = "all tasks"
-"""How a family's pooled rows start: ``all tasks (N documents)``, ``all tasks but X (N documents)``."""
-
-
-def _comparable(results: dict, a: str, b: str, task: str) -> bool:
-    """Both systems have the task, and neither scored its options after different upstream notes."""
-    found = [results.get((system, task)) for system in (a, b)]
-    return all(result is not None and not upstream_per_option(result) for result in found)
-
-
-def _not_comparable(config: ExperimentConfig, results: dict, a: str, b: str) -> list[str]:
-    return [
-        task
-        for task in config.evaluation.tasks
-        if (a, task) in results and (b, task) in results and not _comparable(results, a, b, task)
-    ]
-
-
-def _leans(results: dict, answers: dict[str, MostCommonAnswer], system: str, tests: dict) -> list[str]:
-    """Tasks where ``system`` seems to win (p < 0.05 before adjustment) while scoring no better than always
-    giving the most common correct option: a lean towards that answer, not a reading of the documents."""
-    leaning = []
-    for task, comparison in tests.items():
-        found, result = answers.get(task), results.get((system, task))
-        if found is None or result is None or comparison.difference <= 0 or comparison.p_value >= 0.05:
-            continue
-        mean, stderr = mean_and_stderr(list(result["scores"].values()))
-        if mean <= found.share + stderr:
-            leaning.append(task)
-    return leaning
-
-
-def _family(
-    config: ExperimentConfig, results: dict, a: str, b: str, answers: dict[str, MostCommonAnswer] | None = None
-) -> dict:
-    """System a against b: row -> (comparison, Holm-adjusted p). Rows: every task both have comparably, the
-    pool of those tasks' documents and, where a lead on some task is a lean towards its most common answer,
-    the pool without those tasks. Holm's adjustment runs over all of these rows together, pooled ones too."""
-    found = {
-        task: comparison
-        for task in config.evaluation.tasks
-        if _comparable(results, a, b, task)
-        and (comparison := _paired(results.get((a, task)), results.get((b, task)))) is not None
-    }
-    rows = dict(found)
-    pooled = _pooled(results, a, b, list(found))
-    if pooled is not None:
-        rows[f"{POOLED} ({pooled.documents} documents)"] = pooled
-    leaning = _leans(results, answers or {}, a, found)
-    rest = [task for task in found if task not in leaning]
-    if leaning and rest:
-        without = _pooled(results, a, b, rest)
-        rows[f"{POOLED} but {', '.join(leaning)} ({without.documents} documents)"] = without
-    adjusted = holm([comparison.p_value for comparison in rows.values()])
-    return {row: (comparison, p) for (row, comparison), p in zip(rows.items(), adjusted)}
-
-
-def _pooled(results: dict, a: str, b: str, tasks: list[str]):
-    """System a against b over the documents of ``tasks``, each document counted once."""
-    first, second = [], []
-    for task in tasks:
-        x, y = results.get((a, task)), results.get((b, task))
-        if x is None or y is None:
-            continue
-        for doc in sorted(set(x["scores"]) & set(y["scores"]), key=int):
-            first.append(x["scores"][doc])
-            second.append(y["scores"][doc])
-    return compare(first, second) if first else None
 
 
 def _reading(config: ExperimentConfig, results: dict, families: dict) -> list[str]:
@@ -169,7 +93,7 @@ def _reading(config: ExperimentConfig, results: dict, families: dict) -> list[st
                 f"{pooled.difference:+.3f} (95% interval [{pooled.ci_low:+.3f}, {pooled.ci_high:+.3f}], "
                 f"Holm p = {adjusted:.3g}): {verdict}."
             )
-        apart = _not_comparable(config, results, a, b)
+        apart = not_comparable(config, results, a, b)
         if apart:
             parts.append(
                 f" Left out as not comparable: {', '.join(apart)} (the stack's upstream stages ran once per option, "
@@ -417,10 +341,10 @@ def write_report(config: ExperimentConfig, output: Path, state: dict, registry: 
         "| task | comparison | difference | 95% interval | p | p, Holm | reading |",
         "|---|---|---|---|---|---|---|",
     ]
-    families = {(a, b): _family(config, results, a, b, answers) for a, b in COMPARISONS}
+    families = {(a, b): family(config, results, a, b, answers) for a, b in COMPARISONS}
     for task in config.evaluation.tasks:
         for a, b in COMPARISONS:
-            if task in _not_comparable(config, results, a, b):
+            if task in not_comparable(config, results, a, b):
                 lines.append(f"| {task} | {a} − {b} | - | - | - | - | not comparable (†) |")
             if task not in families[(a, b)]:
                 continue

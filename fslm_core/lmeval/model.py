@@ -9,11 +9,8 @@
     The upstream stages (all but the last) run once per document, in batches,
     not once per answer choice. The final stage then scores each continuation
     after its own prompt, built from the context and the upstream messages,
-    with its adapter active. Returns ``(logprob, is_greedy)``. Where a task
-    gives each option its own context (WinoGrande's partial scoring), the
-    upstream stages read the document as a sentence with a blank and its
-    options (:mod:`.partial_scoring`), and each option's context is scored
-    after those same messages.
+    with its adapter active. Returns ``(logprob, is_greedy)``. Partial-scoring
+    tasks (WinoGrande): see :mod:`.partial_scoring`.
 ``loglikelihood_rolling``
     The final stage's model (with its adapter) scores the text.
 
@@ -74,7 +71,7 @@ from .model_args import (
     parse_batch_size,
     request_settings,
 )
-from .partial_scoring import upstream_prompts
+from .partial_scoring import final_prompts, upstream_prompts
 
 FINAL_PROMPT_MODES = ("stage", "plain")
 
@@ -277,16 +274,10 @@ class FslmLM(Deferring, LM):
         read = upstream_prompts(requests) if self.upstream_stack is not None else [context for context, _ in pairs]
         traces = self.upstream_traces(read, progress=self._show_progress(disable_tqdm))
         self._remember(requests, traces)
-        prompts: dict[tuple[str, str], str] = {}
-        for trace, (context, _) in zip(traces, pairs):
-            if (trace.prompt, context) not in prompts:
-                # A partial-scoring option is scored in its own context after the document's notes.
-                own = trace if trace.prompt == context else trace.model_copy(update={"prompt": context})
-                prompts[(trace.prompt, context)] = self.final_prompt_for(own)
-        scored = []
-        for trace, (context, continuation) in zip(traces, pairs):
-            prompt = prompts[(trace.prompt, context)]
-            scored.append((prompt, self._continuation_for(prompt, continuation)))
+        prompts = final_prompts(traces, [context for context, _ in pairs], self.final_prompt_for)
+        scored = [
+            (prompt, self._continuation_for(prompt, continuation)) for prompt, (_, continuation) in zip(prompts, pairs)
+        ]
         options = {"add_special_tokens": True} if self.final_prompt == "plain" else {}
         results = self._scores(scored, options)
         results = self._defer_uncertain_choices(requests, results)
@@ -426,8 +417,7 @@ class FslmLM(Deferring, LM):
         total = sum(per_document)
         cached = sum(bool(m.get("cached")) for doc in documents for trace in doc["traces"] for m in trace["messages"])
         deferred = {"deferred_documents": sum(doc.get("path") == "fallback" for doc in documents)}
-        # Whether every document's upstream stages ran once (a partial-scoring task runs them on the document
-        # with a blank, not per option): reports compare stacks only on such results.
+        # Upstream stages once per document (not per option): reports compare stacks only on such results.
         once = {"upstream_once_per_document": all(len(doc["traces"]) <= 1 for doc in documents)}
         return {
             **(deferred if self.stack.fallback is not None else {}),

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 
 def blank_prompt(contexts: Sequence[str], continuation: str) -> str:
@@ -43,4 +43,17 @@ def upstream_prompts(requests: Sequence) -> list[str]:
             shared = blank_prompt(contexts, continuations.pop())
             for index in indices:
                 prompts[index] = shared
+    return prompts
+
+
+def final_prompts(traces: Sequence, contexts: Sequence[str], render: Callable) -> list[str]:
+    """The final stage's prompt for each request: ``render`` of its upstream trace, read in the request's own
+    context (a partial-scoring option after its document's notes); each distinct pair rendered once."""
+    rendered: dict[tuple[str, str], str] = {}
+    prompts = []
+    for trace, context in zip(traces, contexts):
+        key = (trace.prompt, context)
+        if key not in rendered:
+            rendered[key] = render(trace if trace.prompt == context else trace.model_copy(update={"prompt": context}))
+        prompts.append(rendered[key])
     return prompts
