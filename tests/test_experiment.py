@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,10 +19,19 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
+from fslm_cli import run_fslm
 from fslm_plugin_benchmarks import DATA_DIR_ENV, FIXTURES_DIR
 
 from fslm_core.errors import InputError, UnknownNameError
-from fslm_core.experiment import STEPS, compare, load_experiment_config, mcnemar_exact, report, run_experiment
+from fslm_core.experiment import (
+    STEPS,
+    compare,
+    load_experiment_config,
+    mcnemar_exact,
+    paired_families,
+    report,
+    run_experiment,
+)
 from fslm_core.experiment.answer_bias import MostCommonAnswer, correct_options
 from fslm_core.experiment.comparisons import holm
 from fslm_core.experiment.eval_runs import upstream_per_option
@@ -160,6 +170,42 @@ def test_stage_checks_and_report(finished):
     assert float(arc_row.rstrip(" |").rsplit("|", 1)[1]) > 0
 
 
+def test_verify_reruns_a_finished_result_and_names_each_document_that_differs(finished, tmp_path, capsys):
+    config, _, _ = finished
+    config_file = config.output.parent.parent / "experiment.yaml"
+    copy = tmp_path / "copy"
+    shutil.copytree(config.output, copy)
+    verify = ["experiment", str(config_file), "--quick", "--output", str(copy), "--verify"]
+
+    code, out, err = run_fslm(capsys, *verify, "stack-trained:local_arc_easy")
+    assert code == 0, err
+    documents = len(json.loads((copy / "eval" / "stack-trained" / "local_arc_easy.json").read_text())["scores"])
+    assert f"stack-trained on local_arc_easy: all {documents} document scores reproduced" in out
+    assert out.rstrip().endswith("1 of 1 results reproduced document by document")
+
+    path = copy / "eval" / "stack-trained" / "local_arc_easy.json"
+    result = json.loads(path.read_text())
+    first = next(iter(result["scores"]))
+    result["scores"][first] = 1.0 - result["scores"][first]
+    path.write_text(json.dumps(result))
+    code, out, _ = run_fslm(capsys, *verify, "stack-trained:local_arc_easy")
+    assert code == 1
+    assert f"1 of {documents} document scores differ: {first} (recorded by " in out
+
+    code, _, err = run_fslm(capsys, *verify, "nobody:local_arc_easy")
+    assert code == 1 and "--verify nobody:local_arc_easy: no system 'nobody'" in err
+
+    # A result moved aside to be made again: the finished evaluate step runs just the missing one.
+    original = json.loads((config.output / "eval" / "stack-trained" / "local_arc_easy.json").read_text())
+    path.unlink()
+    code, out, err = run_fslm(
+        capsys, "experiment", str(config_file), "--quick", "--output", str(copy), "--only", "evaluate"
+    )
+    assert code == 0, err
+    assert "stack-trained on local_arc_easy: " in out and out.count("done earlier") == len(SYSTEMS) * len(TASKS) - 1
+    assert json.loads(path.read_text())["scores"] == original["scores"]
+
+
 def test_a_changed_config_is_refused_for_the_same_folder(finished, tiny_model_id):
     config, _, _ = finished
     changed = config.model_copy(update={"seed": 1})
@@ -247,11 +293,11 @@ def test_pooled_rows_share_the_tasks_holm_family_and_incomparable_or_leaning_tas
         results[("single", "arc")]
     )
 
-    family = report._family(config, results, "stack-trained", "single", answers)
+    family = paired_families.family(config, results, "stack-trained", "single", answers)
     assert list(family) == ["boolq", "arc", "all tasks (200 documents)", "all tasks but boolq (100 documents)"]
     raw = [comparison.p_value for comparison, _ in family.values()]
     assert [adjusted for _, adjusted in family.values()] == pytest.approx(holm(raw))  # one family, pools included
-    assert report._not_comparable(config, results, "stack-trained", "single") == ["winogrande"]
+    assert paired_families.not_comparable(config, results, "stack-trained", "single") == ["winogrande"]
     (reading,) = report._reading(config, results, {pair: family for pair in report.COMPARISONS})[:1]
     assert "these tasks but boolq" in reading and "Left out as not comparable: winogrande" in reading
 

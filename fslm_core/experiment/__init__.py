@@ -7,7 +7,8 @@ each stage's role on held-out examples, :mod:`.report` writes the Markdown
 report. A comparison (``kind: comparison``): :mod:`.comparison_config`,
 :mod:`.comparison` and :mod:`.comparison_report`. Both run their evals with
 :mod:`.eval_runs` (one result file per system and task, with its
-:mod:`.provenance`) and test pairs with :mod:`.comparisons`.
+:mod:`.provenance`) and test pairs with :mod:`.comparisons`; :mod:`.verification` reruns finished
+results and checks that every document's score reproduces.
 """
 
 from .comparison import COMPARISON_STEPS, comparison_plan, run_comparison
@@ -15,6 +16,8 @@ from .comparison_config import ComparisonConfig, is_comparison, load_comparison_
 from .comparisons import PairedComparison, compare, mcnemar_exact, mean_and_stderr
 from .config import QUICK, SYSTEMS, ExperimentConfig, load_experiment_config
 from .pipeline import STEPS, Experiment, run_experiment
+from .systems import paper_plan
+from .verification import Verification, verify
 
 __all__ = [
     "COMPARISON_STEPS",
@@ -25,6 +28,7 @@ __all__ = [
     "Experiment",
     "ExperimentConfig",
     "PairedComparison",
+    "Verification",
     "compare",
     "comparison_plan",
     "is_comparison",
@@ -32,6 +36,8 @@ __all__ = [
     "load_experiment_config",
     "mcnemar_exact",
     "mean_and_stderr",
+    "paper_plan",
     "run_comparison",
     "run_experiment",
+    "verify",
 ]

@@ -38,7 +38,7 @@ from ..training import TrainConfig, train_stack
 from ..validation import validate_settings
 from .ablations import run_ablations
 from .config import STEPS, ExperimentConfig
-from .eval_runs import Evaluator
+from .eval_runs import Evaluator, read_result
 from .package import BASELINE_DATA, package_stack, write_half_precision_stack
 from .report import write_report
 from .stage_checks import run_stage_checks
@@ -118,6 +118,14 @@ class Experiment:
     def done(self, step: str) -> bool:
         if step == "filter" and not (self.output / "filtered" / "manifest.json").is_file():
             return False  # not kept with the run (seconds to redo from the distilled data)
+        if step == "evaluate" and step in self.state["steps"]:
+            # Results moved aside to be made again on newer code: the step runs the missing ones.
+            evaluation = self.config.evaluation
+            return all(
+                read_result(self.output, system, task) is not None
+                for system in self.config.systems
+                for task in evaluation.tasks
+            )
         return step in self.state["steps"]
 
     def run(self, until: str | None = None, only: str | None = None) -> dict:
