@@ -105,6 +105,17 @@ def test_shared_prefix_and_one_row_chunks_match_generate(tiny, monkeypatch):
     assert ours(model, tokenizer, prompts, settings, {-1}) == expected
 
 
+def test_a_prompt_longer_than_a_pass_is_read_in_segments_and_each_is_reported(tiny, monkeypatch):
+    model, tokenizer = tiny
+    prompts = [prefixed_prompts(tokenizer)[2]]
+    settings = GenerationSettings(max_new_tokens=8)
+    expected = reference(model, tokenizer, prompts, settings, eos=-1)
+    monkeypatch.setattr(decoding, "PREFILL_TOKENS", 8)
+    read: list[int] = []
+    assert ours(model, tokenizer, prompts, settings, {-1}, on_prefill=read.append) == expected
+    assert len(read) == -(-len(prompts[0]) // 8) > 2 and sum(read) == len(prompts[0])
+
+
 def test_mixed_adapter_rows_match_generate(tiny, tiny_adapters):
     model, tokenizer = tiny
     peft_model = PeftModel.from_pretrained(model, str(tiny_adapters[0]), adapter_name="a")

@@ -24,7 +24,15 @@ from ..api.hookspecs import hookimpl
 from ..declarations import GenerationSettings
 from ..errors import AdapterError
 from ..logs import get_logger
-from ..runtime.decoding import cache_keyword, cut_at_stop, decode, returned_cache, streamable_text
+from ..progress import progress_bar
+from ..runtime.decoding import (
+    READING_PROGRESS_TOKENS,
+    cache_keyword,
+    cut_at_stop,
+    decode,
+    returned_cache,
+    streamable_text,
+)
 from ..runtime.format_masks import FormatCompiler
 from ..runtime.int8_linear import int8_weights_read_in_a_row
 from .prompt_layout import encode_prompt, render_prompt, uses_chat_template
@@ -162,7 +170,14 @@ class TransformersBackend(TokenizedBackend):
         options: dict = {}
         logprobs: list[list[float]] = []
         masks = self._format_compiler.masks(constraints) if constraints is not None else None
-        with torch.inference_mode(), self._adapters_active(adapters, options):
+        prompt_tokens = sum(len(ids) for ids in encoded)
+        reading = progress_bar(
+            total=prompt_tokens,
+            desc=f"{self.spec.id}: reading the prompt",
+            unit="token",
+            show=prompt_tokens >= READING_PROGRESS_TOKENS,
+        )
+        with torch.inference_mode(), self._adapters_active(adapters, options), reading:
             new_tokens = decode(
                 self.model,
                 encoded,
@@ -175,6 +190,7 @@ class TransformersBackend(TokenizedBackend):
                 on_step=on_step,
                 logprobs=logprobs,
                 masks=masks,
+                on_prefill=reading.update,
             )
         elapsed = time.perf_counter() - started
         prompt_lengths = [len(ids) for ids in encoded]

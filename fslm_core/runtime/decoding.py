@@ -10,7 +10,9 @@ cheaper each token. :func:`decode` therefore
 1. runs the token prefix that rows with the same adapter share once, and starts
    each of those rows from its keys and values (prefix caching);
 2. prefills the rest of each prompt in chunks of rows of similar length,
-   trading the padding of a chunk against the fixed cost of a pass;
+   trading the padding of a chunk against the fixed cost of a pass; a prompt
+   too long for one pass is read in segments, each attending to the cache of
+   those before, and the caller hears the tokens read (a progress line);
 3. decodes all rows together on a key/value cache sized for the whole call up
    front (transformers' ``DynamicCache`` copies every layer's cache at every
    step to grow it), and drops a row as soon as it ends by moving a live row
@@ -47,6 +49,9 @@ from .kv_cache import ReservedLayer, compaction, select_rows
 
 PREFILL_TOKENS = 2048
 """Most prompt tokens (padding included) read by one prefill forward pass."""
+
+READING_PROGRESS_TOKENS = 2 * PREFILL_TOKENS
+"""A batch with this many prompt tokens or more shows its reading as a progress line (it takes seconds)."""
 
 PASS_COST = 32
 """What one more prefill forward pass costs, in prompt tokens.
@@ -207,8 +212,14 @@ def prefill_reserved(
     pad_id: int,
     max_new_tokens: int,
     device,
+    on_prefill: Callable[[int], None] | None = None,
 ) -> Prefilled:
-    """Shared prefixes once per adapter, the rest in chunks, assembled into one reserved cache."""
+    """Shared prefixes once per adapter, the rest in chunks, assembled into one reserved cache.
+
+    A chunk wider than :data:`PREFILL_TOKENS` allows (one long prompt) is read in segments of columns,
+    each attending to the cache of those before: the same arithmetic, a score matrix a segment high
+    instead of the whole prompt, and ``on_prefill(tokens)`` hears each segment's prompt tokens.
+    """
     groups: dict[str | None, list[int]] = defaultdict(list)
     for index in range(len(prompts)):
         groups[names[index] if names is not None else None].append(index)
@@ -238,7 +249,18 @@ def prefill_reserved(
                     )
             mask = torch.cat([suffix_mask.new_ones((len(chunk), prefix_length)), suffix_mask], dim=1)
             positions = (prefix_length + suffix_mask.cumsum(-1) - 1).clamp(min=0)
-            chunk_logits = forward(ids, mask, positions, cache, None if name is None else [name] * len(chunk))
+            segment = max(PREFILL_TOKENS // len(chunk), 1)
+            for begin in range(0, ids.shape[1], segment):
+                end = min(begin + segment, ids.shape[1])
+                chunk_logits = forward(
+                    ids[:, begin:end],
+                    mask[:, : prefix_length + end],
+                    positions[:, begin:end],
+                    cache,
+                    None if name is None else [name] * len(chunk),
+                )
+                if on_prefill is not None:
+                    on_prefill(int(suffix_mask[:, begin:end].sum()))
             if not buffers:
                 logits = chunk_logits.new_empty((rows, chunk_logits.shape[-1]))
                 for layer in cache.layers:
@@ -292,6 +314,7 @@ def decode(
     on_step: Callable[[list[int], list[list[int]]], Collection[int]] | None = None,
     logprobs: list[list[float]] | None = None,
     masks: TokenMasks | None = None,
+    on_prefill: Callable[[int], None] | None = None,
 ) -> list[list[int]]:
     """Generate for each prompt (token ids, unpadded); return each row's new tokens (ending with EOS if it ended).
 
@@ -303,6 +326,8 @@ def decode(
     the model's own distribution (routers read how sure a stage was).
     ``masks`` holds rows to their message formats: it removes the tokens a row
     may not write before the processors and the choice, and hears each chosen token.
+    ``on_prefill(tokens)`` hears the prompt tokens each prefill pass read (a long prompt is read in
+    several).
     """
     if not prompts or any(not prompt for prompt in prompts):
         raise ValueError("decode: every prompt needs at least one token")
@@ -312,10 +337,12 @@ def decode(
     new_tokens = settings.max_new_tokens
     padded_ids, padded_mask = left_padded(prompts, pad_id, device)
     if full_attention_only(model):
-        state = prefill_reserved(forward, prompts, names, pad_id, new_tokens, device)
+        state = prefill_reserved(forward, prompts, names, pad_id, new_tokens, device, on_prefill)
     else:
         config = model.config.get_text_config(decoder=True)
         state = prefill_dynamic(forward, padded_ids, padded_mask, names, new_tokens, config)
+        if on_prefill is not None:
+            on_prefill(sum(len(prompt) for prompt in prompts))
 
     rows = len(prompts)
     generated: list[list[int]] = [[] for _ in range(rows)]
