@@ -20,6 +20,7 @@ from fslm_core.runtime.decoding import (
     select_rows,
     shared_prefix,
 )
+from fslm_core.runtime.reading_progress import decoder_layers, reading_progress
 from fslm_core.testing import build_tiny_model, tiny_config
 
 PROMPTS = ["What is the capital of France?", "Hi", "Name three primary colors, please, in order."]
@@ -105,15 +106,30 @@ def test_shared_prefix_and_one_row_chunks_match_generate(tiny, monkeypatch):
     assert ours(model, tokenizer, prompts, settings, {-1}) == expected
 
 
-def test_a_prompt_longer_than_a_pass_is_read_in_segments_and_each_is_reported(tiny, monkeypatch):
+def test_each_prefill_pass_reports_the_prompt_tokens_it_read(tiny, monkeypatch):
     model, tokenizer = tiny
-    prompts = [prefixed_prompts(tokenizer)[2]]
-    settings = GenerationSettings(max_new_tokens=8)
-    expected = reference(model, tokenizer, prompts, settings, eos=-1)
-    monkeypatch.setattr(decoding, "PREFILL_TOKENS", 8)
+    prompts = plain_prompts(tokenizer)
+    settings = GenerationSettings(max_new_tokens=4)
+    monkeypatch.setattr(decoding, "PREFILL_TOKENS", 1)  # every row its own pass
     read: list[int] = []
-    assert ours(model, tokenizer, prompts, settings, {-1}, on_prefill=read.append) == expected
-    assert len(read) == -(-len(prompts[0]) // 8) > 2 and sum(read) == len(prompts[0])
+    assert ours(model, tokenizer, prompts, settings, {-1}, on_prefill=read.append) == reference(
+        model, tokenizer, prompts, settings, eos=-1
+    )
+    assert sorted(read) == sorted(len(prompt) for prompt in prompts)
+
+
+def test_reading_a_long_prompt_shows_progress_layer_by_layer_then_takes_its_hooks_off(tiny, monkeypatch, capsys):
+    model, tokenizer = tiny
+    monkeypatch.setenv("FSLM_PROGRESS_SECONDS", "0")  # a line at every update
+    prompts = plain_prompts(tokenizer)
+    total = sum(len(prompt) for prompt in prompts)
+    layers = decoder_layers(model)
+    with reading_progress(model, total, "tiny: reading the prompt", show=True) as prompt_read:
+        ours(model, tokenizer, prompts, GenerationSettings(max_new_tokens=3), {-1}, on_prefill=prompt_read)
+        assert all(not layer._forward_hooks for layer in layers)  # off before the decoding steps ended
+    lines = [line for line in capsys.readouterr().err.splitlines() if "reading the prompt" in line]
+    counts = [float(line.split("/")[0].split()[-1]) for line in lines]
+    assert len(set(counts)) > 3 and counts == sorted(counts) and counts[-1] == total
 
 
 def test_mixed_adapter_rows_match_generate(tiny, tiny_adapters):

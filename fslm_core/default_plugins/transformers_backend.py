@@ -24,7 +24,6 @@ from ..api.hookspecs import hookimpl
 from ..declarations import GenerationSettings
 from ..errors import AdapterError
 from ..logs import get_logger
-from ..progress import progress_bar
 from ..runtime.decoding import (
     READING_PROGRESS_TOKENS,
     cache_keyword,
@@ -35,6 +34,7 @@ from ..runtime.decoding import (
 )
 from ..runtime.format_masks import FormatCompiler
 from ..runtime.int8_linear import int8_weights_read_in_a_row
+from ..runtime.reading_progress import reading_progress
 from .prompt_layout import encode_prompt, render_prompt, uses_chat_template
 from .transformers_loading import load_model
 
@@ -171,13 +171,10 @@ class TransformersBackend(TokenizedBackend):
         logprobs: list[list[float]] = []
         masks = self._format_compiler.masks(constraints) if constraints is not None else None
         prompt_tokens = sum(len(ids) for ids in encoded)
-        reading = progress_bar(
-            total=prompt_tokens,
-            desc=f"{self.spec.id}: reading the prompt",
-            unit="token",
-            show=prompt_tokens >= READING_PROGRESS_TOKENS,
+        reading = reading_progress(
+            self.model, prompt_tokens, f"{self.spec.id}: reading the prompt", prompt_tokens >= READING_PROGRESS_TOKENS
         )
-        with torch.inference_mode(), self._adapters_active(adapters, options), reading:
+        with torch.inference_mode(), self._adapters_active(adapters, options), reading as prompt_read:
             new_tokens = decode(
                 self.model,
                 encoded,
@@ -190,7 +187,7 @@ class TransformersBackend(TokenizedBackend):
                 on_step=on_step,
                 logprobs=logprobs,
                 masks=masks,
-                on_prefill=reading.update,
+                on_prefill=prompt_read,
             )
         elapsed = time.perf_counter() - started
         prompt_lengths = [len(ids) for ids in encoded]

@@ -10,9 +10,8 @@ cheaper each token. :func:`decode` therefore
 1. runs the token prefix that rows with the same adapter share once, and starts
    each of those rows from its keys and values (prefix caching);
 2. prefills the rest of each prompt in chunks of rows of similar length,
-   trading the padding of a chunk against the fixed cost of a pass; a prompt
-   too long for one pass is read in segments, each attending to the cache of
-   those before, and the caller hears the tokens read (a progress line);
+   trading the padding of a chunk against the fixed cost of a pass (the
+   caller hears the tokens each pass read: a progress line for long prompts);
 3. decodes all rows together on a key/value cache sized for the whole call up
    front (transformers' ``DynamicCache`` copies every layer's cache at every
    step to grow it), and drops a row as soon as it ends by moving a live row
@@ -216,9 +215,9 @@ def prefill_reserved(
 ) -> Prefilled:
     """Shared prefixes once per adapter, the rest in chunks, assembled into one reserved cache.
 
-    A chunk wider than :data:`PREFILL_TOKENS` allows (one long prompt) is read in segments of columns,
-    each attending to the cache of those before: the same arithmetic, a score matrix a segment high
-    instead of the whole prompt, and ``on_prefill(tokens)`` hears each segment's prompt tokens.
+    ``on_prefill(tokens)`` hears each chunk's prompt tokens once it is read. A long prompt is read in one
+    pass, not in segments of columns: on a CPU a segment after the first attends through an explicit mask,
+    which took an 8k-token prompt 35 s instead of 28 s (``benchmarks/long_prompt.py``).
     """
     groups: dict[str | None, list[int]] = defaultdict(list)
     for index in range(len(prompts)):
@@ -249,18 +248,9 @@ def prefill_reserved(
                     )
             mask = torch.cat([suffix_mask.new_ones((len(chunk), prefix_length)), suffix_mask], dim=1)
             positions = (prefix_length + suffix_mask.cumsum(-1) - 1).clamp(min=0)
-            segment = max(PREFILL_TOKENS // len(chunk), 1)
-            for begin in range(0, ids.shape[1], segment):
-                end = min(begin + segment, ids.shape[1])
-                chunk_logits = forward(
-                    ids[:, begin:end],
-                    mask[:, : prefix_length + end],
-                    positions[:, begin:end],
-                    cache,
-                    None if name is None else [name] * len(chunk),
-                )
-                if on_prefill is not None:
-                    on_prefill(int(suffix_mask[:, begin:end].sum()))
+            chunk_logits = forward(ids, mask, positions, cache, None if name is None else [name] * len(chunk))
+            if on_prefill is not None:
+                on_prefill(int(suffix_mask.sum()))
             if not buffers:
                 logits = chunk_logits.new_empty((rows, chunk_logits.shape[-1]))
                 for layer in cache.layers:
