@@ -10,6 +10,11 @@ engine-int8:     the same in ``dtype: int8`` (float32 with int8 linear layers: i
 naive:           four separately loaded HF models, one prompt and one stage at a time, ``generate``.
 llama-cpp:       llama-cpp-python on the same GGUF file (Q4_1 weights, as shipped), the same four
                  stages one prompt at a time, the prompts tokenised exactly as the engine's.
+llama-server:    llama.cpp's batched server, built once per machine from the same pinned source
+                 (scripts/build-llama-server.sh), the stack exported to it (``fslm export --to llama.cpp``:
+                 its LoRA adapters as GGUF, 64 slots) and run through fslm's remote backend, one request per
+                 prompt and stage in flight at once. It needs a stack with adapters: ``--stack smollm2-paper``
+                 (the trained stack; the engine sides then run it too). Its peak RSS is the server's.
 
 Every side builds each stage's input from the earlier stages' replies with fslm's own functions, so the
 work is the same; the token counts and the share of identical final answers are printed. Reported per
@@ -36,6 +41,8 @@ llama-cpp-python has no CPU wheel on PyPI: ``make bench`` compiles it from its s
 portable flags. Without it the llama-cpp side is skipped and says so.
 
     HF_HUB_OFFLINE=1 python benchmarks/peers.py [--prompts 64] [--batch-size 64] [--skip naive] [--repeats 3]
+    HF_HUB_OFFLINE=1 python benchmarks/peers.py --stack smollm2-paper --skip naive,llama-cpp,memory,startup \
+        --repeats 3      # the trained stack: the engine in every dtype against llama-server
 """
 
 from __future__ import annotations
@@ -58,7 +65,9 @@ from stack_throughput import MODEL, one_prompt_at_a_time, paper_stack, run_naive
 
 from fslm_core import get_registry
 
-SIDES = ("engine-float32", "engine-bfloat16", "engine-int8", "naive", "llama-cpp")
+SIDES = ("engine-float32", "engine-bfloat16", "engine-int8", "naive", "llama-cpp", "llama-server")
+UNTRAINED = "fslm-paper"
+"""``--stack``'s default: the fslm-paper decomposition over the model, without adapters."""
 STARTUP_PROMPT = "What is the capital of France?"
 
 
@@ -69,8 +78,14 @@ def peak_rss_mb() -> float:
 # Sides -------------------------------------------------------------------------------------------------
 
 
-def run_engine(prompts: list[str], batch_size: int, dtype: str) -> dict:
-    stack = paper_stack().model_copy(update={"dtype": dtype})
+def stack_for(name: str):
+    from fslm_core import resolve_stack
+
+    return paper_stack() if name == UNTRAINED else resolve_stack(name)
+
+
+def run_engine(prompts: list[str], batch_size: int, dtype: str, stack_name: str) -> dict:
+    stack = stack_for(stack_name).model_copy(update={"dtype": dtype})
     result = timed_engine_run(stack, prompts, batch_size)
     result["first_answer_s"] = result["run_s"]  # stage-by-stage batches: every answer arrives at the end
     return result
@@ -102,17 +117,53 @@ def run_llama_cpp(prompts: list[str]) -> dict:
     return {"load_s": load_s, **one_prompt_at_a_time(prompts, reply)}
 
 
-def measure(side: str, prompts_file: Path, count: int, batch_size: int) -> dict:
+def run_llama_server(prompts: list[str], stack_name: str, port: int = 8098) -> dict:
+    """The stack exported to llama-server and run through the remote backend; the server's own peak RSS."""
+    from llama_server import build_server, export_stack, start_server
+    from llama_server import peak_rss_mb as server_peak_rss_mb
+
+    from fslm_core import ModelPool
+    from fslm_core.declarations import load_stack
+    from fslm_core.runtime import bind_stack
+
+    if stack_name == UNTRAINED:
+        return {"skipped": "llama-server runs a stack with adapters: give --stack smollm2-paper"}
+    binary = build_server()
+    with tempfile.TemporaryDirectory() as folder:
+        command = export_stack(stack_name, Path(folder), port, binary)
+        started = time.perf_counter()
+        server = start_server(command, f"http://127.0.0.1:{port}")
+        try:
+            remote = load_stack(Path(folder) / "stack.yaml")
+            pool = ModelPool()
+            bind_stack(remote, pool=pool)
+            load_s = time.perf_counter() - started
+            started = time.perf_counter()
+            traces = remote.run(prompts, batch_size=64, pool=pool)
+            run_s = time.perf_counter() - started
+            rss = server_peak_rss_mb(server.pid)
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    return {"load_s": load_s, "run_s": run_s, "first_answer_s": run_s,  # stage by stage, as the engine
+            "generated_tokens": sum(m.completion_tokens for t in traces for m in t.messages),
+            "answers": [t.answer for t in traces], "server_peak_rss_mb": round(rss, 1)}
+
+
+def measure(side: str, prompts_file: Path, count: int, batch_size: int, stack_name: str) -> dict:
     prompts = load_prompts(prompts_file, count)
     if side.startswith("engine-"):
-        result = run_engine(prompts, batch_size, side.removeprefix("engine-"))
+        result = run_engine(prompts, batch_size, side.removeprefix("engine-"), stack_name)
     elif side == "naive":
         result = run_naive(prompts)
+    elif side == "llama-server":
+        result = run_llama_server(prompts, stack_name)
     else:
         result = run_llama_cpp(prompts)
     if "skipped" in result:
         return {"side": side, **result}
-    result.update(side=side, prompts=len(prompts), peak_rss_mb=round(peak_rss_mb(), 1))
+    rss = result.pop("server_peak_rss_mb", None) or peak_rss_mb()
+    result.update(side=side, prompts=len(prompts), peak_rss_mb=round(rss, 1))
     result["prompts_per_s"] = len(prompts) / result["run_s"]
     result["tokens_per_s"] = result["generated_tokens"] / result["run_s"]
     return result
@@ -264,7 +315,7 @@ def child(arguments: list[str]) -> dict:
 
 def report(figures: dict) -> None:
     print(describe(figures["machine"]), "|", figures["date"])
-    print(f"{figures['prompts']} Alpaca prompts, fslm-paper (4 stages) on {MODEL}, greedy, "
+    print(f"{figures['prompts']} Alpaca prompts, {figures['stack']} (4 stages) on {MODEL}, greedy, "
           f"engine batch {figures['batch_size']}")
     if figures["sides"]:
         print(f"{'side':<17}{'tok/s':>8}{'prompts/s':>11}{'tokens':>8}{'load s':>8}{'first answer s':>16}"
@@ -280,12 +331,13 @@ def report(figures: dict) -> None:
               f"{same:>10}/{len(row['answers'])}")
         if len(row.get("tokens_per_s_runs", [])) > 1:
             print(f"{'':<17}tok/s of each run, in order: {', '.join(map(str, row['tokens_per_s_runs']))}")
-    peer = figures["sides"].get("llama-cpp", {})
-    for name in ("engine-float32", "engine-bfloat16", "engine-int8"):
-        row = figures["sides"].get(name, {})
-        if "tokens_per_s" in row and "tokens_per_s" in peer:
-            print(f"{name} / llama-cpp: tokens/s x{row['tokens_per_s'] / peer['tokens_per_s']:.2f}, "
-                  f"prompts/s x{row['prompts_per_s'] / peer['prompts_per_s']:.2f}")
+    for peer_name in ("llama-cpp", "llama-server"):
+        peer = figures["sides"].get(peer_name, {})
+        for name in ("engine-float32", "engine-bfloat16", "engine-int8"):
+            row = figures["sides"].get(name, {})
+            if "tokens_per_s" in row and "tokens_per_s" in peer:
+                print(f"{name} / {peer_name}: tokens/s x{row['tokens_per_s'] / peer['tokens_per_s']:.2f}, "
+                      f"prompts/s x{row['prompts_per_s'] / peer['prompts_per_s']:.2f}")
     for row in figures.get("roofline", []):
         print(f"roofline {row['dtype']}: matmul {row['matmul_gflops']:.0f} GFLOP/s; decode step of {row['rows']} rows "
               f"{row['decode_step_ms']:.1f} ms = {row['decode_gflops']:.0f} GFLOP/s ({row['decode_share']:.0%})")
@@ -303,6 +355,8 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--prompts-file", type=Path, default=ALPACA, help="Alpaca-format JSON.")
+    parser.add_argument("--stack", default=UNTRAINED, help="The engine sides' and llama-server's stack: "
+                        f"{UNTRAINED} (untrained, the default) or a named stack such as smollm2-paper.")
     parser.add_argument("--skip", default="", help="Comma-separated sides or parts to leave out "
                         f"({', '.join(SIDES)}, roofline, memory, startup).")
     parser.add_argument("--repeats", type=int, default=1, help="Rounds of the sides, one after the other; each "
@@ -314,13 +368,13 @@ def main() -> None:
         print(json.dumps(roofline(args.measure.removeprefix("roofline-"))))
         return
     if args.measure:
-        print(json.dumps(measure(args.measure, args.prompts_file, args.prompts, args.batch_size)))
+        print(json.dumps(measure(args.measure, args.prompts_file, args.prompts, args.batch_size, args.stack)))
         return
     skip = {item.strip() for item in args.skip.split(",") if item.strip()}
     common = ["--prompts", str(args.prompts), "--batch-size", str(args.batch_size),
-              "--prompts-file", str(args.prompts_file)]
+              "--prompts-file", str(args.prompts_file), "--stack", args.stack]
     figures = {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "prompts": args.prompts,
-               "batch_size": args.batch_size, "sides": {}, "roofline": []}
+               "batch_size": args.batch_size, "stack": args.stack, "sides": {}, "roofline": []}
     from fslm_core.runtime.devices import has_native_bf16
 
     # Emulated bf16 (no avx512_bf16/AMX) is not a dtype anyone computes in here (`auto` never picks it), and it

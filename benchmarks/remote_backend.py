@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
-import subprocess
 import tempfile
 import time
 import urllib.request
@@ -27,28 +25,8 @@ from pathlib import Path
 
 from alpaca_prompts import ALPACA, load_prompts
 from engine_run import timed_engine_run
+from llama_server import build_server, export_stack, start_server
 from machine_info import describe, machine
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def build_server() -> str:
-    built = subprocess.run(
-        [str(ROOT / "scripts" / "build-llama-server.sh")], capture_output=True, text=True, check=True
-    )
-    return built.stdout.strip().splitlines()[-1]
-
-
-def start_server(command: list[str], url: str) -> subprocess.Popen:
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(240):
-        try:
-            with urllib.request.urlopen(url + "/health", timeout=2):
-                return process
-        except OSError:
-            time.sleep(0.5)
-    process.kill()
-    raise SystemExit("llama-server did not start")
 
 
 def post(url: str, body: dict) -> dict:
@@ -66,7 +44,6 @@ def main() -> None:
     args = parser.parse_args()
 
     from fslm_core import resolve_stack
-    from fslm_core.cli import main as fslm
     from fslm_core.declarations import load_stack, with_dtype
     from fslm_core.runtime import ModelPool, bind_stack, render_stage_prompt
 
@@ -82,26 +59,7 @@ def main() -> None:
 
     binary = build_server()
     with tempfile.TemporaryDirectory() as folder:
-        try:
-            fslm(
-                [
-                    "export",
-                    "smollm2-paper",
-                    "--to",
-                    "llama.cpp",
-                    folder,
-                    "--option",
-                    f"port={args.port}",
-                    "--option",
-                    f"server={binary}",
-                    "--option",
-                    "slot_tokens=768",
-                ]
-            )
-        except SystemExit as done:
-            if done.code:
-                raise
-        command = shlex.split((Path(folder) / "serve.sh").read_text().splitlines()[-1].removeprefix("exec "))
+        command = export_stack("smollm2-paper", Path(folder), args.port, binary)
         url = f"http://127.0.0.1:{args.port}"
         server = start_server(command, url)
         try:
