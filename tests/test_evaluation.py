@@ -78,6 +78,19 @@ def count_generated_rows(monkeypatch, backend) -> list[int]:
     return calls
 
 
+def zero_shot(lm, task: str, limit: int, **options) -> dict:
+    """lm-eval's simple_evaluate on the first ``limit`` documents of ``task``, zero-shot, no bootstrap."""
+    return simple_evaluate(
+        model=lm,
+        tasks=[task],
+        task_manager=task_manager([task]),
+        limit=limit,
+        num_fewshot=0,
+        bootstrap_iters=0,
+        **options,
+    )
+
+
 PAIRS = [
     ("Question: What is the capital of France?\nAnswer:", " Paris"),
     ("Question: What is the capital of France?\nAnswer:", " The quick brown fox"),
@@ -165,15 +178,7 @@ def test_upstream_stages_run_once_per_context_not_per_choice(
         lambda pairs, *a, **k: scored.append(len(pairs)) or real_loglikelihood(pairs, *a, **k),
     )
 
-    results = simple_evaluate(
-        model=lm,
-        tasks=["local_arc_easy"],
-        task_manager=task_manager(["local_arc_easy"]),
-        limit=3,
-        num_fewshot=0,
-        bootstrap_iters=0,
-        log_samples=True,
-    )
+    results = zero_shot(lm, "local_arc_easy", 3, log_samples=True)
 
     samples = results["samples"]["local_arc_easy"]
     choices = sum(len(sample["arguments"]) for sample in samples)
@@ -189,14 +194,7 @@ def test_upstream_stages_run_once_per_context_not_per_choice(
     assert lm.task_cost("local_arc_easy")["upstream_tokens_per_document"] > 0
 
     # The same contexts again: the upstream messages are reused, not regenerated.
-    simple_evaluate(
-        model=lm,
-        tasks=["local_arc_easy"],
-        task_manager=task_manager(["local_arc_easy"]),
-        limit=3,
-        num_fewshot=0,
-        bootstrap_iters=0,
-    )
+    zero_shot(lm, "local_arc_easy", 3)
     assert sum(generated) == 6
 
 
@@ -211,14 +209,7 @@ def test_a_partial_scoring_document_runs_the_upstream_stages_once_and_scores_eve
         "loglikelihood",
         lambda pairs, *a, **k: scored.extend(pairs) or real_loglikelihood(pairs, *a, **k),
     )
-    simple_evaluate(
-        model=lm,
-        tasks=["local_winogrande"],
-        task_manager=task_manager(["local_winogrande"]),
-        limit=2,
-        num_fewshot=0,
-        bootstrap_iters=0,
-    )
+    zero_shot(lm, "local_winogrande", 2)
     assert lm.upstream_runs == 2 * 2  # two upstream stages x two documents, not x four option contexts
     documents = lm.document_traces("local_winogrande")
     for doc in documents:
