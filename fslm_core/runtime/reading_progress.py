@@ -31,7 +31,6 @@ def reading_progress(model: torch.nn.Module, tokens: int, desc: str, show: bool)
     layers = decoder_layers(model) if show else None
     hooks = []
     if layers:
-
         share = [0.0]  # tokens read so far, in fractions of a pass
 
         def layer_done(_module, inputs, _output) -> None:
