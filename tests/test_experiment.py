@@ -69,6 +69,7 @@ def write_config(folder: Path, model_id: str, **changes) -> Path:
         "train": {"learning_rate": 1e-2},
         "baseline": {"rank": 32},
         "evaluation": {"tasks": TASKS, "batch_size": 4},
+        "dtype": "float32",
         # The random model writes no notes, so its targets would all be filtered out: variants keep them all.
         "ablations": {
             "teachers": {"per-stage": {"teacher": model_id}},
@@ -133,6 +134,7 @@ def test_every_system_is_scored_on_the_same_documents(finished):
         for result in results:
             assert set(result["scores"]) == {str(i) for i in result["doc_ids"]}
             assert all(0.0 <= score <= 1.0 for score in result["scores"].values())
+            assert result["provenance"]["dtype"] == "float32"  # the experiment's, for every system
     stacked = json.loads((config.output / "eval" / "stack-trained" / "local_arc_easy.json").read_text())
     assert stacked["cost"]["upstream_stages"] == 3 and stacked["sample_traces"]
     assert stacked["cost"]["documents"] == len(stacked["doc_ids"])  # upstream stages ran on the scored ones only

@@ -9,6 +9,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..declarations import DtypeSetting
 from ..errors import InputError
 from ..runtime.stack_choice import DEFAULT_DECOMPOSITION, DEFAULT_MODEL
 from ..validation import validate_settings
@@ -94,6 +95,11 @@ class ExperimentConfig(BaseModel):
         default=None, description="Small comparable runs (teachers, training variants) before the full training."
     )
     evaluation: EvaluationStep
+    dtype: DtypeSetting | None = Field(
+        default=None,
+        description="What the stage checks and the evaluation compute in (None: each stack's own, usually auto). "
+        "Pin float32 for results that reproduce on every CPU: auto takes bfloat16 where it decodes faster.",
+    )
     systems: tuple[Literal["single", "single-lora", "stack-trained", "stack-untrained"], ...] = SYSTEMS
     package: Path | None = Field(
         default=None,

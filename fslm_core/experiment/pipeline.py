@@ -59,7 +59,12 @@ REUSABLE = {"distilled", ".gitignore"}
 
 def _identity(config: ExperimentConfig) -> dict:
     """What decides the experiment's results: a resumed run must agree on all of it (the report path aside)."""
-    return config.model_dump(mode="json", exclude={"report", "output", "demo_prompts", "package", "package_stack_name"})
+    identity = config.model_dump(
+        mode="json", exclude={"report", "output", "demo_prompts", "package", "package_stack_name"}
+    )
+    if identity["dtype"] is None:
+        del identity["dtype"]  # runs from before the setting hold no such key, and resume
+    return identity
 
 
 class Experiment:

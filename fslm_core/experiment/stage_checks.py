@@ -16,14 +16,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..api.evaluators import TokenF1
-from ..declarations import load_stack
 from ..distillation import DistilledData
 from ..distillation.role_checks import role_problem
 from ..files import atomic_write_json
 from ..plugins import Registry
 from ..training import TrainConfig, split_examples
 from .config import ExperimentConfig
-from .systems import STACK_DIR, trained_folder
+from .systems import system_stack
 
 CHECKS_FILE = "stage_checks.json"
 
@@ -70,10 +69,7 @@ def run_stage_checks(
     _, held_out = split_examples(
         data.examples(), train_config.eval_fraction, train_config.max_eval_examples, train_config.seed
     )
-    stacks = {
-        "trained": load_stack(trained_folder(STACK_DIR, config, output)),
-        "untrained": decomposition.build(config.student, name=f"{config.name}-untrained"),
-    }
+    stacks = {label: system_stack(f"stack-{label}", config, output, registry) for label in ("trained", "untrained")}
     prompts = [example.prompt for example in held_out]
     checks: dict = {"held_out_examples": len(held_out), "stacks": {}, "demo": {}}
     for label, stack in stacks.items():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from ..declarations import Stack, load_stack
+from ..declarations import Stack, load_stack, with_dtype
 from ..plugins import Registry
 from ..runtime.stack_choice import single_model_stack
 from .config import ExperimentConfig
@@ -41,7 +41,11 @@ def trained_folder(kind: str, config: ExperimentConfig, output: Path) -> Path:
 
 
 def system_stack(system: str, config: ExperimentConfig, output: Path, registry: Registry) -> Stack:
-    """The stack that evaluates ``system``."""
+    """The stack that evaluates ``system``, in the experiment's dtype."""
+    return with_dtype(_system_stack(system, config, output, registry), config.dtype, field="dtype")
+
+
+def _system_stack(system: str, config: ExperimentConfig, output: Path, registry: Registry) -> Stack:
     if system == "single":
         return single_model_stack(config.student)
     if system == "single-lora":
@@ -68,4 +72,5 @@ def paper_plan(config: ExperimentConfig, output: Path, registry: Registry) -> Ev
         batch_size=evaluation.batch_size,
         max_gen_toks=evaluation.max_gen_toks,
         traces_per_task=evaluation.traces_per_task,
+        dtype=config.dtype,
     )
