@@ -1,11 +1,13 @@
 """Stage and Stack declarations: validation names the field, save/load round-trips exactly."""
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from fslm_core import GenerationSettings, Stack, Stage, load_stack
 from fslm_core.declarations import validate_stack
-from fslm_core.errors import StackFileError
+from fslm_core.errors import InputError, StackFileError
+from fslm_core.yaml_edit import set_yaml_value
 
 
 def stage(name="one", **fields):
@@ -126,3 +128,53 @@ def test_stage_lookup_and_final_stage():
     stack = Stack(name="s", stages=[stage("a"), stage("b", reads=["a"])])
     assert stack.stage("a").name == "a"
     assert stack.final_stage.name == "b"
+
+
+COMMENTED_STACK = """# why this cascade
+name: cascade  # its name
+fallback:
+  model: big   # the larger model
+  scoring:
+    signal: choice_margin
+    below: 0.5  # calibrated
+  # generated answers are not deferred yet
+stages: []
+"""
+
+
+@pytest.mark.parametrize(
+    "keys, value, changed_line",
+    [
+        (
+            ("fallback", "scoring"),
+            {"signal": "choice_probability", "below": 0.9},
+            "  scoring: {signal: choice_probability, below: 0.9}  # calibrated",
+        ),
+        (
+            ("fallback", "generation"),
+            {"signal": "min_logprob", "below": -2.0},
+            "  generation: {signal: min_logprob, below: -2.0}",
+        ),
+        (("name",), "other", "name: other  # its name"),
+    ],
+    ids=["replace-block", "add-key", "replace-scalar"],
+)
+def test_a_value_set_in_a_yaml_file_keeps_its_comments(keys, value, changed_line):
+    edited = set_yaml_value(COMMENTED_STACK, keys, value)
+    assert changed_line in edited.splitlines()
+    for comment in ("# why this cascade", "# the larger model", "# generated answers are not deferred yet"):
+        assert comment in edited
+    expected = yaml.safe_load(COMMENTED_STACK)
+    target = expected
+    for key in keys[:-1]:
+        target = target[key]
+    target[keys[-1]] = value
+    assert yaml.safe_load(edited) == expected
+
+
+def test_a_value_set_in_a_flow_mapping_and_a_missing_mapping():
+    assert set_yaml_value("fallback: {model: big}  # x\n", ("fallback", "scoring"), {"below": 1}) == (
+        "fallback: {model: big, scoring: {below: 1}}  # x\n"
+    )
+    with pytest.raises(InputError, match="fallback: expected a mapping to set fallback.scoring in"):
+        set_yaml_value("name: x\n", ("fallback", "scoring"), {"below": 1})

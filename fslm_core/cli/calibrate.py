@@ -53,8 +53,10 @@ def calibrate_command(stack_path, tasks, ranges, share, rate, output, write, bat
     from ..declarations import load_stack, stack_file_path
     from ..experiment.calibration import calibrate
     from ..experiment.calibration_report import write_calibration_report
+    from ..files import atomic_write_text
     from ..runtime.cascade import fallback_stack, without_fallback
     from ..stage_settings import GENERATION_SIGNALS
+    from ..yaml_edit import set_yaml_value
 
     if (share is None) == (rate is None):
         raise click.UsageError(
@@ -86,6 +88,8 @@ def calibrate_command(stack_path, tasks, ranges, share, rate, output, write, bat
     )
     if write:
         field = "generation" if result.chosen_signal in GENERATION_SIGNALS else "scoring"
-        updated = stack.model_copy(update={"fallback": stack.fallback.model_copy(update={field: result.deferral})})
-        path = updated.save(stack_file_path(stack_path))
+        path = stack_file_path(stack_path)
+        # The file is edited in place: its comments (why this fallback, how the threshold was chosen) stay.
+        text = set_yaml_value(path.read_text(encoding="utf-8"), ("fallback", field), result.deferral.model_dump())
+        atomic_write_text(path, text)
         click.echo(f"wrote fallback.{field} to {path}")
