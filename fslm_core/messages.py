@@ -37,7 +37,10 @@ class Message(BaseModel):
         default=None, description="Parsed fields, where the stage's message format defines them."
     )
     model: str = Field(description="Model id the stage ran on, or tool:<name> for a tool stage.")
-    adapter: str | None = Field(default=None, description="Adapter folder the stage ran with, if any.")
+    adapter: str | None = Field(
+        default=None,
+        description="Adapter the stage ran with, if any: its folder, or its name on the server that applied it.",
+    )
     prompt_tokens: int = Field(ge=0)
     completion_tokens: int = Field(ge=0)
     latency_s: float = Field(ge=0.0, description="Wall time of the batch that produced this message.")

@@ -122,6 +122,9 @@ class ModelBackend(ABC):
     #: (or None: free text) per prompt, and holds each row's output to it while decoding; other backends
     #: only ask for a stage's format in its instruction.
     enforces_formats: ClassVar[bool] = False
+    #: The adapter a server applies to every row of this backend, as the server names it (a remote stage
+    #: names it in its model id), recorded in each message; None where adapters are local folders.
+    server_adapter: str | None = None
 
     def __init__(self, spec: ModelSpec):
         self.spec = spec

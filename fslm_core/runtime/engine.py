@@ -62,7 +62,7 @@ def record_messages(
                 fields=fields,
                 parse_error=parse_error,
                 model=stage.model or f"tool:{stage.tool}",
-                adapter=str(stage.adapter) if stage.adapter else None,
+                adapter=str(stage.adapter) if stage.adapter else item.backend and item.backend.server_adapter,
                 prompt_tokens=generation.prompt_tokens,
                 completion_tokens=generation.completion_tokens,
                 latency_s=generation.latency_s,

@@ -35,6 +35,7 @@ class RemoteBackend(ModelBackend):
     def __init__(self, spec: ModelSpec, target: RemoteTarget, protocol: Protocol, tokenizer, base: ModelSpec):
         super().__init__(spec)
         self.target = target
+        self.server_adapter = target.adapter
         self.protocol = protocol
         self.tokenizer = tokenizer
         self.base = base

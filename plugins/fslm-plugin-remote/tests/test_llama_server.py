@@ -131,6 +131,7 @@ def test_the_exported_stack_answers_through_the_server_with_each_stages_adapter(
     (trace,) = run_stack(stack, [QUESTION], pool=pool)
     assert [message.stage for message in trace.messages] == ["interpret", "recall", "reason", "answer"]
     assert all(message.text and message.model.startswith("remote:llama.cpp?") for message in trace.messages)
+    assert [message.adapter for message in trace.messages] == ["interpret", "recall", "reason", "answer"]
     assert trace.messages[1].text.startswith("- ")  # recall's adapter writes a list; the others do not
     assert not any(message.text.startswith("- ") for message in trace.messages[::2])
     # Each stage's message is what the server writes for that stage's prompt and adapter, asked one by one.
@@ -157,7 +158,8 @@ def test_fslm_run_on_the_exported_stack_prints_each_stage(exported, capsys):
         assert not exit_.code
     out = capsys.readouterr().out
     for number, stage in enumerate(["interpret", "recall", "reason", "answer"], start=1):
-        assert f"[{number}] {stage}  (remote:llama.cpp?url=" in out
+        header = next(line for line in out.splitlines() if line.startswith(f"[{number}] {stage}  ("))
+        assert header.startswith(f"[{number}] {stage}  (remote:llama.cpp?url=") and ", adapter, " in header
     assert "answer: " in out
 
 
