@@ -10,6 +10,7 @@ import pytest
 import yaml
 from fslm_cli import run_fslm
 from lm_eval import simple_evaluate
+from tiny_stacks import written
 
 from conftest import SMOLLM2
 from fslm_core import Stack, Stage
@@ -18,7 +19,7 @@ from fslm_core.declarations import load_stack
 from fslm_core.errors import StackFileError
 from fslm_core.experiment.calibration import Document, choose, signal_curve
 from fslm_core.lmeval import FslmLM, task_manager
-from fslm_core.messages import Message, SampleVote, Trace
+from fslm_core.messages import SampleVote, Trace
 from fslm_core.runtime.cascade import (
     FALLBACK_STAGE_PREFIX,
     choice_signals,
@@ -85,22 +86,8 @@ def test_an_answer_a_tool_wrote_is_judged_by_the_model_message_the_tool_ran():
         SampleVote(text="print(37)", key="37", mean_logprob=-0.3),
         SampleVote(text="oops", key=None),
     ]
-    program = Message(
-        stage="program",
-        text="print(16)",
-        model="m",
-        prompt_tokens=5,
-        completion_tokens=4,
-        latency_s=0.1,
-        batch_size=1,
-        mean_logprob=-0.2,
-        min_logprob=-1.5,
-        p10_logprob=-1.0,
-        votes=votes,
-    )
-    run = Message(
-        stage="run", text="16", model="tool:python", prompt_tokens=0, completion_tokens=0, latency_s=0.0, batch_size=1
-    )
+    program = written("program", "print(16)", mean_logprob=-0.2, min_logprob=-1.5, p10_logprob=-1.0, votes=votes)
+    run = written("run", "16", model="tool:python", prompt_tokens=0, completion_tokens=0, latency_s=0.0)
     trace = Trace(stack="s", prompt="q", messages=[program, run], answer="16")
     assert program.agreement == 0.5 and run.agreement is None
     assert {signal: generation_signal(trace, signal) for signal in GENERATION_SIGNALS} == {
@@ -262,6 +249,10 @@ def test_fslm_calibrate_measures_both_systems_and_writes_the_threshold(
         adapter=tiny_adapters[0],
     )
     front.save(tmp_path / "cascade.yaml")
+    commented = "# why this fallback\n" + (tmp_path / "cascade.yaml").read_text().replace(
+        "fallback:", "fallback:  # bigger"
+    )
+    (tmp_path / "cascade.yaml").write_text(commented)
     output = tmp_path / "calibration"
     arguments = [
         "calibrate",
@@ -283,13 +274,15 @@ def test_fslm_calibrate_measures_both_systems_and_writes_the_threshold(
     page = (output / "calibration.md").read_text()
     assert "![accuracy against documents deferred](calibration.svg)" in page and "| choice_margin |" in page
     assert (output / "calibration.svg").read_text().startswith("<svg")
-    written = load_stack(tmp_path / "cascade.yaml").fallback.scoring
-    assert written != front.fallback.scoring and written.below != 9.0
+    threshold = load_stack(tmp_path / "cascade.yaml").fallback.scoring
+    assert threshold != front.fallback.scoring and threshold.below != 9.0
     assert "wrote fallback.scoring" in out
+    lines = (tmp_path / "cascade.yaml").read_text().splitlines()
+    assert lines[0] == "# why this fallback" and "fallback:  # bigger" in lines  # edited in place
     # Again: both evaluations are read back, not rerun, and the same threshold comes out.
     code, again, _ = run_fslm(capsys, *arguments)
     assert code == 0 and again.count("done earlier") == 2
-    assert load_stack(tmp_path / "cascade.yaml").fallback.scoring == written
+    assert load_stack(tmp_path / "cascade.yaml").fallback.scoring == threshold
 
 
 def test_calibrate_needs_a_fallback_and_one_target(capsys, tmp_path, tiny_model_id):

@@ -1,6 +1,7 @@
 """The engine on a tiny random Llama: batching, shared bases, per-stage adapters, traces."""
 
 import pytest
+from tiny_stacks import written
 
 from fslm_core import GenerationSettings, Stack, Stage, Trace
 from fslm_core.api import ListFormat, ParallelRouter, Router
@@ -138,23 +139,10 @@ def test_sampling_is_seeded(tiny_model_id, pool):
 
 
 def test_stage_input_fills_the_template_and_renders_read_messages():
-    from fslm_core.messages import Message
-
     stage = Stage(name="use", model="m", instruction="x", reads=["facts"], template="Q: {prompt}\nF:\n{facts}")
     trace = Trace(stack="s", prompt="Why?")
     assert stage_input(stage, trace, {"facts": ListFormat()}) == "Q: Why?\nF:\n(none)"
-    trace.messages.append(
-        Message(
-            stage="facts",
-            text="* one\n* two\nnoise",
-            fields={"items": ["one", "two"]},
-            model="m",
-            prompt_tokens=1,
-            completion_tokens=1,
-            latency_s=0.1,
-            batch_size=1,
-        )
-    )
+    trace.messages.append(written("facts", "* one\n* two\nnoise", fields={"items": ["one", "two"]}))
     assert stage_input(stage, trace, {"facts": ListFormat()}) == "Q: Why?\nF:\n- one\n- two"
 
 

@@ -9,6 +9,7 @@ import pytest
 from fslm_cli import run_fslm
 from fslm_plugin_benchmarks import DATA_DIR_ENV, FIXTURES_DIR
 from playwright.sync_api import expect
+from tiny_stacks import written
 
 from fslm_core import GenerationSettings, Message, RoutingDecision, Stack, Stage, Trace
 from fslm_core.cli import main
@@ -98,16 +99,7 @@ def test_a_trace_written_before_routing_and_parse_errors_existed_still_loads():
 
 
 def test_the_text_form_shows_parse_errors_and_routing_decisions_briefly():
-    message = Message(
-        stage="recall",
-        text="Paris, France",
-        model="m",
-        prompt_tokens=1,
-        completion_tokens=1,
-        latency_s=0.1,
-        batch_size=1,
-        parse_error="no '- ' item on any line",
-    )
+    message = written("recall", "Paris, France", parse_error="no '- ' item on any line")
     decision = RoutingDecision(stage="reason", decision="skipped", router="confidence", reason="recall was sure")
     trace = Trace(stack="s", prompt="p", messages=[message], routing=[decision], answer="Paris")
     lines = trace.render().splitlines()
@@ -146,16 +138,7 @@ def test_the_cost_table_without_the_stack_matches_the_one_with_it(traces_files, 
 
 def test_stages_only_some_inputs_ran_keep_their_place_and_unknown_sizes_show_a_dash():
     def message(stage: str, model: str = "no-such-model", adapter: str | None = None) -> Message:
-        return Message(
-            stage=stage,
-            text="t",
-            model=model,
-            adapter=adapter,
-            prompt_tokens=2,
-            completion_tokens=1,
-            latency_s=0.4,
-            batch_size=2,
-        )
+        return written(stage, "t", model, adapter=adapter, prompt_tokens=2, latency_s=0.4, batch_size=2)
 
     skipping = Trace(stack="s", prompt="a", messages=[message("first"), message("last")])
     full = Trace(
@@ -196,18 +179,7 @@ def test_every_text_of_a_trace_is_escaped():
         stack=hostile,
         prompt=hostile,
         messages=[
-            Message(
-                stage=hostile,
-                text=hostile,
-                fields={hostile: [hostile]},
-                model=hostile,
-                adapter=hostile,
-                prompt_tokens=1,
-                completion_tokens=1,
-                latency_s=0.1,
-                batch_size=1,
-                parse_error=hostile,
-            )
+            written(hostile, hostile, hostile, fields={hostile: [hostile]}, adapter=hostile, parse_error=hostile)
         ],
         routing=[RoutingDecision(stage=hostile, decision=hostile, router=hostile, reason=hostile)],
         answer=hostile,
