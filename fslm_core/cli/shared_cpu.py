@@ -41,4 +41,5 @@ def choose_wait_policy() -> bool:
         load = os.getloadavg()[0]
     except OSError:  # not available on this platform
         return False
+    # The machine's cores, not this process's affinity: the load average counts the whole machine's jobs.
     return passive_when_busy(os.environ, load, os.cpu_count() or 1)
