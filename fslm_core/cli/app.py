@@ -20,9 +20,6 @@ from ..logs import configure_logging, get_logger
 from ..runtime.stack_choice import DEFAULT_DECOMPOSITION, DEFAULT_MODEL, StackArguments, resolve_stack
 from .shared_cpu import choose_wait_policy
 
-_WAITS_PASSIVELY = False
-"""Whether :func:`main` chose ``OMP_WAIT_POLICY=PASSIVE`` for this process (logged once logging is set up)."""
-
 CLI_ARGUMENTS = StackArguments("--stack", "--decomposition", "--model", "--model-path", "", "--decomposition")
 """How the command line's users write the options that choose a stack, so that errors name what they typed."""
 
@@ -37,7 +34,7 @@ def cli(log_json: bool, log_level: str, verbose: int) -> None:
     if verbose:
         log_level = "INFO" if verbose == 1 else "DEBUG"
     configure_logging(json=log_json, level=log_level)
-    if _WAITS_PASSIVELY:
+    if choose_wait_policy():  # the commands import torch later, in their bodies
         get_logger("fslm.cli").info("openmp_wait_policy", OMP_WAIT_POLICY="PASSIVE", why="machine busy at start")
 
 
@@ -127,8 +124,6 @@ class SecondInterruptQuits:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning input errors into one line and exit code 1."""
-    global _WAITS_PASSIVELY
-    _WAITS_PASSIVELY = choose_wait_policy()  # before anything imports torch
     with SecondInterruptQuits():
         _run(argv)
 
