@@ -169,6 +169,7 @@ def test_a_restatement_must_be_about_the_request_and_not_copy_or_answer_it(text,
         ("I'm sorry, I cannot answer that.", "refuses instead of answering"),
         ("Which country do you mean?", "asks instead of answering"),
         ("The capital of France is Paris.", None),
+        ("Paris is the capital of France.", None),  # echoes the question, but says what it did not
         ("Paris.", None),
     ],
 )

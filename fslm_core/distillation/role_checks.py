@@ -59,11 +59,21 @@ def _longest_common_run(needle: Sequence[str], haystack: Sequence[str]) -> int:
 
 
 def copies_prompt(text: str, prompt: str, reference: str = "") -> str | None:
-    """The text is the prompt's words (however short), or most of it is one verbatim run of them."""
+    """The text is the prompt's words (however short), or most of it is one verbatim run of them adding nothing.
+
+    A sentence that answers a question often echoes it: "Paris is the capital of
+    France." shares a five-word run with "What is the capital of France?", but it
+    says something the prompt does not (a content word the prompt lacks), so it is
+    no copy.
+    """
     text_words = words(text)
     if text_words and text_words == words(prompt):
         return "copies the prompt"
-    if len(text_words) >= 5 and _longest_common_run(text_words, words(prompt)) >= 0.8 * len(text_words):
+    if (
+        len(text_words) >= 5
+        and _longest_common_run(text_words, words(prompt)) >= 0.8 * len(text_words)
+        and content_words(text) <= content_words(prompt)
+    ):
         return "copies the prompt"
     return None
 
