@@ -87,6 +87,51 @@ def program_of(solution: str) -> str | None:
     return "\n".join(lines)
 
 
+QUESTION_NUMBER = re.compile(r"(?<![\w.])\$?(\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)?)(?![\w])")
+
+
+def with_givens(program: str, question: str) -> str:
+    """The program with the question's numbers first declared as named variables, then used by name.
+
+    ``clips_in_may = 48 / 2`` for "sold clips to 48 of her friends in April" becomes
+    ``friends_april = 48`` then ``clips_in_may = friends_april / 2``: the model copies the
+    quantities out of the question before it combines them. A value the question states twice
+    stays a literal, since its name would be a guess; numbers the question does not state
+    (60 minutes an hour, 2 for half) stay literals too.
+    """
+    lines = program.splitlines()
+    taken = {line.split(" = ", 1)[0] for line in lines if " = " in line}
+    stated: dict[str, list[re.Match[str]]] = {}
+    for match in QUESTION_NUMBER.finditer(question):
+        stated.setdefault(_canonical(match.group(1).replace(",", "")), []).append(match)
+    used = {_canonical(n) for line in lines if " = " in line for n in NUMBER.findall(line.split(" = ", 1)[1])}
+    givens: dict[str, str] = {}  # canonical value -> name, in the question's order
+    for value, matches in sorted(stated.items(), key=lambda item: item[1][0].start()):
+        if len(matches) != 1 or value not in used:
+            continue
+        match = matches[0]
+        # the words right after the number, up to the clause's end or a conjunction ("12 pages and today")
+        after = re.split(r"[.,;:?!]|\b(?:and|or|but|if|then|so|while|which|that)\b", question[match.end() :])[0]
+        before = re.split(r"[.,;:?!]", question[: match.start()])[-1].split()[-3:]
+        givens[value] = name_for(after, " ".join(before), taken, len(givens) + 1)
+    if not givens:
+        return program
+
+    def named(line: str) -> str:
+        if " = " not in line:
+            return line
+        target, expression = line.split(" = ", 1)
+        expression = NUMBER.sub(lambda m: givens.get(_canonical(m.group(0)), m.group(0)), expression)
+        return f"{target} = {expression}"
+
+    declarations = [f"{name} = {_plain(value)}" for value, name in givens.items()]
+    return "\n".join(declarations + [named(line) for line in lines])
+
+
+def _plain(value: str) -> str:
+    return value if not value.endswith(".0") else value[:-2]
+
+
 def _canonical(number: str) -> str:
     try:
         value = float(number)
@@ -107,6 +152,9 @@ def main() -> None:
     parser.add_argument("data", type=Path)
     parser.add_argument("output", type=Path)
     parser.add_argument("--skip-last", type=int, default=500, help="Rows held out at the end (the dev set).")
+    parser.add_argument(
+        "--givens", action="store_true", help="Declare the question's numbers as named variables first."
+    )
     args = parser.parse_args()
     from fslm_core.runtime.sandbox import run_program
 
@@ -115,6 +163,8 @@ def main() -> None:
     kept, dropped = [], Counter()
     for index, row in enumerate(rows):
         program = program_of(row["answer"])
+        if program is not None and args.givens:
+            program = with_givens(program, row["question"])
         if program is None:
             dropped["no usable annotation"] += 1
             continue
