@@ -124,12 +124,8 @@ def with_givens(program: str, question: str) -> str:
         expression = NUMBER.sub(lambda m: givens.get(_canonical(m.group(0)), m.group(0)), expression)
         return f"{target} = {expression}"
 
-    declarations = [f"{name} = {_plain(value)}" for value, name in givens.items()]
+    declarations = [f"{name} = {value}" for value, name in givens.items()]
     return "\n".join(declarations + [named(line) for line in lines])
-
-
-def _plain(value: str) -> str:
-    return value if not value.endswith(".0") else value[:-2]
 
 
 def _canonical(number: str) -> str:
