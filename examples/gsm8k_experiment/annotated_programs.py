@@ -93,8 +93,8 @@ QUESTION_NUMBER = re.compile(r"(?<![\w.])\$?(\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)?)(?
 def with_givens(program: str, question: str) -> str:
     """The program with the question's numbers first declared as named variables, then used by name.
 
-    ``clips_in_may = 48 / 2`` for "sold clips to 48 of her friends in April" becomes
-    ``friends_april = 48`` then ``clips_in_may = friends_april / 2``: the model copies the
+    ``clips_may = 48 / 2`` for "sold clips to 48 of her friends in April" becomes
+    ``friends_april = 48`` then ``clips_may = friends_april / 2``: the model copies the
     quantities out of the question before it combines them. A value the question states twice
     stays a literal, since its name would be a guess; numbers the question does not state
     (60 minutes an hour, 2 for half) stay literals too.
