@@ -16,6 +16,8 @@ from pathlib import Path
 from fslm_core import hookimpl
 from fslm_core.api import NamedStack
 
+from .numerals import NumeralsTool
+
 HERE = Path(__file__).parent
 STACKS = {
     "smollm2-gsm8k": (
@@ -36,3 +38,8 @@ def register_stacks(register):
     for name, (folder, description) in STACKS.items():
         if (folder / "stack.yaml").is_file():  # written by the experiment's package script
             register(NamedStack(name=name, folder=folder, description=description))
+
+
+@hookimpl
+def register_tools(register):
+    register(NumeralsTool())
