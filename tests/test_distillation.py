@@ -235,7 +235,7 @@ def test_a_killed_distill_process_resumes_to_the_uninterrupted_result(tiny_model
 
     from fslm_core.testing import TINY_INSTRUCTIONS
 
-    rows = [dict(row, instruction=f"{row['instruction']} ({n})") for n in range(40) for row in TINY_INSTRUCTIONS]
+    rows = [dict(row, instruction=f"{row['instruction']} ({n})") for n in range(16) for row in TINY_INSTRUCTIONS]
     data = tmp_path / "data.json"
     data.write_text(json.dumps(rows), encoding="utf-8")
     folder = tmp_path / "killed"
