@@ -60,6 +60,11 @@ def eval_command(
     **settings,
 ):
     """Evaluate a stack with lm-evaluation-harness, optionally side by side with a single model."""
+    if limit is not None and not limit > 0:  # before lm-eval loads: a mistyped option is answered at once
+        raise click.BadParameter(
+            f"expected a count of documents per task (1 or more) or a share below 1 (such as 0.1), got {limit:g}",
+            param_hint="--limit",
+        )
     from ..lmeval import (
         EvalSettings,
         evaluate_command,
@@ -69,11 +74,6 @@ def eval_command(
         split_tasks,
     )
 
-    if limit is not None and not limit > 0:
-        raise click.BadParameter(
-            f"expected a count of documents per task (1 or more) or a share below 1 (such as 0.1), got {limit:g}",
-            param_hint="--limit",
-        )
     settings = EvalSettings(
         tasks=split_tasks(tasks),
         limit=int(limit) if limit is not None and limit >= 1 else limit,

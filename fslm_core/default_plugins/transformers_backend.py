@@ -15,8 +15,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from ..api.backends import Generation, ModelSpec, TokenizedBackend, logprob_summary
 from ..api.formats import Constraint
@@ -24,19 +23,15 @@ from ..api.hookspecs import hookimpl
 from ..declarations import GenerationSettings
 from ..errors import AdapterError
 from ..logs import get_logger
-from ..runtime.decoding import (
-    READING_PROGRESS_TOKENS,
-    cache_keyword,
-    cut_at_stop,
-    decode,
-    returned_cache,
-    streamable_text,
-)
-from ..runtime.format_masks import FormatCompiler
-from ..runtime.int8_linear import int8_weights_read_in_a_row
-from ..runtime.reading_progress import reading_progress
 from .prompt_layout import encode_prompt, render_prompt, uses_chat_template
-from .transformers_loading import load_model
+
+# torch, transformers and the decoding code that needs them are imported where a model is loaded or run,
+# not here: every `fslm` command builds the plugin registry, and a name check or a listing should not
+# wait seconds for torch to load.
+if TYPE_CHECKING:
+    import torch
+
+    from ..runtime.format_masks import FormatCompiler
 
 HF_PREFIX = "hf:"
 BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in mixed-adapter batches
@@ -67,6 +62,8 @@ class TransformersBackend(TokenizedBackend):
 
     @classmethod
     def load(cls, spec: ModelSpec) -> TransformersBackend:
+        from .transformers_loading import load_model
+
         return cls(spec, *load_model(spec))
 
     def attach_adapter(self, path: Path) -> str:
@@ -74,6 +71,8 @@ class TransformersBackend(TokenizedBackend):
         if path in self.adapter_names:
             return self.adapter_names[path]
         from peft import PeftModel
+
+        from ..runtime.int8_linear import int8_weights_read_in_a_row
 
         name = "fslm_" + hashlib.sha1(str(path).encode()).hexdigest()[:12]
         try:
@@ -144,6 +143,8 @@ class TransformersBackend(TokenizedBackend):
 
     def _text_reporter(self, batch: list[int], settings: GenerationSettings, on_text: Callable[[int, str], bool]):
         """decode's ``on_step`` for one batch: each row's showable text to ``on_text``, by the caller's index."""
+        from ..runtime.decoding import streamable_text
+
         shown: dict[int, str] = {}
 
         def on_step(rows: list[int], generated: list[list[int]]) -> list[int]:
@@ -166,6 +167,11 @@ class TransformersBackend(TokenizedBackend):
         on_step: Callable[[list[int], list[list[int]]], list[int]] | None = None,
         constraints: Sequence[Constraint | None] | None = None,
     ) -> list[Generation]:
+        import torch
+
+        from ..runtime.decoding import READING_PROGRESS_TOKENS, cut_at_stop, decode
+        from ..runtime.reading_progress import reading_progress
+
         started = time.perf_counter()
         options: dict = {}
         logprobs: list[list[float]] = []
@@ -209,6 +215,8 @@ class TransformersBackend(TokenizedBackend):
 
     @functools.cached_property
     def _format_compiler(self) -> FormatCompiler:
+        from ..runtime.format_masks import FormatCompiler
+
         return FormatCompiler(self.tokenizer, self.eos_ids)
 
     def _completion_length(self, row: list[int]) -> int:
@@ -291,6 +299,8 @@ class TransformersBackend(TokenizedBackend):
     def _score_whole_rows(
         self, rows: Sequence[tuple[list[int], list[int]]], adapters: Sequence[str | None], batch_size: int
     ) -> list[tuple[float, bool]]:
+        import torch
+
         limit = self.max_sequence_length
         inputs = [((context + continuation)[-(limit + 1) :][:-1], continuation) for context, continuation in rows]
         order = sorted(range(len(inputs)), key=lambda i: -len(inputs[i][0]))
@@ -330,6 +340,10 @@ class TransformersBackend(TokenizedBackend):
         """Continuations after one context: the context runs once, each batch of them on a copy of its cache."""
         import copy
 
+        import torch
+
+        from ..runtime.decoding import cache_keyword, returned_cache
+
         results = []
         with torch.inference_mode(), self._adapters_active([adapter], {}):
             options = {"logits_to_keep": 1} if _accepts_logits_to_keep(self.model) else {}
@@ -365,6 +379,8 @@ class TransformersBackend(TokenizedBackend):
 
     def move_to(self, device: str | torch.device) -> None:
         """Place the model (and every attached adapter) on ``device``."""
+        import torch
+
         device = torch.device(device)
         if device != self.device:
             self.model.to(device)
@@ -376,6 +392,8 @@ DEFAULT_MAX_LENGTH = 2048  # lm-eval's default when neither spec nor config name
 
 def _continuation_score(logprobs: torch.Tensor, continuation: list[int]) -> tuple[float, bool]:
     """Summed log-probability of ``continuation`` under per-position ``logprobs``, and whether each token is argmax."""
+    import torch
+
     targets = torch.tensor(continuation, dtype=torch.long, device=logprobs.device)
     total = logprobs.gather(-1, targets.unsqueeze(-1)).sum()
     return float(total), bool((logprobs.argmax(dim=-1) == targets).all())

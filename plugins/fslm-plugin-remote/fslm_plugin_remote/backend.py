@@ -19,9 +19,7 @@ from fslm_core import Generation, ModelBackend, ModelSpec
 from fslm_core.api.backends import logprob_summary
 from fslm_core.declarations import GenerationSettings
 from fslm_core.default_plugins.prompt_layout import encode_prompt, render_prompt, uses_chat_template
-from fslm_core.default_plugins.transformers_loading import load_tokenizer
 from fslm_core.errors import ModelLoadError
-from fslm_core.runtime.decoding import cut_at_stop
 
 from .protocols import Protocol, protocol_for
 from .targets import RemoteTarget, parse_target
@@ -49,6 +47,8 @@ class RemoteBackend(ModelBackend):
         base = get_registry().model(target.base, field=f"model {spec.id!r}: base")
         protocol = protocol_for(target)
         protocol.check()  # the server is up and knows the adapter, before any stage runs
+        from fslm_core.default_plugins.transformers_loading import load_tokenizer  # torch: only when a stage loads
+
         return cls(spec, target, protocol, load_tokenizer(base), base)
 
     def attach_adapter(self, path: Path) -> str:
@@ -76,6 +76,8 @@ class RemoteBackend(ModelBackend):
     ) -> list[Generation]:
         if any(adapter is not None for adapter in adapters):
             raise ModelLoadError(f"model {self.spec.id!r}: remote stages take no local adapter")
+        from fslm_core.runtime.decoding import cut_at_stop
+
         started = time.perf_counter()
         encoded = [self.encode(prompt) for prompt in prompts]
 

@@ -20,7 +20,6 @@ from pathlib import Path
 
 from fslm_core import Stack
 from fslm_core.api.exporters import Exporter, ExportResult
-from fslm_core.default_plugins.transformers_loading import weights_location
 from fslm_core.errors import InputError, ModelLoadError
 from fslm_core.files import atomic_write_text
 from fslm_core.plugins import get_registry
@@ -49,6 +48,8 @@ def llama_cpp_source(given: str | None = None) -> Path:
 def base_config_folder(model_id: str, into: Path) -> Path:
     """A folder with the base model's config and tokenizer, as the converter reads them: from fslm's weights
     cache (which holds a GGUF model de-quantised), with ``architectures`` filled in where it is empty."""
+    from fslm_core.default_plugins.transformers_loading import weights_location  # imports torch: only on export
+
     source, options, _, _ = weights_location(get_registry().model(model_id))
     if options.get("gguf_file"):
         raise ModelLoadError(f"model {model_id!r}: run it once (fslm run) so fslm's weights cache holds its config")
