@@ -5,7 +5,9 @@ question; the ``python`` tool runs it in fslm's sandbox; the ``calculator``
 writes its output as a plain number. ``smollm2-gsm8k-vote`` samples five
 programs and keeps the most common output; ``smollm2-gsm8k-baseline`` is what
 it was measured against: the same model with one adapter trained on the same
-rows' reference solutions, answering directly. Trained and measured by
+rows' reference solutions, answering directly. The plugin also registers the
+``numerals`` tool (question words such as "three quarters of" written as
+digits), for a stage before the program stage. Trained and measured by
 ``examples/gsm8k_experiment`` (MODEL_CARD.md: data, scores, licence, limits).
 """
 
