@@ -45,6 +45,11 @@ class EvaluationStep(BaseModel):
         default=None, gt=0, description="Cap on the final stage's answer in generation tasks (None: the task's own)."
     )
     traces_per_task: int = Field(default=3, ge=0, description="Sample traces of the trained stack per task.")
+    max_new_tokens: int | None = Field(
+        default=None,
+        gt=0,
+        description="Cap on every stage's output when the systems are evaluated and checked (None: each stage's own).",
+    )
 
 
 class TeacherVariant(BaseModel):
@@ -128,7 +133,13 @@ QUICK = {
     "distill": {"limit": 16, "batch_size": 16, "shard_size": 8, "max_new_tokens": 24},
     "train": {"epochs": 1, "max_eval_examples": 4, "eval_fraction": 0.25},
     "baseline": {"epochs": 1, "max_eval_examples": 4, "eval_fraction": 0.25},
-    "evaluation": {"documents": 3, "generation_documents": 2, "traces_per_task": 1, "max_gen_toks": 32},
+    "evaluation": {
+        "documents": 3,
+        "generation_documents": 2,
+        "traces_per_task": 1,
+        "max_gen_toks": 32,
+        "max_new_tokens": 24,
+    },
     "ablations": {"teacher_examples": 8, "train_examples": 8, "held_out_examples": 8, "train": {"epochs": 1}},
 }
 """What ``--quick`` changes: tens of examples, one epoch, a few documents per task; every step still runs."""

@@ -41,8 +41,22 @@ def trained_folder(kind: str, config: ExperimentConfig, output: Path) -> Path:
 
 
 def system_stack(system: str, config: ExperimentConfig, output: Path, registry: Registry) -> Stack:
-    """The stack that evaluates ``system``, in the experiment's dtype."""
-    return with_dtype(_system_stack(system, config, output, registry), config.dtype, field="dtype")
+    """The stack that evaluates ``system``, in the experiment's dtype, its stages capped as the config says."""
+    stack = with_dtype(_system_stack(system, config, output, registry), config.dtype, field="dtype")
+    return with_max_new_tokens(stack, config.evaluation.max_new_tokens)
+
+
+def with_max_new_tokens(stack: Stack, cap: int | None) -> Stack:
+    """``stack`` with no model stage writing more than ``cap`` tokens (None leaves it as it is)."""
+    if cap is None:
+        return stack
+    stages = [
+        stage.model_copy(update={"generation": stage.generation.model_copy(update={"max_new_tokens": cap})})
+        if stage.tool is None and stage.generation.max_new_tokens > cap
+        else stage
+        for stage in stack.stages
+    ]
+    return stack.model_copy(update={"stages": stages})
 
 
 def _system_stack(system: str, config: ExperimentConfig, output: Path, registry: Registry) -> Stack:
