@@ -257,6 +257,17 @@ def test_killed_experiment_resumes_without_redoing_finished_steps(tiny_model_id,
         assert f"{step}: done earlier" in again.stdout
 
 
+def test_the_committed_paper_run_opens_under_settings_added_after_it():
+    """examples/paper_experiment/run was written before newer settings existed: unset, they must not refuse it."""
+    from fslm_core.experiment.pipeline import Experiment
+
+    config = load_experiment_config(Path(__file__).parents[1] / "examples" / "paper_experiment" / "experiment.yaml")
+    if not config.data.is_file():  # the Alpaca subset lies outside the repository, in ../shared/data
+        config = config.model_copy(update={"data": ALPACA_TINY})
+    experiment = Experiment(config, echo=lambda line: None)
+    assert "report" in experiment.state["steps"] and config.evaluation.max_new_tokens is None
+
+
 def test_paired_statistics_on_known_cases():
     assert mcnemar_exact(0, 0) == 1.0
     assert mcnemar_exact(10, 2) == pytest.approx(2 * (1 + 12 + 66) / 4096)

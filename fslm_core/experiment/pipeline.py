@@ -62,8 +62,11 @@ def _identity(config: ExperimentConfig) -> dict:
     identity = config.model_dump(
         mode="json", exclude={"report", "output", "demo_prompts", "package", "package_stack_name"}
     )
+    # Settings added later are left out while unset: runs from before them hold no such key, and resume.
     if identity["dtype"] is None:
-        del identity["dtype"]  # runs from before the setting hold no such key, and resume
+        del identity["dtype"]
+    if identity["evaluation"]["max_new_tokens"] is None:
+        del identity["evaluation"]["max_new_tokens"]
     return identity
 
 
