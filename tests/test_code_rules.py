@@ -47,6 +47,20 @@ assert not heavy, heavy
     assert result.returncode == 0, result.stderr
 
 
+def test_the_plugin_registry_builds_without_loading_a_model_library():
+    """Every command builds the registry: one that needs no model (a wrong name, a listing) must not wait for torch."""
+    code = """
+import sys
+from fslm_core.plugins import get_registry
+registry = get_registry()
+assert "python" in registry.names("tools") and registry.model("smollm2-135m-instruct")
+heavy = sorted({"torch", "transformers", "peft", "datasets", "lm_eval"} & set(sys.modules))
+assert not heavy, heavy
+"""
+    result = run(sys.executable, "-c", code)
+    assert result.returncode == 0, result.stderr
+
+
 def test_library_users_see_no_log_lines_unless_they_configure_logging():
     code = """
 from fslm_core import hookimpl, register_plugin
