@@ -59,15 +59,22 @@ REUSABLE = {"distilled", ".gitignore"}
 
 def _identity(config: ExperimentConfig) -> dict:
     """What decides the experiment's results: a resumed run must agree on all of it (the report path aside)."""
-    identity = config.model_dump(
-        mode="json", exclude={"report", "output", "demo_prompts", "package", "package_stack_name"}
+    return _set_values(
+        config.model_dump(mode="json", exclude={"report", "output", "demo_prompts", "package", "package_stack_name"})
     )
-    # Settings added later are left out while unset: runs from before them hold no such key, and resume.
-    if identity["dtype"] is None:
-        del identity["dtype"]
-    if identity["evaluation"]["max_new_tokens"] is None:
-        del identity["evaluation"]["max_new_tokens"]
-    return identity
+
+
+def _set_values(settings: dict) -> dict:
+    """``settings`` without the keys whose value is None, at every depth.
+
+    An unset setting and a missing one are the same: a run written before a
+    setting existed holds no key for it, and resumes under a config that leaves it unset.
+    """
+    return {
+        key: _set_values(value) if isinstance(value, dict) else value
+        for key, value in settings.items()
+        if value is not None
+    }
 
 
 class Experiment:
@@ -112,8 +119,9 @@ class Experiment:
                     "choose another folder"
                 )
             return {"identity": identity, "steps": {}}
-        if state.get("identity") != identity:
-            changed = sorted(k for k in identity if state.get("identity", {}).get(k) != identity[k])
+        recorded = _set_values(state.get("identity", {}))
+        if recorded != identity:
+            changed = sorted(k for k in identity.keys() | recorded.keys() if recorded.get(k) != identity.get(k))
             raise InputError(
                 f"output: {self.output} holds an experiment with other settings (changed: {', '.join(changed)}); "
                 "rerun with the same config to resume, or choose another output folder"
