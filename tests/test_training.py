@@ -377,15 +377,21 @@ def test_two_processes_under_accelerate_launch(distilled_dir, tiny_model_id, tmp
     assert [stage.adapter.name for stage in load_stack(output).stages] == STAGES
 
 
+@pytest.fixture
+def all_cores():
+    """The module runs tiny models on one thread; a 135M model is faster on all of the machine's cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(os.cpu_count() or 1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.slow
-def test_end_to_end_on_the_embedded_model(tmp_path):
+def test_end_to_end_on_the_embedded_model(tmp_path, all_cores):
     """Distil with SmolLM2 as teacher, train its four stages, run the trained stack."""
     from peft import PeftConfig
 
     from fslm_core.experiment.systems import with_max_new_tokens
-
-    # The module runs tiny models on one thread; a 135M model is faster on all of the machine's cores.
-    torch.set_num_threads(os.cpu_count() or 1)
 
     spec = get_registry().model("smollm2-135m-instruct")
     if spec.source is None:
