@@ -215,6 +215,20 @@ def test_a_changed_config_is_refused_for_the_same_folder(finished, tiny_model_id
         run_experiment(changed, echo=lambda line: None)
 
 
+def test_a_run_follows_its_data_file_by_content_not_by_location(finished, tmp_path):
+    from fslm_core.experiment.pipeline import Experiment
+
+    config, _, _ = finished
+    moved = tmp_path / "elsewhere" / config.data.name
+    moved.parent.mkdir()
+    moved.write_bytes(config.data.read_bytes())
+    experiment = Experiment(config.model_copy(update={"data": moved}), echo=lambda line: None)
+    assert "report" in experiment.state["steps"]  # another checkout's copy of the same data opens the run
+    moved.write_bytes(config.data.read_bytes().replace(b"(0)", b"(9)"))
+    with pytest.raises(InputError, match="other settings \\(changed: data\\)"):
+        Experiment(config.model_copy(update={"data": moved}), echo=lambda line: None)
+
+
 def test_bad_config_fails_before_any_model_loads(tmp_path, tiny_model_id):
     with pytest.raises(InputError, match="config: file not found"):
         load_experiment_config(tmp_path / "missing.yaml")
@@ -257,13 +271,15 @@ def test_killed_experiment_resumes_without_redoing_finished_steps(tiny_model_id,
         assert f"{step}: done earlier" in again.stdout
 
 
-def test_the_committed_paper_run_opens_under_settings_added_after_it():
+def test_the_committed_paper_run_opens_under_settings_added_after_it(tmp_path):
     """examples/paper_experiment/run was written before newer settings existed: unset, they must not refuse it."""
     from fslm_core.experiment.pipeline import Experiment
 
     config = load_experiment_config(Path(__file__).parents[1] / "examples" / "paper_experiment" / "experiment.yaml")
     if not config.data.is_file():  # the Alpaca subset lies outside the repository, in ../shared/data
-        config = config.model_copy(update={"data": ALPACA_TINY})
+        stand_in = tmp_path / config.data.name  # the run's record names its data by path: only the name is checked
+        stand_in.write_bytes(ALPACA_TINY.read_bytes())
+        config = config.model_copy(update={"data": stand_in})
     experiment = Experiment(config, echo=lambda line: None)
     assert "report" in experiment.state["steps"] and config.evaluation.max_new_tokens is None
 

@@ -26,9 +26,11 @@ only explain the choices, come last.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from ..distillation import DistillConfig, distill, filter_distilled, load_distilled
 from ..errors import InputError
@@ -58,10 +60,25 @@ REUSABLE = {"distilled", ".gitignore"}
 
 
 def _identity(config: ExperimentConfig) -> dict:
-    """What decides the experiment's results: a resumed run must agree on all of it (the report path aside)."""
-    return _set_values(
-        config.model_dump(mode="json", exclude={"report", "output", "demo_prompts", "package", "package_stack_name"})
+    """What decides the experiment's results: a resumed run must agree on all of it (the report path aside).
+
+    The data file counts by its name and content, not its location, so a run
+    committed from one checkout resumes from another.
+    """
+    settings = config.model_dump(
+        mode="json", exclude={"data", "report", "output", "demo_prompts", "package", "package_stack_name"}
     )
+    digest = hashlib.sha256(config.data.read_bytes()).hexdigest()
+    return {**_set_values(settings), "data": {"file": config.data.name, "sha256": digest}}
+
+
+def _changed_settings(recorded: dict, identity: dict) -> list[str]:
+    recorded = _set_values(recorded)
+    if isinstance(recorded.get("data"), str):
+        # Written before the data was identified by content: its path is all there is to go on, and only
+        # its file name survives a move to another checkout.
+        recorded["data"] = identity["data"] if Path(recorded["data"]).name == identity["data"]["file"] else None
+    return sorted(key for key in identity.keys() | recorded.keys() if recorded.get(key) != identity.get(key))
 
 
 def _set_values(settings: dict) -> dict:
@@ -119,13 +136,13 @@ class Experiment:
                     "choose another folder"
                 )
             return {"identity": identity, "steps": {}}
-        recorded = _set_values(state.get("identity", {}))
-        if recorded != identity:
-            changed = sorted(k for k in identity.keys() | recorded.keys() if recorded.get(k) != identity.get(k))
+        changed = _changed_settings(state.get("identity", {}), identity)
+        if changed:
             raise InputError(
                 f"output: {self.output} holds an experiment with other settings (changed: {', '.join(changed)}); "
                 "rerun with the same config to resume, or choose another output folder"
             )
+        state["identity"] = identity  # an older record's form is replaced on the next save
         return state
 
     def _save(self) -> None:
