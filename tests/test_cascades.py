@@ -163,6 +163,40 @@ def test_equal_signals_defer_together_and_unknown_ones_always():
     assert [point.deferred for point in curve] == [1, 3, 4]
 
 
+def test_the_report_draws_a_generated_cascades_curve_and_says_when_times_come_from_two_machines(tmp_path):
+    from fslm_core.experiment.cascade_report import cascade_sections
+    from fslm_core.experiment.comparison_config import ComparisonConfig
+
+    stack_file = tmp_path / "cascade.yaml"
+    cascade(SMOLLM2, {"model": SMOLLM2, "generation": {"signal": "mean_logprob", "below": -0.5}}).save(stack_file)
+    config = ComparisonConfig(
+        kind="comparison",
+        name="t",
+        output=tmp_path,
+        systems={"front": {"model": SMOLLM2}, "back": {"model": SMOLLM2}, "cascade": {"stack": str(stack_file)}},
+        cascades={"cascade": ("front", "back")},
+        evaluation={"tasks": ["t"]},
+    )
+    fast, slow = {"cpu": "A", "cores": 2, "flags": ["avx2"]}, {"cpu": "B", "cores": 2, "flags": ["avx2"]}
+
+    def result(scores, machine, **fields):
+        scores = dict(zip("1234", scores))
+        return {"scores": scores, "output_type": "generate_until", "wall_time_s": 4.0, **fields,
+                "provenance": {"machine": machine}}  # fmt: skip
+
+    signals = {doc: {"mean_logprob": value} for doc, value in zip("1234", (-0.1, -0.9, -0.8, -0.2))}
+    results = {
+        ("front", "t"): result((1.0, 0.0, 0.0, 1.0), fast, confidence=signals),
+        ("back", "t"): result((0.0, 1.0, 0.0, 1.0), slow),
+        ("cascade", "t"): result((1.0, 1.0, 0.0, 1.0), slow, paths={"2": "fallback", "3": "fallback"}),
+    }
+    page = "\n".join(cascade_sections(config, results, tmp_path / "report.md"))
+    assert "| t | 0.500 | 0.500 | 0.750 | 150% | 50% |" in page and page.split("\n")[6].endswith("| 0 |")
+    assert "`mean_logprob` below -0.5, deferring 2 of 4 here" in page and "| mean_logprob | 0.500 |" in page
+    assert (tmp_path / "report_cascade.svg").read_text().startswith("<svg")
+    assert "different machines** (front: A, 2 cores (avx2); back: B" in page
+
+
 # Running a cascade ---------------------------------------------------------------------------------------
 
 

@@ -17,11 +17,12 @@ from pathlib import Path
 
 from ..files import atomic_write_text
 from ..runtime.cascade import defers
-from ..stage_settings import SCORING_SIGNALS
+from ..stage_settings import GENERATION_SIGNALS, SCORING_SIGNALS
 from .calibration import Calibration, Costs, CurvePoint, Document, choose, signal_curve
 from .calibration_report import curve_svg, signal_table
 from .comparison_config import ComparisonConfig
 from .comparisons import compare
+from .provenance import describe_machine
 
 
 def cascade_sections(config: ComparisonConfig, results: dict, report: Path) -> list[str]:
@@ -43,6 +44,11 @@ def _documents(results: dict, front: str, fallback: str, task: str) -> list[Docu
         Document(task, doc, mine.get("confidence", {}).get(doc, {}), float(score), float(theirs["scores"][doc]))
         for doc, score in mine["scores"].items()
     ]
+
+
+def _machine(result: dict) -> str:
+    machine = result.get("provenance", {}).get("machine")
+    return describe_machine(machine) if machine else "not recorded"
 
 
 def _seconds(result: dict) -> float:
@@ -98,6 +104,17 @@ def _cascade_section(config, cascade, front, fallback, tasks, results, report: P
         f"**{seconds[2] / seconds[1]:.0%}** | |",
         "",
     ]
+    machines = {
+        name: sorted({_machine(results[(name, task)]) for task in tasks}) for name in (front, fallback, cascade)
+    }
+    if len({machine for names in machines.values() for machine in names}) > 1:
+        lines += [
+            "**The times come from different machines** ("
+            + "; ".join(f"{name}: {' / '.join(names)}" for name, names in machines.items())
+            + "): the time columns, and the time row under the curve, set them side by side as if they were one; "
+            "only times from one machine compare.",
+            "",
+        ]
     test = compare(pooled["cascade"], pooled["fallback"])
     lines += [
         f"Pooled over the {documents} documents, {cascade} against {fallback}: {test.difference:+.3f} "
@@ -110,21 +127,34 @@ def _cascade_section(config, cascade, front, fallback, tasks, results, report: P
     return lines
 
 
-def _threshold(config: ComparisonConfig, cascade: str):
+def _threshold(config: ComparisonConfig, cascade: str, generated: bool):
+    """The cascade's deferral for generated answers or for scored choices, as its stack declares it."""
     from ..runtime.stack_choice import resolve_stack
 
     stack = resolve_stack(config.systems[cascade].stack)
-    return stack.fallback.scoring if stack.fallback is not None else None
+    if stack.fallback is None:
+        return None
+    return stack.fallback.generation if generated else stack.fallback.scoring
 
 
 def _curve(config, cascade, front, fallback, tasks, results, report: Path, seconds: list[float]) -> list[str]:
     documents = [doc for task in tasks for doc in _documents(results, front, fallback, task)]
-    if not any(doc.signals for doc in documents):
+    output_types = {results[(front, task)].get("output_type") for task in tasks}
+    if len(output_types) > 1:  # the two kinds of answer have different signals: one curve cannot hold both
+        return ["(No curve: these tasks mix generated and multiple-choice answers.)", ""]
+    generated = output_types == {"generate_until"}
+    signals = GENERATION_SIGNALS if generated else SCORING_SIGNALS
+    # A signal no document has (agreement, for a front that does not sample) has no curve to draw.
+    curves = {
+        signal: signal_curve(documents, signal)
+        for signal in signals
+        if any(doc.signals.get(signal) is not None for doc in documents)
+    }
+    if not curves:
         return []
-    curves = {signal: signal_curve(documents, signal) for signal in SCORING_SIGNALS}
     fallback_accuracy = _mean(doc.fallback for doc in documents)
     costs = Costs(seconds[0], seconds[1])
-    deferral = _threshold(config, cascade)
+    deferral = _threshold(config, cascade, generated)
     if deferral is None:
         return []
     deferred = [defers(doc.signals.get(deferral.signal), deferral) for doc in documents]
@@ -134,14 +164,14 @@ def _curve(config, cascade, front, fallback, tasks, results, report: Path, secon
     signal, best, target = choose(curves, len(documents), fallback_accuracy, share=0.95)
     picture = report.with_name(f"{report.stem}_{cascade}.svg")
     title = f"{cascade}: accuracy against documents deferred ({len(documents)} documents)"
-    calibration = Calibration(documents, curves, costs, deferral.signal, chosen, "calibrated threshold")
+    calibration = Calibration(documents, curves, costs, deferral.signal, chosen, "the cascade's threshold")
     atomic_write_text(picture, curve_svg(calibration, title))
     lines = [
         f"![{title}]({picture.name})",
         "",
-        f"Every threshold on these documents, from the lone systems' scores (the circle: the calibrated "
-        f"threshold, `{deferral.signal}` below {deferral.below:.6g}, chosen on other documents, deferring "
-        f"{calibrated} of {len(documents)} here). Grey numbers under the axis: time per document as a share of "
+        f"Every threshold on these documents, from the lone systems' scores (the circle: the cascade's own "
+        f"threshold, `{deferral.signal}` below {deferral.below:.6g}, deferring {calibrated} of {len(documents)} "
+        "here; its stack file says how it was chosen). Grey numbers under the axis: time per document as a share of "
         f"{fallback}'s.",
         "",
         *signal_table(calibration, fallback),
