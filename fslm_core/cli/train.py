@@ -57,6 +57,11 @@ def distill_command(data, output, as_json, **settings):
 @click.option("--stages", help="Comma-separated stages to train (default: all).")
 @click.option("--eval-fraction", type=float, help="Share of examples held out to score each stage.")
 @click.option("--checkpoint-every", type=click.IntRange(min=1), help="Optimizer steps between checkpoints.")
+@click.option(
+    "--start-from",
+    type=click.Path(),
+    help="A trained stack's folder: each stage starts from its adapter there (a further epoch, or more data).",
+)
 @click.option("--mixed-precision", type=click.Choice(["no", "fp16", "bf16"]), help="Autocast on GPUs.")
 @dtype_option
 @click.option("--seed", type=int)

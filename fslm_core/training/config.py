@@ -75,6 +75,11 @@ class TrainConfig(BaseModel):
         default=("target-loss", "token-f1"), description="Registered evaluators run per stage."
     )
     eval_batch_size: int = Field(default=8, gt=0)
+    start_from: Path | None = Field(
+        default=None,
+        description="A trained stack's folder: each stage trained starts from its adapter there instead of a "
+        "fresh LoRA (a further epoch, or more data); rank, alpha and target modules must match it.",
+    )
     checkpoint_every: int = Field(default=100, gt=0, description="Optimizer steps between checkpoints.")
     log_every: int = Field(default=10, gt=0, description="Optimizer steps between loss log lines.")
 
@@ -82,8 +87,9 @@ class TrainConfig(BaseModel):
         """The settings that decide the adapters: a resumed run must use the same."""
         return self.model_dump(
             mode="json",
-            # dtype counts as what it resolves to (train_stack adds it): runs from before the setting still resume.
-            exclude={"stages", "evaluators", "eval_batch_size", "checkpoint_every", "log_every", "dtype"},
+            # dtype counts as what it resolves to, start_from as its adapters' content (train_stack adds both):
+            # runs from before these settings still resume.
+            exclude={"stages", "evaluators", "eval_batch_size", "checkpoint_every", "log_every", "dtype", "start_from"},
         )
 
 

@@ -29,6 +29,7 @@ from .config import TrainConfig
 from .examples import epoch_batches, process_share
 from .output import ADAPTERS_DIR, CHECKPOINTS_DIR
 from .results import StageTraining, TrainStep
+from .start_from import load_start_adapter
 
 log = get_logger(__name__)
 
@@ -80,7 +81,10 @@ def autocast(run: TrainingRun, backend: ModelBackend):
     return run.accelerator.autocast()
 
 
-def train_stage(run: TrainingRun, stage_index: int, stage_name: str, examples: list[EncodedExample]) -> StageTraining:
+def train_stage(
+    run: TrainingRun, stage_index: int, stage_name: str, examples: list[EncodedExample], start: Path | None = None
+) -> StageTraining:
+    """Train one stage's LoRA on ``examples`` (from the adapter in ``start``, if given), resuming its checkpoint."""
     import torch
     from peft import get_peft_model
     from transformers import get_linear_schedule_with_warmup, set_seed
@@ -103,6 +107,8 @@ def train_stage(run: TrainingRun, stage_index: int, stage_name: str, examples: l
             f"stage {stage_name!r}: LoRA does not fit model {backend.spec.id!r} ({str(error).splitlines()[0]}); "
             "set target_modules (CLI: --target-modules) to module names of this model"
         ) from None
+    if start is not None:  # before the checkpoint, which replaces these weights when a run resumes
+        load_start_adapter(peft_model, start, stage_name)
     slice_logits = slices_logits(peft_model)
     lengths = [len(example) for example in examples]
     steps_per_epoch = len(

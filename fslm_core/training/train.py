@@ -37,6 +37,7 @@ from .loop import TrainingRun, train_stage
 from .output import ADAPTERS_DIR, STATE, adapter_done, check_output, stack_identity
 from .results import StageTraining, TrainResult, TrainStep
 from .stage_scores import score_stages
+from .start_from import adapter_fingerprints, start_adapters
 from .upstream import GeneratedUpstream, with_upstream_inputs
 
 log = get_logger(__name__)
@@ -107,6 +108,9 @@ def train_stack(
     changed_dtypes = _changed_dtypes(plain, to_train, registry)
     if changed_dtypes:
         config_identity["dtype"] = changed_dtypes
+    start = start_adapters(Path(config.start_from).expanduser(), to_train) if config.start_from else {}
+    if start:
+        config_identity["start_from"] = adapter_fingerprints(start)
     identity = {"stack": stack_identity(plain), "config": config_identity, "data": data.fingerprint}
     state = check_output(folder, identity)
 
@@ -154,7 +158,7 @@ def train_stack(
         backend = bound.stages[name].backend
         max_length = _max_length(config.max_length, backend)
         encoded = [encode_example(backend, prompt, target, max_length) for prompt, target in pairs]
-        results[name] = train_stage(run, index, name, encoded)
+        results[name] = train_stage(run, index, name, encoded, start.get(name))
         state["stages"][name] = results[name].model_dump(mode="json", exclude={"already_trained"})
         if run.main:
             STATE.write(folder, state)
