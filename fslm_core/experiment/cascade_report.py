@@ -22,7 +22,7 @@ from .calibration import Calibration, Costs, CurvePoint, Document, choose, signa
 from .calibration_report import curve_svg, signal_table
 from .comparison_config import ComparisonConfig
 from .comparisons import compare
-from .provenance import describe_machine
+from .provenance import UNRECORDED, result_machine
 
 
 def cascade_sections(config: ComparisonConfig, results: dict, report: Path) -> list[str]:
@@ -44,11 +44,6 @@ def _documents(results: dict, front: str, fallback: str, task: str) -> list[Docu
         Document(task, doc, mine.get("confidence", {}).get(doc, {}), float(score), float(theirs["scores"][doc]))
         for doc, score in mine["scores"].items()
     ]
-
-
-def _machine(result: dict) -> str:
-    machine = result.get("provenance", {}).get("machine")
-    return describe_machine(machine) if machine else "not recorded"
 
 
 def _seconds(result: dict) -> float:
@@ -105,7 +100,8 @@ def _cascade_section(config, cascade, front, fallback, tasks, results, report: P
         "",
     ]
     machines = {
-        name: sorted({_machine(results[(name, task)]) for task in tasks}) for name in (front, fallback, cascade)
+        name: sorted({result_machine(results[(name, task)]) or UNRECORDED for task in tasks})
+        for name in (front, fallback, cascade)
     }
     if len({machine for names in machines.values() for machine in names}) > 1:
         lines += [

@@ -54,14 +54,20 @@ def describe_machine(cpu: dict) -> str:
     return f"{cpu['cpu']}, {cpu['cores']} cores ({', '.join(cpu['flags']) or 'no AVX2'})"
 
 
+def result_machine(result: dict) -> str | None:
+    """The machine that produced ``result``, as its provenance records it (None: written before the record)."""
+    machine = result.get("provenance", {}).get("machine")
+    return describe_machine(machine) if machine else None
+
+
 def result_machines(results: Iterable[dict]) -> str:
     """The machines that produced ``results``, as their provenance records them; results that predate the
     record are said to, with the machine writing the report named as such."""
     recorded, unrecorded = Counter(), 0
     for result in results:
-        machine = result.get("provenance", {}).get("machine")
+        machine = result_machine(result)
         if machine:
-            recorded[describe_machine(machine)] += 1
+            recorded[machine] += 1
         else:
             unrecorded += 1
     parts = [f"{name} ({count} results)" if len(recorded) > 1 else name for name, count in recorded.items()]
