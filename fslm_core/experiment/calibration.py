@@ -112,6 +112,15 @@ def signal_curve(documents: Sequence[Document], signal: str) -> list[CurvePoint]
     return points
 
 
+def signal_curves(documents: Sequence[Document], signals: Sequence[str]) -> dict[str, list[CurvePoint]]:
+    """:func:`signal_curve` of each signal that some document has (agreement only comes from a sampling stack)."""
+    return {
+        signal: signal_curve(documents, signal)
+        for signal in signals
+        if any(doc.signals.get(signal) is not None for doc in documents)
+    }
+
+
 def choose(
     curves: dict[str, list[CurvePoint]],
     documents: int,
@@ -207,12 +216,7 @@ def calibrate(
     if len(output_types) > 1:
         raise InputError("calibration: tasks mix generated and multiple-choice answers; calibrate them apart")
     signals = GENERATION_SIGNALS if output_types == {"generate_until"} else SCORING_SIGNALS
-    # A signal no document has (agreement, for a stack that does not sample) has no curve to draw.
-    curves = {
-        signal: signal_curve(documents, signal)
-        for signal in signals
-        if any(doc.signals.get(signal) is not None for doc in documents)
-    }
+    curves = signal_curves(documents, signals)
     if not curves:
         raise InputError(f"calibration: no document has a confidence signal ({', '.join(signals)})")
     fallback_accuracy = _mean([doc.fallback for doc in documents])

@@ -18,7 +18,7 @@ from pathlib import Path
 from ..files import atomic_write_text
 from ..runtime.cascade import defers
 from ..stage_settings import GENERATION_SIGNALS, SCORING_SIGNALS
-from .calibration import Calibration, Costs, CurvePoint, Document, choose, signal_curve
+from .calibration import Calibration, Costs, CurvePoint, Document, choose, signal_curves
 from .calibration_report import curve_svg, signal_table
 from .comparison_config import ComparisonConfig
 from .comparisons import compare
@@ -139,13 +139,7 @@ def _curve(config, cascade, front, fallback, tasks, results, report: Path, secon
     if len(output_types) > 1:  # the two kinds of answer have different signals: one curve cannot hold both
         return ["(No curve: these tasks mix generated and multiple-choice answers.)", ""]
     generated = output_types == {"generate_until"}
-    signals = GENERATION_SIGNALS if generated else SCORING_SIGNALS
-    # A signal no document has (agreement, for a front that does not sample) has no curve to draw.
-    curves = {
-        signal: signal_curve(documents, signal)
-        for signal in signals
-        if any(doc.signals.get(signal) is not None for doc in documents)
-    }
+    curves = signal_curves(documents, GENERATION_SIGNALS if generated else SCORING_SIGNALS)
     if not curves:
         return []
     fallback_accuracy = _mean(doc.fallback for doc in documents)

@@ -108,7 +108,7 @@ def train_stack(
     changed_dtypes = _changed_dtypes(plain, to_train, registry)
     if changed_dtypes:
         config_identity["dtype"] = changed_dtypes
-    start = start_adapters(Path(config.start_from).expanduser(), to_train) if config.start_from else {}
+    start = start_adapters(config.start_from.expanduser(), to_train) if config.start_from else {}
     if start:
         config_identity["start_from"] = adapter_fingerprints(start)
     identity = {"stack": stack_identity(plain), "config": config_identity, "data": data.fingerprint}
