@@ -77,6 +77,10 @@ def test_a_comparison_evaluates_every_system_on_the_same_documents_and_reports_p
         gsm8k = read_result(output, system, "local_gsm8k")
         assert gsm8k["doc_ids"] == [2, 3] and gsm8k["cost"]["tokens_per_document"] > 0
         assert {answer["doc_id"] for answer in gsm8k["sample_answers"]} <= {2, 3}
+    # Each result records its adapters' weights, so a stack trained again under its old name is not reused.
+    adapters = read_result(output, "two", "local_gsm8k")["provenance"]["adapters"]
+    assert adapters and all(len(digest) == 64 for digest in adapters.values())
+    assert read_result(output, "alone", "local_gsm8k")["provenance"]["adapters"] == {}
     # Sample traces carry lm-eval's document ids, as the scores do.
     assert [document["doc_id"] for document in read_result(output, "two", "local_gsm8k")["sample_traces"]] == [2, 3]
     report = (comparison.parent / "report.md").read_text()
@@ -84,6 +88,22 @@ def test_a_comparison_evaluates_every_system_on_the_same_documents_and_reports_p
     assert "3 documents (ids 1 to 3" in report
     assert report.index("## What was tried") < report.index("## local_arc_easy")
     assert "## Demo prompts" in report and "prompt: What is 2 + 2?" in report
+
+    # Run again as it is: every result is reused. Asked for other documents: the old results are refused by
+    # name, not reused as if they were the new ones, and not overwritten.
+    lines = []
+    run_comparison(config, echo=lines.append, until="eval")
+    assert sum(line.endswith(": done earlier") for line in lines) == 4
+    evaluation = config.evaluation.model_copy(
+        update={"document_ranges": {"local_arc_easy": [1, 4], "local_gsm8k": [1, 4]}}
+    )
+    moved = config.model_copy(update={"evaluation": evaluation})
+    before = read_result(output, "two", "local_gsm8k")
+    with pytest.raises(
+        InputError, match=r"systems.(two|alone): its finished result .*local_gsm8k.json was made with other documents"
+    ):
+        run_comparison(moved, echo=lambda line: None, until="eval")
+    assert read_result(output, "two", "local_gsm8k") == before
 
 
 def test_a_stack_ending_in_a_tool_is_scored_on_generation_tasks(capsys, comparison):
@@ -128,3 +148,36 @@ def test_a_comparison_config_names_its_mistakes(tmp_path):
     path.write_text(json.dumps(data))
     with pytest.raises(InputError, match="notes: file not found: .*missing.md"):
         load_comparison_config(path)
+    data["notes"] = None
+    data["evaluation"]["document_ranges"] = {"u": [0, 5]}
+    path.write_text(json.dumps(data))
+    with pytest.raises(InputError, match="document_ranges.u: not one of the tasks"):
+        load_comparison_config(path)
+    data["evaluation"]["document_ranges"] = {"t": [5, 5]}
+    path.write_text(json.dumps(data))
+    with pytest.raises(InputError, match=r"document_ranges.t: \[5, 5\) holds no document ids"):
+        load_comparison_config(path)
+    data["evaluation"]["document_ranges"] = {}
+    data["cascades"] = {"a": ["b", "b"]}
+    path.write_text(json.dumps(data))
+    with pytest.raises(InputError, match="cascades.a: a cascade must be a stack system"):
+        load_comparison_config(path)
+
+
+def test_a_document_range_past_the_end_of_the_slice_is_refused_before_any_eval(comparison):
+    from fslm_core.experiment import run_comparison
+
+    config = load_comparison_config(comparison)
+    evaluation = config.evaluation.model_copy(update={"document_ranges": {"local_gsm8k": [100000, 100010]}})
+    config = config.model_copy(
+        update={
+            "systems": {k: v for k, v in config.systems.items() if k != "tool-end"},
+            "evaluation": evaluation.model_copy(update={"tasks": ("local_gsm8k",)}),
+        }
+    )
+    with pytest.raises(InputError, match=r"document_ranges.local_gsm8k: \[100000, 100010\) holds none of the task's"):
+        run_comparison(config, echo=lambda line: None, until="eval")
+    assert not (comparison.parent / "run" / "eval").exists()
+    (comparison.parent / "a-file").write_text("not a folder")
+    with pytest.raises(InputError, match="output: .*a-file is a file; give a folder"):
+        run_comparison(config.model_copy(update={"output": comparison.parent / "a-file"}), echo=lambda line: None)

@@ -65,6 +65,8 @@ def run_comparison(
     for name in (only, until):
         if name is not None and name not in COMPARISON_STEPS:
             raise InputError(f"step: {name!r} is not a step of a comparison ({', '.join(COMPARISON_STEPS)})")
+    if config.output.exists() and not config.output.is_dir():
+        raise InputError(f"output: {config.output} is a file; give a folder")
     config.output.mkdir(parents=True, exist_ok=True)
     atomic_write_text(config.output / "comparison.json", config.model_dump_json(indent=1))
     plan = comparison_plan(config)

@@ -68,6 +68,15 @@ class ComparisonEvaluation(BaseModel):
     max_gen_toks: int | None = Field(default=None, gt=0)
     traces_per_task: int = Field(default=3, ge=0)
 
+    @model_validator(mode="after")
+    def _ranges_name_tasks(self) -> ComparisonEvaluation:
+        for task, (start, stop) in self.document_ranges.items():
+            if task not in self.tasks:
+                raise ValueError(f"document_ranges.{task}: not one of the tasks ({', '.join(self.tasks)})")
+            if not 0 <= start < stop:
+                raise ValueError(f"document_ranges.{task}: [{start}, {stop}) holds no document ids")
+        return self
+
 
 class ComparisonConfig(BaseModel):
     """Systems compared on the same documents of each task, with paired tests between the named pairs."""
@@ -106,6 +115,9 @@ class ComparisonConfig(BaseModel):
             for name in (cascade, *parts):
                 if name not in self.systems:
                     raise ValueError(f"cascades.{cascade}: {name!r} is not a system ({', '.join(self.systems)})")
+            if self.systems[cascade].stack is None:
+                # The report reads the cascade's threshold from its stack; a model alone has none.
+                raise ValueError(f"cascades.{cascade}: a cascade must be a stack system, not a model alone")
         return self
 
     @property

@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..declarations import Stack
+from ..errors import InputError
 from ..files import atomic_write_json, safe_file_name
 from ..lmeval import EvalSettings, FslmLM, run_task, task_manager
-from .provenance import provenance
+from .provenance import provenance, reusable_settings
 
 EVAL_DIR = "eval"
 METRIC_PREFERENCE = ("acc_norm", "acc", "exact_match")
@@ -89,7 +90,14 @@ def task_documents(task: str, plan: EvalPlan, manager) -> tuple[list[int], str, 
     files = sorted({str(path) for value in dict(data_files).values() for path in _as_list(value)})
     if task in plan.document_ranges:
         start, stop = plan.document_ranges[task]
-        return list(range(max(0, start), min(stop, total))), output_type, total, files
+        ids = list(range(max(0, start), min(stop, total)))
+        if not ids:
+            # lm-eval reads an empty selection as "every document": refuse it rather than score the slice.
+            held = f"ids 0 to {total - 1}" if total else "it has none"
+            raise InputError(
+                f"document_ranges.{task}: [{start}, {stop}) holds none of the task's {total} documents ({held})"
+            )
+        return ids, output_type, total, files
     wanted = plan.generation_documents if output_type == "generate_until" else plan.documents
     if total <= wanted:
         return list(range(total)), output_type, total, files
@@ -147,24 +155,19 @@ class Evaluator:
             )
         return self.models[system]
 
-    def pending(self) -> list[tuple[str, str]]:
-        return [
-            (system, task)
-            for task in self.plan.tasks
-            for system in self.plan.systems
-            if read_result(self.output, system, task) is None
-        ]
-
     def run(self) -> None:
         pairs = [(system, task) for task in self.plan.tasks for system in self.plan.systems]
         documents = {task: task_documents(task, self.plan, self.manager) for task in self.plan.tasks}
         self.check_scorable(documents)
+        finished = {pair: result for pair in pairs if (result := read_result(self.output, *pair)) is not None}
+        for (system, task), earlier in finished.items():  # all of them before any eval, not one by one
+            self.check_reusable(earlier, system, task, documents[task][0])
         for index, (system, task) in enumerate(pairs, start=1):
             where = f"  ({index}/{len(pairs)}) {system} on {task}"
-            if read_result(self.output, system, task) is not None:
+            ids, output_type, total, data_files = documents[task]
+            if (system, task) in finished:
                 self.echo(f"{where}: done earlier")
                 continue
-            ids, output_type, total, data_files = documents[task]
             self.echo(f"{where}: {len(ids)} of {total} documents ...")
             self.model(system).load()  # loading is not part of a result's wall time
             started = time.perf_counter()
@@ -175,10 +178,27 @@ class Evaluator:
             atomic_write_json(result_path(self.output, system, task), result)
             self.echo(f"{where}: {result['metric']} {result['mean']:.4f} in {result['wall_time_s']:.0f}s")
 
+    def check_reusable(self, earlier: dict, system: str, task: str, ids: list[int]) -> None:
+        """Refuse a finished result that the plan would not produce now (other documents, stack, adapter
+        weights or scoring settings): reusing it would compare systems on different terms, and evaluating
+        again over it would lose it. What a result written by older code did not record is not compared."""
+        stack = self.model(system).stack
+        now = {"doc_ids": ids, "stack": stack.name, **reusable_settings(stack, self.plan)}
+        recorded = {
+            **earlier.get("provenance", {}),
+            **{key: earlier[key] for key in ("doc_ids", "stack") if key in earlier},
+        }
+        changed = [key for key in now if key in recorded and recorded[key] != now[key]]
+        if changed:
+            names = {"doc_ids": "documents", "stack": "stack name", "adapters": "adapter weights"}
+            raise InputError(
+                f"systems.{system}: its finished result {result_path(self.output, system, task)} was made with "
+                f"other {', '.join(names.get(key, key) for key in changed)} than this run asks for; move it "
+                "aside to evaluate again, or give another output folder"
+            )
+
     def check_scorable(self, documents: dict) -> None:
         """Refuse, before any eval, a system ending in a tool on a task scored by log-likelihoods."""
-        from ..errors import InputError
-
         for system, build in self.plan.systems.items():
             final = build().final_stage
             if final.tool is None:

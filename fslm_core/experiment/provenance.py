@@ -4,6 +4,7 @@ change scores. Every eval result records it, so results of different code are ne
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.metadata
 import subprocess
 from collections import Counter
@@ -104,17 +105,41 @@ def commit_line(results: Iterable[dict]) -> str:
 
 def provenance(stack: Stack, plan: Any) -> dict:
     """The code, packages, dtype and scoring settings behind one eval result of ``stack`` under ``plan``."""
-    from ..runtime.dtype_choice import auto_dtype
-
     return {
         "commit": code_commit(),
         "machine": cpu_summary(),
         "packages": package_versions(),
-        "dtype": stack.dtype,
-        "auto_dtype": auto_dtype() if stack.dtype == "auto" else None,
-        "num_fewshot": plan.num_fewshot,
+        **reusable_settings(stack, plan),
         "batch_size": plan.batch_size,
-        "max_gen_toks": plan.max_gen_toks,
         "seed": plan.seed,
         "stage_cache": False,
     }
+
+
+def reusable_settings(stack: Stack, plan: Any) -> dict:
+    """What a finished result must share with a plan to be reused by it: what the models compute in, the
+    adapters' weights (by sha256, so a stack trained again under its old name is not mistaken for the old one)
+    and the scoring settings. The batch size and the seed are left out: they do not change a greedy answer."""
+    from ..runtime.dtype_choice import auto_dtype
+
+    return {
+        "dtype": stack.dtype,
+        "auto_dtype": auto_dtype() if stack.dtype == "auto" else None,
+        "adapters": adapter_weights(stack),
+        "num_fewshot": plan.num_fewshot,
+        "max_gen_toks": plan.max_gen_toks,
+    }
+
+
+def adapter_weights(stack: Stack) -> dict[str, str]:
+    """The sha256 of each adapter's weights file, by stage (the fallback's stages under ``fallback.``)."""
+    stages = [(stage.name, stage) for stage in stack.stages]
+    if stack.fallback is not None and stack.fallback.stack is not None:
+        from ..runtime.cascade import fallback_stack
+
+        stages += [(f"fallback.{stage.name}", stage) for stage in fallback_stack(stack).stages]
+    weights = {}
+    for name, stage in stages:
+        if stage.adapter is not None and (file := Path(stage.adapter) / "adapter_model.safetensors").is_file():
+            weights[name] = hashlib.sha256(file.read_bytes()).hexdigest()
+    return weights
