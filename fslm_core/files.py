@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ TMP_PREFIX = ".tmp-"
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         # mkstemp creates the file private (0600); give it the mode a plain open() would.
         umask = os.umask(0)
@@ -63,18 +64,69 @@ def temporary_folder(final: Path) -> Path:
 
 
 def replace_folder(tmp: Path, final: Path) -> Path:
-    """Rename the finished temporary folder ``tmp`` to ``final``, replacing an older ``final``."""
+    """Rename the finished temporary folder ``tmp`` to ``final``, replacing an older ``final``.
+
+    The older folder is renamed aside before the new one is renamed in and only then deleted, so an
+    interruption leaves one of the two whole (the old one under a temporary name), never a half-deleted one.
+    When another process renamed its own copy in first, that copy is kept and ``tmp`` is deleted.
+    """
+    old = None
     if final.exists():
-        shutil.rmtree(final)
-    os.rename(tmp, final)
+        old = _private_name(final, "replaced-")
+        os.rename(final, old)
+    try:
+        os.rename(tmp, final)
+    except OSError:
+        if not final.is_dir():
+            if old is not None:
+                os.rename(old, final)
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)  # another writer's copy won the race
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
     return final
 
 
 def write_folder_atomically(final: Path, write: Callable[[Path], None]) -> Path:
-    """Write a folder under a temporary name with ``write(tmp)``, then rename it into place."""
-    tmp = temporary_folder(final)
-    write(tmp)
-    return replace_folder(tmp, final)
+    """Write a folder under a temporary name with ``write(tmp)``, then rename it into place.
+
+    The temporary name is this write's own (``tmp`` does not exist yet), so two processes writing the same
+    folder at once, such as two runs filling one cache entry, do not delete each other's work; what a
+    process that no longer runs left behind is removed first.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned(final)
+    tmp = _private_name(final)
+    try:
+        write(tmp)
+        return replace_folder(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _private_name(final: Path, kind: str = "") -> Path:
+    """A temporary name beside ``final`` that only this process uses: it carries the process id."""
+    return final.parent / f"{TMP_PREFIX}{kind}{final.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+
+
+def _remove_abandoned(final: Path) -> None:
+    """Remove the temporary copies of ``final`` whose writing process no longer runs (killed mid-write)."""
+    for kind in ("", "replaced-"):
+        for stale in final.parent.glob(f"{TMP_PREFIX}{kind}{final.name}.*.*"):
+            pid = stale.name.rsplit(".", 2)[-2]
+            if pid.isdigit() and not _process_runs(int(pid)):
+                shutil.rmtree(stale, ignore_errors=True)
+
+
+def _process_runs(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
 
 
 def remove_temporaries(folder: Path) -> None:

@@ -16,7 +16,7 @@ from conftest import SMOLLM2
 from fslm_core import Stack, Stage
 from fslm_core.api.backends import logprob_summary
 from fslm_core.declarations import load_stack
-from fslm_core.errors import StackFileError
+from fslm_core.errors import InputError, StackFileError
 from fslm_core.experiment.calibration import Document, choose, signal_curve
 from fslm_core.lmeval import FslmLM, task_manager
 from fslm_core.messages import SampleVote, Trace
@@ -155,6 +155,9 @@ def test_the_curve_defers_the_least_sure_first_and_the_target_picks_the_fewest_d
     assert "95%" in target
     _, point, _ = choose({"choice_margin": curve}, 5, fallback_accuracy=0.8, rate=0.5)
     assert point.deferred == 2 and point.accuracy == 1.0
+    unknown = signal_curve(documents([(None, 0, 1), (0.2, 1, 1)]), "choice_margin")  # the first always defers
+    with pytest.raises(InputError, match=r"--rate: every threshold defers more than 0% of the 2 documents"):
+        choose({"choice_margin": unknown}, 2, fallback_accuracy=1.0, rate=0.0)
 
 
 def test_equal_signals_defer_together_and_unknown_ones_always():
@@ -181,8 +184,8 @@ def test_the_report_draws_a_generated_cascades_curve_and_says_when_times_come_fr
 
     def result(scores, machine, **fields):
         scores = dict(zip("1234", scores))
-        return {"scores": scores, "output_type": "generate_until", "wall_time_s": 4.0, **fields,
-                "provenance": {"machine": machine}}  # fmt: skip
+        return {"scores": scores, "doc_ids": list(scores), "output_type": "generate_until", "wall_time_s": 4.0,
+                **fields, "provenance": {"machine": machine}}  # fmt: skip
 
     signals = {doc: {"mean_logprob": value} for doc, value in zip("1234", (-0.1, -0.9, -0.8, -0.2))}
     results = {
@@ -195,6 +198,12 @@ def test_the_report_draws_a_generated_cascades_curve_and_says_when_times_come_fr
     assert "`mean_logprob` below -0.5, deferring 2 of 4 here" in page and "| mean_logprob | 0.500 |" in page
     assert (tmp_path / "report_cascade.svg").read_text().startswith("<svg")
     assert "different machines** (front: A, 2 cores (avx2); back: B" in page
+    # A fallback that scored nothing: its share is a dash, not a division by zero.
+    results[("back", "t")] = result((0.0, 0.0, 0.0, 0.0), slow)
+    assert "| t | 0.500 | 0.000 | 0.750 | - | 50% |" in "\n".join(cascade_sections(config, results, tmp_path / "r.md"))
+    results[("back", "t")] = result((0.0, 0.0, 0.0), slow)
+    with pytest.raises(InputError, match="cascades.cascade: cascade, front and back were evaluated on different"):
+        cascade_sections(config, results, tmp_path / "r.md")
 
 
 # Running a cascade ---------------------------------------------------------------------------------------

@@ -241,6 +241,13 @@ def test_bad_config_fails_before_any_model_loads(tmp_path, tiny_model_id):
     bad_train = load_experiment_config(write_config(tmp_path, tiny_model_id, train={"rank": 0}))
     with pytest.raises(InputError, match="config train: rank"):
         run_experiment(bad_train, echo=lambda line: None)
+    main_teacher = write_config(tmp_path, tiny_model_id, ablations={"teachers": {"main": {"teacher": tiny_model_id}}})
+    with pytest.raises(InputError, match="ablations.teachers: 'main' names the experiment's own teacher"):
+        load_experiment_config(main_teacher)
+    (tmp_path / "a-file").write_text("not a folder")
+    into_a_file = load_experiment_config(write_config(tmp_path, tiny_model_id, output="a-file"))
+    with pytest.raises(InputError, match="output: .*a-file is a file; give a folder"):
+        run_experiment(into_a_file, echo=lambda line: None)
 
 
 @pytest.mark.slow
@@ -379,9 +386,28 @@ def test_trained_stack_is_packaged_with_half_precision_adapters_and_its_targets(
         original = load_file(str(config.output / "stack" / "adapters" / stage.name / "adapter_model.safetensors"))
         assert all(t.dtype.itemsize == 2 for t in tensors.values())
         assert all((tensors[k].float() - original[k]).abs().max() < 1e-2 for k in original)
+        # The shipped folder names its base by model id (not the training machine's path) and says what it is.
+        settings = json.loads((stage.adapter / "adapter_config.json").read_text())
+        assert settings["base_model_name_or_path"] == stage.model
+        assert f"`{stage.name}` stage" in (stage.adapter / "README.md").read_text()
     rows = [json.loads(line) for line in gzip.open(tmp_path / "pkg" / "data" / "distilled.jsonl.gz", "rt")]
     assert len(rows) == written["examples"] and set(rows[0]["targets"]) == {"interpret", "recall", "reason", "answer"}
     again = package_stack(config.output / "stack", config.output / "filtered", tmp_path / "pkg", "tiny-paper", "x")
     assert again["files"] == written["files"]  # a rerun writes the same bytes
     traces = stack.run(["What is the capital of France?"])
     assert [m.stage for m in traces[0].messages] == ["interpret", "recall", "reason", "answer"]
+
+
+def test_the_report_says_when_the_filter_keeps_other_examples_than_the_stack_trained_on():
+    from fslm_core.experiment.report import _filter_since_training
+
+    trained = {"stages": {"a": {"examples": 697}}, "held_out_examples": 37, "finished": "2026-11-30T16:05:47Z"}
+    same = {"filter": {"kept": 734}, "train-stack": trained}
+    assert _filter_since_training(same) == []
+    rerun = {"filter": {"kept": 731, "finished": "2026-12-03T22:37:36Z"}, "train-stack": trained}
+    (line,) = _filter_since_training(rerun)
+    assert "trained on 734 kept examples (finished 2026-11-30" in line and "keeps 731" in line
+    assert _filter_since_training({"filter": {"kept": 5}}) == []  # not trained yet
+    assert _filter_since_training(rerun, filter_targets=False) == []  # empty targets kept: no estimate
+    recorded = {"filter": {"kept": 731}, "train-stack": {**trained, "filter_kept": 731}}
+    assert _filter_since_training(recorded) == []

@@ -75,3 +75,8 @@ def test_an_adapter_that_does_not_fit_is_named_before_training(first, distilled_
         train_stack(distilled_dir, tmp_path / "b", ONE_EPOCH, model=tiny_model_id, progress=False, start_from=first,
                     rank=4)  # fmt: skip
     assert not (tmp_path / "b" / "adapters" / "recall").exists()
+    damaged = tmp_path / "damaged"
+    shutil.copytree(first, damaged)
+    (damaged / "adapters" / "recall" / "adapter_model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(InputError, match="start_from: stage 'recall'.s adapter in .* cannot be read"):
+        train_stack(distilled_dir, tmp_path / "c", ONE_EPOCH, model=tiny_model_id, progress=False, start_from=damaged)

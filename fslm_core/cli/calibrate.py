@@ -41,7 +41,10 @@ def parse_ranges(items: tuple[str, ...]) -> dict[str, tuple[int, int]]:
 )
 @click.option("--rate", type=click.FloatRange(0.0, 1.0), help="Target: the best accuracy deferring at most this share.")
 @click.option(
-    "--output", required=True, type=click.Path(), help="Folder for the two evaluations (resumable) and the report."
+    "--output",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Folder for the two evaluations (resumable) and the report.",
 )
 @click.option("--write/--no-write", default=True, show_default=True, help="Write the chosen threshold into STACK.")
 @batch_size_option

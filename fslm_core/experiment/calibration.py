@@ -153,6 +153,12 @@ def choose(
         for point in points
         if point.deferred <= rate * documents + 1e-9
     ]
+    if not within:
+        fewest = min((point.deferred for points in curves.values() for point in points), default=documents)
+        raise InputError(
+            f"--rate: every threshold defers more than {rate:.0%} of the {documents} documents (the fewest is "
+            f"{fewest}: documents without a signal always defer)"
+        )
     _, _, signal, point = min(within, key=lambda item: item[:2])
     return signal, point, target
 
@@ -186,6 +192,11 @@ def read_documents(output: Path, tasks: Sequence[str]) -> tuple[list[Document], 
         front, fallback = read_result(output, FRONT, task), read_result(output, FALLBACK, task)
         if front is None or fallback is None:
             raise InputError(f"calibration: task {task}: the evaluation has not finished (run it again to resume)")
+        if front["doc_ids"] != fallback["doc_ids"]:
+            raise InputError(
+                f"calibration: task {task}: the stack's and the fallback's results cover different documents "
+                f"({output}); evaluate both on the same ones"
+            )
         output_types.add(front["output_type"])
         for doc_id, score in front["scores"].items():
             signals = front.get("confidence", {}).get(doc_id, {})

@@ -99,7 +99,7 @@ def calibration_markdown(calibration: Calibration, title: str) -> str:
         "",
         f"Target: {calibration.target}. Chosen: defer when `{calibration.chosen_signal}` is below "
         f"{chosen.below:.6g}: {chosen.deferred} documents deferred ({rate:.1%}), accuracy {chosen.accuracy:.3f} "
-        f"({chosen.accuracy / calibration.fallback_accuracy:.1%} of the fallback's), "
+        f"({_share_of_fallback(chosen.accuracy, calibration.fallback_accuracy)}), "
         f"{costs.cascade_seconds(rate):.2f} s a document ({costs.share_of_fallback(rate):.0%} of the fallback's "
         "time: the stack on every document, the fallback on the deferred ones).",
         "",
@@ -149,3 +149,9 @@ def write_calibration_report(calibration: Calibration, folder: Path, title: str)
     page = folder / TABLE_FILE
     atomic_write_text(page, calibration_markdown(calibration, title))
     return page
+
+
+def _share_of_fallback(accuracy: float, fallback_accuracy: float) -> str:
+    if not fallback_accuracy:
+        return "the fallback scored nothing"
+    return f"{accuracy / fallback_accuracy:.1%} of the fallback's"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import InputError
 from ..files import atomic_write_text
 from ..runtime.cascade import defers
 from ..stage_settings import GENERATION_SIGNALS, SCORING_SIGNALS
@@ -50,6 +51,11 @@ def _seconds(result: dict) -> float:
     return result["wall_time_s"] / len(result["scores"])
 
 
+def _share(part: float, whole: float) -> str:
+    """``part`` as a percentage of ``whole``; a dash when ``whole`` is 0 (a fallback that scored nothing)."""
+    return f"{part / whole:.0%}" if whole else "-"
+
+
 def _mean(values) -> float:
     values = list(values)
     return sum(values) / len(values)
@@ -71,6 +77,11 @@ def _cascade_section(config, cascade, front, fallback, tasks, results, report: P
     pooled: dict[str, list] = {"front": [], "fallback": [], "cascade": [], "deferred": [], "seconds": []}
     for task in tasks:
         mine, theirs, both = results[(front, task)], results[(fallback, task)], results[(cascade, task)]
+        if not mine["doc_ids"] == theirs["doc_ids"] == both["doc_ids"]:
+            raise InputError(
+                f"cascades.{cascade}: {cascade}, {front} and {fallback} were evaluated on different documents of "
+                f"{task}; evaluate them on the same ones"
+            )
         paths = both.get("paths", {})
         wrong = sum(
             float(score) != float((theirs if paths.get(doc) == "fallback" else mine)["scores"][doc])
@@ -80,9 +91,9 @@ def _cascade_section(config, cascade, front, fallback, tasks, results, report: P
         scores = {name: list(result["scores"].values()) for name, result in (("f", mine), ("b", theirs), ("c", both))}
         lines.append(
             f"| {task} | {_mean(scores['f']):.3f} | {_mean(scores['b']):.3f} | {_mean(scores['c']):.3f} | "
-            f"{_mean(scores['c']) / max(_mean(scores['b']), 1e-9):.0%} | {deferred / len(both['scores']):.0%} | "
+            f"{_share(_mean(scores['c']), _mean(scores['b']))} | {deferred / len(both['scores']):.0%} | "
             f"{_seconds(mine):.2f} | {_seconds(theirs):.2f} | {_seconds(both):.2f} | "
-            f"{_seconds(both) / _seconds(theirs):.0%} | {wrong} |"
+            f"{_share(_seconds(both), _seconds(theirs))} | {wrong} |"
         )
         pooled["front"] += scores["f"]
         pooled["fallback"] += scores["b"]
@@ -94,9 +105,9 @@ def _cascade_section(config, cascade, front, fallback, tasks, results, report: P
     accuracy = {name: _mean(pooled[name]) for name in ("front", "fallback", "cascade")}
     lines += [
         f"| **all {documents}** | {accuracy['front']:.3f} | {accuracy['fallback']:.3f} | "
-        f"**{accuracy['cascade']:.3f}** | **{accuracy['cascade'] / accuracy['fallback']:.0%}** | "
+        f"**{accuracy['cascade']:.3f}** | **{_share(accuracy['cascade'], accuracy['fallback'])}** | "
         f"{sum(pooled['deferred']) / documents:.0%} | {seconds[0]:.2f} | {seconds[1]:.2f} | {seconds[2]:.2f} | "
-        f"**{seconds[2] / seconds[1]:.0%}** | |",
+        f"**{_share(seconds[2], seconds[1])}** | |",
         "",
     ]
     machines = {

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..declarations import DtypeSetting
 from ..errors import InputError
@@ -76,6 +76,13 @@ class Ablations(BaseModel):
     held_out_examples: int = Field(default=64, gt=0, description="The next shards' examples score every variant.")
     train: dict[str, Any] = Field(default_factory=dict, description="TrainConfig settings every variant shares.")
     variants: dict[str, TrainVariant] = Field(default_factory=dict)
+
+    @field_validator("teachers")
+    @classmethod
+    def _main_is_taken(cls, teachers: dict[str, TeacherVariant]) -> dict[str, TeacherVariant]:
+        if "main" in teachers:
+            raise ValueError("'main' names the experiment's own teacher in the results; give this one another name")
+        return teachers
 
 
 class ExperimentConfig(BaseModel):

@@ -18,14 +18,14 @@ from pathlib import Path
 
 from ..declarations import load_stack
 from ..distillation import load_distilled
-from ..files import write_folder_atomically
+from ..files import TMP_PREFIX, atomic_write_text, write_folder_atomically
 
 STACK_DATA = "stack"
 BASELINE_DATA = "baseline"
 TARGETS_FILE = "data/distilled.jsonl.gz"
 
 
-def _half_precision_adapter(source: Path, target: Path) -> None:
+def _half_precision_adapter(source: Path, target: Path, stack: str, stage: str, model: str) -> None:
     from safetensors.torch import load_file, save_file
 
     target.mkdir(parents=True)
@@ -33,8 +33,26 @@ def _half_precision_adapter(source: Path, target: Path) -> None:
         if file.name == "adapter_model.safetensors":
             tensors = {name: tensor.half() for name, tensor in load_file(str(file)).items()}
             save_file(tensors, str(target / file.name), metadata={"format": "pt"})
-        elif file.is_file():
+        elif file.is_file() and file.name != "README.md":
             shutil.copy2(file, target / file.name)
+    describe_shipped_adapter(target, stack, stage, model)
+
+
+def describe_shipped_adapter(adapter: Path, stack: str, stage: str, model: str) -> None:
+    """Make a shipped adapter folder say what it is: its config names the base model by fslm's model id
+    (peft writes the local folder it trained from, a path on the training machine), and its README replaces
+    peft's blank model-card template."""
+    config_file = adapter / "adapter_config.json"
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    config["base_model_name_or_path"] = model
+    atomic_write_text(config_file, json.dumps(config, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(
+        adapter / "README.md",
+        f"# {stack}: the `{stage}` stage's LoRA adapter\n\n"
+        f"A PEFT LoRA adapter (weights in float16) on fslm's model `{model}`, trained by `fslm train` for the "
+        f"`{stage}` stage of the `{stack}` stack. fslm loads it through the stack file one folder up "
+        "(`stack.yaml`); the package's model card says how it was trained and what it scores.\n",
+    )
 
 
 def package_stack(
@@ -54,13 +72,15 @@ def package_stack(
 def write_half_precision_stack(stack_folder: Path, target: Path, name: str, description: str) -> None:
     """Copy the stack in ``stack_folder`` to ``target`` (replaced atomically) with float16 adapters."""
     stack = load_stack(stack_folder)
-    adapters = {stage.name: stage.adapter for stage in stack.stages if stage.adapter is not None}
 
     def write(folder: Path) -> None:
         folder = folder.resolve()  # saved adapter paths are made relative to the folder by prefix
         folder.mkdir(parents=True)
-        for stage, adapter in adapters.items():
-            _half_precision_adapter(Path(adapter), folder / "adapters" / stage)
+        for stage in stack.stages:
+            if stage.adapter is not None:
+                _half_precision_adapter(
+                    Path(stage.adapter), folder / "adapters" / stage.name, name, stage.name, stage.model
+                )
         renamed = stack.model_copy(
             update={
                 "name": name,
@@ -84,7 +104,7 @@ def _write_targets(distilled_folder: Path, package: Path) -> int:
     ]
     targets = package / TARGETS_FILE
     targets.parent.mkdir(parents=True, exist_ok=True)
-    tmp = targets.with_name(f".{targets.name}.tmp")
+    tmp = targets.with_name(f"{TMP_PREFIX}{targets.name}")
     # mtime=0: the same targets give the same bytes, so a rerun leaves the package unchanged.
     with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as handle:
         for row in rows:

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from ..distillation import DistillConfig, distill, filter_distilled, load_distilled
 from ..errors import InputError
-from ..files import VersionedJson
+from ..files import TMP_PREFIX, VersionedJson
 from ..plugins import Registry, get_registry
 from ..training import TrainConfig, train_stack
 from ..validation import validate_settings
@@ -120,6 +120,8 @@ class Experiment:
         )
         if not config.data.is_file():
             raise InputError(f"config data: file not found: {config.data}")
+        if self.output.exists() and not self.output.is_dir():
+            raise InputError(f"output: {self.output} is a file; give a folder")
         self.state = self._open_state()
 
     def _open_state(self) -> dict:
@@ -128,7 +130,13 @@ class Experiment:
         if state is None:
             # Distilled data may come first (it is the costly part); its own manifest guards its settings.
             strangers = (
-                [p.name for p in self.output.iterdir() if p.name not in REUSABLE] if self.output.is_dir() else []
+                [
+                    p.name
+                    for p in self.output.iterdir()
+                    if p.name not in REUSABLE and not p.name.startswith(TMP_PREFIX)  # an interrupted first save
+                ]
+                if self.output.is_dir()
+                else []
             )
             if strangers:
                 raise InputError(
@@ -248,6 +256,8 @@ class Experiment:
                 for name, stage in result.stages.items()
             },
             "held_out_examples": result.held_out_examples,
+            # The report compares it with the filter's count if the filter runs again later.
+            "filter_kept": self.state["steps"].get("filter", {}).get("kept"),
             "evaluation": result.evaluation,
         }
 

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from ..errors import FslmError
-from ..files import atomic_write_text, safe_file_name
+from ..files import TMP_PREFIX, atomic_write_text, safe_file_name
 from ..plugins import Registry
 from ..runtime.costs import adapter_parameters as count_adapter_parameters
 from .answer_bias import MostCommonAnswer, correct_options
@@ -30,7 +30,28 @@ COMPARISONS = (("stack-trained", "single"), ("stack-trained", "single-lora"), ("
 
 def adapter_parameters(folder: Path) -> int:
     """Parameters in all the adapters of the stack folder ``folder`` (read from their headers)."""
-    return sum(count_adapter_parameters(adapter) for adapter in folder.glob("adapters/*"))
+    adapters = [path for path in folder.glob("adapters/*") if not path.name.startswith(TMP_PREFIX)]
+    return sum(count_adapter_parameters(adapter) for adapter in adapters)
+
+
+def _filter_since_training(steps: dict, filter_targets: bool = True) -> list[str]:
+    """A line when the filter ran again after the stack trained and now keeps another number of examples
+    (the filtered copy is not kept with a run, and the filter's checks may have changed since)."""
+    filtered, trained = steps.get("filter", {}), steps.get("train-stack", {})
+    if "kept" not in filtered or not trained:
+        return []
+    used = trained.get("filter_kept")
+    stages = list(trained.get("stages", {}).values())
+    if used is None and filter_targets and stages and "examples" in stages[0]:
+        # Recorded before training kept the count: every kept example trains every stage (none has an
+        # empty target once the filter has run), so the first stage's examples and the held-out ones add up.
+        used = stages[0]["examples"] + trained.get("held_out_examples", 0)
+    if used is None or used == filtered["kept"]:
+        return []
+    return [
+        f"- The stack was trained on {used} kept examples (finished {trained.get('finished', '-')}); the filter, run "
+        f"again since ({filtered.get('finished', '-')}) with the checks of that code, keeps {filtered['kept']}."
+    ]
 
 
 def _sha256(path: Path) -> str:
@@ -287,6 +308,7 @@ def write_report(config: ExperimentConfig, output: Path, state: dict, registry: 
     steps = state.get("steps", {})
     filtered = steps.get("filter", {})
     distill = config.distill
+    examples = f"the first {distill.limit} usable examples" if distill.limit else "every usable example"
     lines = [
         f"# Results: {config.name}",
         "",
@@ -296,10 +318,11 @@ def write_report(config: ExperimentConfig, output: Path, state: dict, registry: 
         "## Set-up",
         "",
         f"- Student: `{config.student}`; decomposition `{config.decomposition}`; seed {config.seed}.",
-        f"- Data: `{config.data.name}` (sha256 `{_sha256(config.data)[:16]}…`), the first {distill.limit} usable "
-        f"examples; teacher `{distill.teacher}` ({distill.teacher_prompt} prompt).",
+        f"- Data: `{config.data.name}` (sha256 `{_sha256(config.data)[:16]}…`), "
+        f"{examples}; teacher `{distill.teacher}` ({distill.teacher_prompt} prompt).",
         f"- Target filter: kept {filtered.get('kept', '-')} examples, dropped {filtered.get('dropped', '-')} "
         f"({', '.join(f'{stage}: ' + ', '.join(f'{n} {why}' for why, n in reasons.items()) for stage, reasons in filtered.get('reasons', {}).items()) or 'none'}).",  # noqa: E501
+        *_filter_since_training(steps, config.filter_targets),
         f"- Training: stack {json.dumps(config.train)}; baseline {json.dumps(config.baseline)}.",
         "- Evaluation: lm-evaluation-harness through the `fslm` model, zero-shot, the same documents for every "
         f"system: every document of a slice up to {config.evaluation.documents} (generation tasks: "
@@ -371,8 +394,8 @@ def write_report(config: ExperimentConfig, output: Path, state: dict, registry: 
     lines += ["", "## Cost", ""] + _costs(config, output, results, state)
     lines += [
         "",
-        "Wall times are the machine's at the time, and other jobs shared its two cores during some of them; "
-        "the tokens generated per document do not depend on that.",
+        "Wall times are the machine's at the time (each result records its machine) and compare only within "
+        "one machine; the tokens generated per document do not depend on it.",
     ]
     lines += ["", "## Do the stages do their roles?", ""] + stage_table(output, state) + _demo(output)
     lines += ablation_tables(output)

@@ -25,7 +25,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..files import cache_dir, safe_file_name, write_folder_atomically
+from ..files import TMP_PREFIX, cache_dir, safe_file_name, write_folder_atomically
 from ..logs import get_logger
 
 log = get_logger(__name__)
@@ -164,7 +164,7 @@ def cache_entries() -> list[CacheEntry]:
     if not root.is_dir():
         return []
     entries = []
-    for path in sorted(p for p in root.iterdir() if p.is_dir()):
+    for path in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(TMP_PREFIX)):
         size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
         entries.append(CacheEntry(path.name, path, size, entry_problem(path)))
     return entries

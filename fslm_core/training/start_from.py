@@ -45,7 +45,15 @@ def load_start_adapter(peft_model, adapter: Path, stage: str) -> None:
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    saved = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8"))
+    try:
+        saved = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8"))
+        weights = load_file(str(adapter / WEIGHTS_FILE))
+    except Exception as error:  # json, the file system and safetensors each raise their own kind
+        raise InputError(
+            f"start_from: stage {stage!r}'s adapter in {adapter} cannot be read ({type(error).__name__}: {error})"
+        ) from None
+    if not isinstance(saved, dict):
+        raise InputError(f"start_from: {adapter / 'adapter_config.json'} does not hold an adapter's settings")
     wanted = peft_model.peft_config["default"]
     for key, setting in SHAPE_SETTINGS.items():
         theirs, ours = saved.get(key), getattr(wanted, key)
@@ -57,7 +65,7 @@ def load_start_adapter(peft_model, adapter: Path, stage: str) -> None:
                 f"{ours}; set {setting} to match it"
             )
     try:
-        result = set_peft_model_state_dict(peft_model, load_file(str(adapter / WEIGHTS_FILE)))
+        result = set_peft_model_state_dict(peft_model, weights)
     except RuntimeError as error:  # a size mismatch: the adapter was trained on another base model
         raise InputError(
             f"start_from: stage {stage!r}'s adapter in {adapter} does not fit this stage's model "
