@@ -119,7 +119,7 @@ answer comes from a tool stage, the signals are those of the model-written messa
 SCORING_SIGNALS = ("choice_margin", "choice_margin_raw", "choice_probability")
 """Confidence in a multiple-choice answer, from the log-likelihoods of its choices: the gap between the best
 two length-normalised scores (as ``acc_norm`` ranks them), the same gap between summed scores (as ``acc``
-ranks them), and the best choice's probability after a softmax over the normalised scores."""
+ranks them), and the most likely choice's probability after a softmax over the summed scores."""
 
 
 class Deferral(BaseModel):

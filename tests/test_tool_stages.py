@@ -135,6 +135,10 @@ def test_a_tool_that_raises_gives_an_error_message_and_a_broken_tool_plugin_is_i
     assert {"python", "calculator", "flaky"} <= set(registry.names("tools"))
     traces = run_stack(Stack(name="f", stages=[Stage(name="shout", tool="flaky")]), ["fine", "bad"], pool=pool)
     assert [trace.answer for trace in traces] == ["FINE", "error: tool 'flaky' failed: RuntimeError: it broke"]
+    # Voting by the same tool: the sample it fails on has no answer key; the vote goes on.
+    from fslm_core.runtime.voting import answer_keys
+
+    assert answer_keys(["one", "bad one", "one"], Vote(by="flaky"), registry.tool("flaky")) == ["ONE", None, "ONE"]
 
 
 def test_fslm_plugins_lists_the_tools(capsys):

@@ -12,6 +12,20 @@ from ..declarations import Stage
 from .stage_cache import StageCache, stage_key
 
 
+def run_each(tool: Tool, texts: Sequence[str], options: dict) -> list[ToolResult]:
+    """``tool`` on each text, at most ``tool.concurrency`` at once; a tool that raises gives that text a
+    failed result (a one-line error), so one odd input does not end the run."""
+
+    def result_of(text: str) -> ToolResult:
+        try:
+            return tool.run(text, options)
+        except Exception as error:
+            return ToolResult(f"error: tool {tool.name!r} failed: {type(error).__name__}: {error}", ok=False)
+
+    with ThreadPoolExecutor(max_workers=max(1, tool.concurrency)) as pool:
+        return list(pool.map(result_of, texts))
+
+
 def run_tool(
     tool: Tool, stage: Stage, inputs: Sequence[str], cache: StageCache | None = None
 ) -> tuple[list[Generation], list[bool]]:
@@ -30,15 +44,9 @@ def run_tool(
     hits = cache.get_many(keys) if cache is not None else {}
     todo = [index for index, key in enumerate(keys) if key not in hits]
 
-    def result_of(index: int) -> ToolResult:
-        try:
-            return tool.run(inputs[index], stage.tool_options)
-        except Exception as error:  # a tool's bug ends as this input's message, not as the run's end
-            return ToolResult(f"error: tool {tool.name!r} failed: {type(error).__name__}: {error}", ok=False)
-
     started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=max(1, tool.concurrency)) as pool:
-        results = dict(zip(todo, pool.map(result_of, todo)))
+    outputs = run_each(tool, [inputs[index] for index in todo], stage.tool_options)
+    results = dict(zip(todo, outputs))
     seconds = time.perf_counter() - started
     fresh = {
         index: Generation(result.text, prompt_tokens=0, completion_tokens=0, latency_s=seconds, batch_size=len(todo))

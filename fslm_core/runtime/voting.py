@@ -5,12 +5,12 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 from ..api.backends import Generation
 from ..api.tools import Tool
 from ..declarations import Vote
 from ..messages import SampleVote
+from .tool_runs import run_each
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
 
@@ -40,8 +40,7 @@ def answer_keys(texts: Sequence[str], vote: Vote, tool: Tool | None) -> list[str
     if vote.by == "text":
         return [text.strip().lower() or None for text in texts]
     assert tool is not None, f"vote by {vote.by!r} needs its tool"
-    with ThreadPoolExecutor(max_workers=max(1, tool.concurrency)) as pool:
-        results = list(pool.map(lambda text: tool.run(text, vote.tool_options), texts))
+    results = run_each(tool, texts, vote.tool_options)
     keys = []
     for result in results:
         output = result.text.strip()

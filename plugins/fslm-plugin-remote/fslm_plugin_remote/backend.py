@@ -10,9 +10,10 @@ server, and no partial result is returned.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 from fslm_core import Generation, ModelBackend, ModelSpec
@@ -81,14 +82,29 @@ class RemoteBackend(ModelBackend):
         started = time.perf_counter()
         encoded = [self.encode(prompt) for prompt in prompts]
 
-        def one(index: int):
-            completion = self.protocol.complete(encoded[index], prompts[index], settings)
-            if on_batch is not None:
-                on_batch(1)
-            return completion
+        completions: list = [None] * len(prompts)
+        failed = threading.Event()
 
-        with ThreadPoolExecutor(max_workers=min(self.target.concurrency, max(len(prompts), 1))) as pool:
-            completions = list(pool.map(one, range(len(prompts))))
+        def one(index: int):
+            if failed.is_set():
+                return None  # a row before it failed: the stage ends, this row is not sent
+            try:
+                return self.protocol.complete(encoded[index], prompts[index], settings)
+            except BaseException:
+                failed.set()
+                raise
+
+        pool = ThreadPoolExecutor(max_workers=min(self.target.concurrency, max(len(prompts), 1)))
+        try:
+            futures = {pool.submit(one, index): index for index in range(len(prompts))}
+            # Progress is reported from this thread, one row at a time, so its counters need no lock.
+            for future in as_completed(futures):
+                completions[futures[future]] = future.result()  # the first failure ends the stage here
+                if on_batch is not None:
+                    on_batch(1)
+        finally:
+            # Rows not started yet are dropped rather than each waiting out its retries.
+            pool.shutdown(wait=True, cancel_futures=True)
         elapsed = time.perf_counter() - started
         return [
             Generation(

@@ -10,6 +10,7 @@ its plugin names one (the embedded SmolLM2 does).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shlex
@@ -28,6 +29,10 @@ from .targets import RemoteTarget, target_id
 
 LLAMA_CPP_ENV = "FSLM_LLAMA_CPP_DIR"
 BUILD_CACHE_ENV = "FSLM_BUILD_CACHE"
+ADAPTER_SOURCES = "adapter_sources.json"
+"""Beside serve.sh: the sha256 of the adapter each adapters/<stage>.gguf was converted from."""
+CONVERT_TIMEOUT_S = 1800
+"""Converting one LoRA adapter takes seconds; a converter still running after this has stalled."""
 DEFAULT_OPTIONS = {"host": "127.0.0.1", "port": "8080", "slots": "64", "slot_tokens": "1024", "threads": ""}
 
 
@@ -108,9 +113,13 @@ class LlamaCppExporter(Exporter):
         if len(models) != 1:
             raise InputError(f"stack {stack.name!r}: llama-server holds one base model; the stages name {models}")
         (model_id,) = models
+        slots, slot_tokens = (_whole_number(settings, name) for name in ("slots", "slot_tokens"))
+        base_file = base_gguf(model_id, settings.get("base_gguf"))  # before any conversion: a missing one ends it
         folder = folder.resolve()
         adapters_dir = folder / "adapters"
         adapters_dir.mkdir(parents=True, exist_ok=True)
+        sources = folder / ADAPTER_SOURCES
+        converted_from = json.loads(sources.read_text(encoding="utf-8")) if sources.is_file() else {}
         converter = llama_cpp_source(settings.get("llama_cpp")) / "convert_lora_to_gguf.py"
         adapted = [stage for stage in stages if stage.adapter is not None]
         files: list[Path] = []
@@ -118,7 +127,14 @@ class LlamaCppExporter(Exporter):
             base_folder = base_config_folder(model_id, Path(scratch) / "base") if adapted else None
             for stage in adapted:
                 target = adapters_dir / f"{stage.name}.gguf"
-                if not target.is_file():
+                # An adapter retrained since the last export is converted again, not served stale.
+                weights = Path(stage.adapter) / "adapter_model.safetensors"
+                if not weights.is_file():
+                    raise InputError(f"stage {stage.name!r}: adapter {stage.adapter} has no {weights.name}")
+                # The config too: its lora_alpha sets the converted adapter's scale.
+                config = weights.with_name("adapter_config.json")
+                fingerprint = hashlib.sha256(weights.read_bytes() + config.read_bytes()).hexdigest()
+                if not target.is_file() or converted_from.get(stage.name) != fingerprint:
                     partial = target.with_suffix(".gguf.partial")
                     command = [
                         sys.executable,
@@ -131,24 +147,31 @@ class LlamaCppExporter(Exporter):
                         str(partial),
                         str(stage.adapter),
                     ]
-                    done = subprocess.run(command, capture_output=True, text=True)
+                    try:
+                        done = subprocess.run(command, capture_output=True, text=True, timeout=CONVERT_TIMEOUT_S)
+                    except subprocess.TimeoutExpired:
+                        partial.unlink(missing_ok=True)
+                        raise ModelLoadError(
+                            f"stage {stage.name!r}: converting {stage.adapter} took more than {CONVERT_TIMEOUT_S} s"
+                        ) from None
                     if done.returncode != 0:
                         partial.unlink(missing_ok=True)
                         tail = (done.stderr or done.stdout).strip().splitlines()[-1:]
                         raise ModelLoadError(f"stage {stage.name!r}: converting {stage.adapter} failed: {tail}")
                     partial.replace(target)
+                    converted_from[stage.name] = fingerprint
+                    atomic_write_text(sources, json.dumps(converted_from, indent=1, sort_keys=True))
                 files.append(target)
         url = f"http://{settings['host']}:{settings['port']}"
-        slots = int(settings["slots"])
         server = [
             settings.get("server") or "llama-server",
             "-m",
-            str(base_gguf(model_id, settings.get("base_gguf"))),
+            str(base_file),
             *(["--lora", ",".join(str(path) for path in files), "--lora-init-without-apply"] if files else []),
             "-np",
             str(slots),
             "-c",
-            str(slots * int(settings["slot_tokens"])),
+            str(slots * slot_tokens),
             "-t",
             settings["threads"] or str(os.cpu_count() or 1),
             "--host",
@@ -172,3 +195,13 @@ class LlamaCppExporter(Exporter):
         exported = stack.model_copy(update={"stages": tuple(remote), "name": f"{stack.name}@llama.cpp"})
         stack_file = exported.save(folder / "stack.yaml")
         return ExportResult(files=[*files, script, stack_file], command=command, stack_file=stack_file)
+
+
+def _whole_number(settings: dict[str, str], name: str) -> int:
+    try:
+        value = int(settings[name])
+    except (TypeError, ValueError):
+        value = 0
+    if value <= 0:
+        raise InputError(f"--option {name}: expected a whole number above 0, got {settings[name]!r}")
+    return value

@@ -216,3 +216,29 @@ def test_the_server_command_serves_every_adapter_unapplied(exported):
     command = (folder / "serve.sh").read_text()
     assert "--lora-init-without-apply" in command and "SmolLM2-135M-Instruct.Q4_1.gguf" in command
     assert os.access(folder / "serve.sh", os.X_OK)
+
+
+def test_exporting_again_converts_only_the_adapters_that_changed(exported, tmp_path):
+    import shutil
+
+    from fslm_plugin_smollm2_paper import STACK_FOLDER
+    from safetensors.torch import load_file, save_file
+
+    from fslm_core.cli import main
+
+    folder, _ = exported
+    again = tmp_path / "again"
+    shutil.copytree(folder, again)  # copies keep their modification times
+    stack = tmp_path / "stack"
+    shutil.copytree(STACK_FOLDER, stack)
+    weights = stack / "adapters" / "recall" / "adapter_model.safetensors"
+    save_file({name: tensor * 2 for name, tensor in load_file(weights).items()}, weights, metadata={"format": "pt"})
+    before = {path.name: path.stat().st_mtime_ns for path in (again / "adapters").iterdir()}
+    try:
+        main(["export", str(stack), "--to", "llama.cpp", str(again)])
+    except SystemExit as exit_:
+        assert not exit_.code, f"fslm export failed ({exit_.code})"
+    after = {path.name: path.stat().st_mtime_ns for path in (again / "adapters").iterdir()}
+    assert [name for name in sorted(before) if after[name] != before[name]] == ["recall.gguf"]
+    sources = json.loads((again / "adapter_sources.json").read_text())
+    assert sources["recall"] != json.loads((folder / "adapter_sources.json").read_text())["recall"]

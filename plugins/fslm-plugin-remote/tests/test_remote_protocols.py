@@ -181,3 +181,8 @@ def test_a_server_error_mid_run_stops_the_stage_with_the_server_named(stub):
         RemoteServerError, match=f"lorax server {server.url}, no adapter: POST .*/generate answered 404"
     ):
         one_stage(f"remote:lorax?url={server.url}&base={BASE}").run(["Hi"], pool=ModelPool())
+    # The first failed row ends the stage: the rows still queued behind it are never sent.
+    server.requests.clear()
+    with pytest.raises(RemoteServerError, match="answered 404"):
+        one_stage(f"remote:lorax?url={server.url}&base={BASE}&concurrency=2").run(["Hi"] * 40, pool=ModelPool())
+    assert sum(path == "/generate" for _, path, _ in server.requests) <= 4
