@@ -1,5 +1,5 @@
 # Set-up and everyday commands. Two of them are the README's set-up commands:
-#   make demo   installs everything and runs the fslm-paper stack on the embedded model
+#   make demo   installs everything and runs the trained smollm2-paper stack on the embedded model
 #   make test   installs everything and runs the whole test suite (what CI runs)
 PYTHON ?= python3
 VENV ?= .venv
