@@ -4,7 +4,6 @@ change scores. Every eval result records it, so results of different code are ne
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.metadata
 import subprocess
 from collections import Counter
@@ -138,8 +137,7 @@ def adapter_weights(stack: Stack) -> dict[str, str]:
         from ..runtime.cascade import fallback_stack
 
         stages += [(f"fallback.{stage.name}", stage) for stage in fallback_stack(stack).stages]
-    weights = {}
-    for name, stage in stages:
-        if stage.adapter is not None and (file := Path(stage.adapter) / "adapter_model.safetensors").is_file():
-            weights[name] = hashlib.sha256(file.read_bytes()).hexdigest()
-    return weights
+    from ..training.start_from import WEIGHTS_FILE, adapter_fingerprints
+
+    adapters = {name: Path(stage.adapter) for name, stage in stages if stage.adapter is not None}
+    return adapter_fingerprints({name: path for name, path in adapters.items() if (path / WEIGHTS_FILE).is_file()})
