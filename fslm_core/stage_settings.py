@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from .answer_forms import ANSWER_FORMS
+
 PROMPT_FIELD = "prompt"
 
 
@@ -109,6 +111,16 @@ class Vote(BaseModel):
         "or the name of a tool run on it (its output; a failed run gives no key).",
     )
     tool_options: dict[str, Any] = Field(default_factory=dict, description="Options of the tool named by `by`.")
+    answer_form: str | None = Field(
+        default=None,
+        description=f"Only keys of this form count ({', '.join(ANSWER_FORMS)}): a sample whose key is another "
+        "(a fraction where a count is asked, an error) gets no key.",
+    )
+
+    @model_validator(mode="after")
+    def _known_form(self) -> Vote:
+        _check_form("answer_form", self.answer_form)
+        return self
 
 
 GENERATION_SIGNALS = ("mean_logprob", "min_logprob", "p10_logprob", "agreement")
@@ -123,12 +135,36 @@ ranks them), and the most likely choice's probability after a softmax over the s
 
 
 class Deferral(BaseModel):
-    """When an answer goes to the fallback: its confidence ``signal`` is below ``below``."""
+    """When an answer goes to the fallback: its confidence ``signal`` is below ``below``, or the answer is not
+    of the ``answer_form`` it should have. Give a signal and its threshold, an answer form, or both."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    signal: str = Field(min_length=1, description="Which confidence signal is compared with the threshold.")
-    below: float = Field(description="Inputs whose signal is lower than this are answered by the fallback.")
+    signal: str | None = Field(
+        default=None, min_length=1, description="Which confidence signal is compared with the threshold."
+    )
+    below: float | None = Field(
+        default=None, description="Inputs whose signal is lower than this are answered by the fallback."
+    )
+    answer_form: str | None = Field(
+        default=None,
+        description=f"Inputs whose answer is not of this form ({', '.join(ANSWER_FORMS)}) are answered by the "
+        "fallback, whatever their signal.",
+    )
+
+    @model_validator(mode="after")
+    def _complete(self) -> Deferral:
+        if (self.signal is None) != (self.below is None):
+            raise ValueError("give signal and below together (the threshold is on that signal)")
+        if self.signal is None and self.answer_form is None:
+            raise ValueError("give signal and below, answer_form, or both: when an input is deferred")
+        _check_form("answer_form", self.answer_form)
+        return self
+
+
+def _check_form(field: str, form: str | None) -> None:
+    if form is not None and form not in ANSWER_FORMS:
+        raise ValueError(f"{field}: expected one of {', '.join(ANSWER_FORMS)}, got {form!r}")
 
 
 class Fallback(BaseModel):
@@ -157,8 +193,10 @@ class Fallback(BaseModel):
             ("generation", self.generation, GENERATION_SIGNALS),
             ("scoring", self.scoring, SCORING_SIGNALS),
         ):
-            if deferral is not None and deferral.signal not in known:
+            if deferral is not None and deferral.signal is not None and deferral.signal not in known:
                 raise ValueError(f"{field}.signal: expected one of {', '.join(known)}, got {deferral.signal!r}")
+        if self.scoring is not None and self.scoring.answer_form is not None:
+            raise ValueError("scoring.answer_form: a scored choice is always one of its choices; use generation")
         return self
 
     @property

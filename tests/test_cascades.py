@@ -50,6 +50,10 @@ def cascade(model: str, fallback: dict, **stage_settings) -> Stack:
         ({"model": "m"}, "give generation, scoring or both"),
         ({"model": "m", "scoring": {"signal": "mean_logprob", "below": 0.1}}, "scoring.signal: expected one of"),
         ({"model": "m", "generation": {"signal": "choice_margin", "below": -1}}, "generation.signal: expected one of"),
+        ({"model": "m", "generation": {"signal": "mean_logprob"}}, "give signal and below together"),
+        ({"model": "m", "generation": {}}, "give signal and below, answer_form, or both"),
+        ({"model": "m", "generation": {"answer_form": "integer"}}, "answer_form: expected one of number, whole_"),
+        ({"model": "m", "scoring": {"answer_form": "number"}}, "scoring.answer_form: a scored choice is always"),
     ],
 )
 def test_a_fallback_names_what_answers_and_when(tmp_path, fallback, message):
@@ -164,6 +168,13 @@ def test_equal_signals_defer_together_and_unknown_ones_always():
     docs = documents([(0.1, 0, 1), (0.1, 0, 1), (None, 0, 1), (0.5, 1, 1)])
     curve = signal_curve(docs, "choice_margin")
     assert [point.deferred for point in curve] == [1, 3, 4]
+
+
+def test_answers_not_of_the_deferrals_form_defer_at_every_threshold():
+    docs = documents([(0.1, 0, 1), (0.9, 0, 1), (0.5, 1, 0)])
+    docs[1] = Document("t", "1", {"choice_margin": 0.9}, 0.0, 1.0, forced=True)  # sure, but a fraction
+    curve = signal_curve(docs, "choice_margin")
+    assert [(point.deferred, point.accuracy) for point in curve] == [(1, 2 / 3), (2, 1.0), (3, 2 / 3)]
 
 
 def test_the_report_draws_a_generated_cascades_curve_and_says_when_times_come_from_two_machines(tmp_path):
@@ -350,3 +361,17 @@ def test_calibrate_needs_a_fallback_and_one_target(capsys, tmp_path, tiny_model_
         tmp_path,
     )
     assert code == 2 and "--documents" in err
+
+
+def test_calibration_keeps_the_answer_form_and_needs_recorded_answers():
+    from fslm_core.experiment.calibration import Calibration, Costs, CurvePoint, failing_form
+    from fslm_core.stage_settings import Deferral
+
+    result = {"scores": {"1": 1.0, "2": 0.0, "3": 0.0}, "answers": {"1": "16", "2": "2.5"}}
+    assert failing_form(result, "whole_number", "here") == {"2", "3"}  # no answer is not a whole number
+    assert failing_form({"scores": {"1": 1.0}}, None, "here") == set()
+    with pytest.raises(InputError, match="here: the result records no answers"):
+        failing_form({"scores": {"1": 1.0}}, "number", "here")
+    chosen = CurvePoint(-0.25, 3, 0.5)
+    calibration = Calibration([], {}, Costs(1.0, 2.0), "mean_logprob", chosen, "t", answer_form="whole_number")
+    assert calibration.deferral == Deferral(signal="mean_logprob", below=-0.25, answer_form="whole_number")

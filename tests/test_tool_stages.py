@@ -246,3 +246,47 @@ def test_fslm_serve_answers_with_a_tool_stage_at_the_end(tiny_model_id, tmp_path
         assert "".join(chunk.choices[0].delta.content or "" for chunk in streamed if chunk.choices) == "2.5"
     finally:
         server.stop()
+
+
+def test_a_cascade_defers_answers_not_of_its_answer_form_whatever_their_signal(tiny_model_id):
+    """A program-aided stack's fraction or error is wrong however sure the model was: it goes to the fallback."""
+    from lm_eval.api.instance import Instance
+
+    from fslm_core.lmeval import FslmLM
+
+    stack = Stack(
+        name="checked",
+        stages=tool_final_stack(tiny_model_id).stages,
+        fallback={"model": tiny_model_id, "generation": {"answer_form": "whole_number"}},
+    )
+    traces = run_stack(stack, ["6 * 7", "10 / 4", "what?"])
+    routes = [trace.routing[-1] for trace in traces]
+    assert [route.decision for route in routes] == ["keep", "defer", "defer"]
+    assert routes[0].reason == "answer is a whole_number: kept"
+    assert routes[1].reason == f"answer '2.5' is not a whole_number: answered by model:{tiny_model_id}"
+    assert traces[0].answer == "42" and [m.stage for m in traces[0].messages] == ["write", "answer"]
+    for deferred in traces[1:]:
+        assert [m.stage for m in deferred.messages] == ["write", "answer", "fallback.answer"]
+        assert deferred.answer == deferred.messages[-1].text
+    # The same under lm-eval, which records every document's own answer beside its signals.
+    lm = FslmLM(stack=stack, batch_size=4)
+    requests = [
+        Instance("generate_until", {}, (context, {"until": ["\n\n"], "max_gen_toks": 8}), index, ("t", index, 1))
+        for index, context in enumerate(["6 * 7", "10 / 4"])
+    ]
+    answers = lm.generate_until(requests)
+    assert answers[0] == "42" and answers[1] != "2.5"
+    records = lm.document_traces("t")
+    assert [(record["answer"], record["path"]) for record in records] == [("42", "stack"), ("2.5", "fallback")]
+    assert records[1]["reason"].startswith("answer '2.5' is not a whole_number")
+
+
+def test_a_vote_can_count_only_answers_of_a_form():
+    from fslm_core.runtime.voting import answer_keys
+
+    texts = ["print(7 / 2)", "print(6 * 7)", "print(-1)", "print(3 * 2.0)", "print('many')"]
+    keys = answer_keys(texts, Vote(by="python", answer_form="whole_number"), get_registry().tool("python"))
+    assert keys == [None, "42", None, "6", None]
+    assert answer_keys(["about 3.5", "x"], Vote(by="number", answer_form="number"), None) == ["3.5", None]
+    with pytest.raises(ValueError, match="answer_form: expected one of number, whole_number, got 'integer'"):
+        Vote(answer_form="integer")

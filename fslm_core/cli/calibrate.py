@@ -80,12 +80,15 @@ def calibrate_command(stack_path, tasks, ranges, share, rate, output, write, bat
         rate=rate,
         batch_size=batch_size,
         dtype=dtype,
+        answer_form=stack.fallback.generation.answer_form if stack.fallback.generation else None,
         echo=click.echo,
     )
     page = write_calibration_report(result, Path(output), f"Calibration of {stack.name}")
     point = result.chosen
     click.echo(
-        f"chosen: defer when {result.chosen_signal} < {point.below:.6g}: {point.deferred} of {len(result.documents)} "
+        f"chosen: defer when {result.chosen_signal} < {point.below:.6g}"
+        f"{f' or the answer is not a {result.answer_form}' if result.answer_form else ''}: "
+        f"{point.deferred} of {len(result.documents)} "
         f"documents deferred, accuracy {point.accuracy:.3f} (stack alone {result.front_accuracy:.3f}, fallback alone "
         f"{result.fallback_accuracy:.3f}); report: {page}"
     )
@@ -93,6 +96,8 @@ def calibrate_command(stack_path, tasks, ranges, share, rate, output, write, bat
         field = "generation" if result.chosen_signal in GENERATION_SIGNALS else "scoring"
         path = stack_file_path(stack_path)
         # The file is edited in place: its comments (why this fallback, how the threshold was chosen) stay.
-        text = set_yaml_value(path.read_text(encoding="utf-8"), ("fallback", field), result.deferral.model_dump())
+        text = set_yaml_value(
+            path.read_text(encoding="utf-8"), ("fallback", field), result.deferral.model_dump(exclude_none=True)
+        )
         atomic_write_text(path, text)
         click.echo(f"wrote fallback.{field} to {path}")

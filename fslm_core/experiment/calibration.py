@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..answer_forms import has_answer_form
 from ..declarations import Stack
 from ..errors import InputError
 from ..stage_settings import GENERATION_SIGNALS, SCORING_SIGNALS, Deferral
@@ -34,6 +35,8 @@ class Document:
     signals: dict[str, float | None]
     front: float
     fallback: float
+    forced: bool = False
+    """Deferred whatever its signals: the stack's answer is not of the form the deferral asks for."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,7 @@ class Calibration:
     chosen_signal: str
     chosen: CurvePoint
     target: str
+    answer_form: str | None = None
 
     @property
     def front_accuracy(self) -> float:
@@ -82,7 +86,7 @@ class Calibration:
 
     @property
     def deferral(self) -> Deferral:
-        return Deferral(signal=self.chosen_signal, below=round(self.chosen.below, 6))
+        return Deferral(signal=self.chosen_signal, below=round(self.chosen.below, 6), answer_form=self.answer_form)
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -92,12 +96,17 @@ def _mean(values: Sequence[float]) -> float:
 def signal_curve(documents: Sequence[Document], signal: str) -> list[CurvePoint]:
     """The cascade's score at every threshold that defers a different set of documents, fewest deferred first.
 
-    A document defers when its signal is below the threshold (an unknown signal always does). Thresholds
+    A document defers when its signal is below the threshold (an unknown signal, or an answer not of the
+    deferral's form, always does). Thresholds
     sit halfway between neighbouring signal values, so a new document just inside either is placed as
     the development documents were.
     """
-    known = sorted((doc for doc in documents if doc.signals.get(signal) is not None), key=lambda d: d.signals[signal])
-    unknown = [doc for doc in documents if doc.signals.get(signal) is None]
+
+    def always(doc: Document) -> bool:
+        return doc.forced or doc.signals.get(signal) is None
+
+    known = sorted((doc for doc in documents if not always(doc)), key=lambda d: d.signals[signal])
+    unknown = [doc for doc in documents if always(doc)]
     total = len(documents)
     score = sum(doc.front for doc in known) + sum(doc.fallback for doc in unknown)
     values = [doc.signals[signal] for doc in known]
@@ -183,8 +192,11 @@ def calibration_plan(
     )
 
 
-def read_documents(output: Path, tasks: Sequence[str]) -> tuple[list[Document], Costs, set[str]]:
-    """The development documents of every task, the two systems' costs, and the tasks' output types."""
+def read_documents(
+    output: Path, tasks: Sequence[str], answer_form: str | None = None
+) -> tuple[list[Document], Costs, set[str]]:
+    """The development documents of every task, the two systems' costs, and the tasks' output types; with an
+    ``answer_form``, documents whose answer is not of it are marked as always deferred."""
     documents: list[Document] = []
     seconds = {FRONT: 0.0, FALLBACK: 0.0}
     output_types = set()
@@ -198,13 +210,29 @@ def read_documents(output: Path, tasks: Sequence[str]) -> tuple[list[Document], 
                 f"({output}); evaluate both on the same ones"
             )
         output_types.add(front["output_type"])
+        forced = failing_form(front, answer_form, f"calibration: task {task} ({output})")
         for doc_id, score in front["scores"].items():
             signals = front.get("confidence", {}).get(doc_id, {})
-            documents.append(Document(task, doc_id, signals, float(score), float(fallback["scores"][doc_id])))
+            documents.append(
+                Document(task, doc_id, signals, float(score), float(fallback["scores"][doc_id]), doc_id in forced)
+            )
         seconds[FRONT] += front["wall_time_s"]
         seconds[FALLBACK] += fallback["wall_time_s"]
     count = max(len(documents), 1)
     return documents, Costs(seconds[FRONT] / count, seconds[FALLBACK] / count), output_types
+
+
+def failing_form(result: dict, answer_form: str | None, where: str) -> set[str]:
+    """The documents of an eval result whose recorded answer is not of ``answer_form`` (none without one)."""
+    if answer_form is None:
+        return set()
+    answers = result.get("answers")
+    if not answers:
+        raise InputError(
+            f"{where}: the result records no answers (it predates answer forms, or its answers are scored "
+            "choices): evaluate it again to check answers against answer_form"
+        )
+    return {doc_id for doc_id in result["scores"] if not has_answer_form(answers.get(doc_id), answer_form)}
 
 
 def calibrate(
@@ -218,12 +246,14 @@ def calibrate(
     rate: float | None = None,
     batch_size: int = 16,
     dtype: str | None = None,
+    answer_form: str | None = None,
     echo: Callable[[str], None] = print,
 ) -> Calibration:
-    """Evaluate (or resume) both systems on the documents, draw every signal's curve and pick the point."""
+    """Evaluate (or resume) both systems on the documents, draw every signal's curve and pick the point
+    (with an ``answer_form``, answers not of it are deferred at every threshold)."""
     plan = calibration_plan(stack, fallback, tasks, document_ranges, batch_size, dtype)
     Evaluator(plan, output, echo).run()
-    documents, costs, output_types = read_documents(output, tasks)
+    documents, costs, output_types = read_documents(output, tasks, answer_form)
     if len(output_types) > 1:
         raise InputError("calibration: tasks mix generated and multiple-choice answers; calibrate them apart")
     signals = GENERATION_SIGNALS if output_types == {"generate_until"} else SCORING_SIGNALS
@@ -232,4 +262,4 @@ def calibrate(
         raise InputError(f"calibration: no document has a confidence signal ({', '.join(signals)})")
     fallback_accuracy = _mean([doc.fallback for doc in documents])
     signal, point, target = choose(curves, len(documents), fallback_accuracy, share, rate)
-    return Calibration(documents, curves, costs, signal, point, target)
+    return Calibration(documents, curves, costs, signal, point, target, answer_form)

@@ -83,6 +83,13 @@ def curve_svg(calibration: Calibration, title: str) -> str:
     return "\n".join(parts) + "\n"
 
 
+def _or_form(calibration: Calibration) -> str:
+    if calibration.answer_form is None:
+        return ""
+    forced = sum(doc.forced for doc in calibration.documents)
+    return f" or its answer is not a {calibration.answer_form} ({forced} documents, deferred at every threshold)"
+
+
 def calibration_markdown(calibration: Calibration, title: str) -> str:
     documents = len(calibration.documents)
     chosen, costs = calibration.chosen, calibration.costs
@@ -98,7 +105,8 @@ def calibration_markdown(calibration: Calibration, title: str) -> str:
         f"![accuracy against documents deferred]({CURVE_FILE})",
         "",
         f"Target: {calibration.target}. Chosen: defer when `{calibration.chosen_signal}` is below "
-        f"{chosen.below:.6g}: {chosen.deferred} documents deferred ({rate:.1%}), accuracy {chosen.accuracy:.3f} "
+        f"{chosen.below:.6g}{_or_form(calibration)}: {chosen.deferred} documents deferred ({rate:.1%}), accuracy "
+        f"{chosen.accuracy:.3f} "
         f"({_share_of_fallback(chosen.accuracy, calibration.fallback_accuracy)}), "
         f"{costs.cascade_seconds(rate):.2f} s a document ({costs.share_of_fallback(rate):.0%} of the fallback's "
         "time: the stack on every document, the fallback on the deferred ones).",

@@ -19,7 +19,7 @@ from ..errors import InputError
 from ..files import atomic_write_text
 from ..runtime.cascade import defers
 from ..stage_settings import GENERATION_SIGNALS, SCORING_SIGNALS
-from .calibration import Calibration, Costs, CurvePoint, Document, choose, signal_curves
+from .calibration import Calibration, Costs, CurvePoint, Document, choose, failing_form, signal_curves
 from .calibration_report import curve_svg, signal_table
 from .comparison_config import ComparisonConfig
 from .comparisons import compare
@@ -39,12 +39,26 @@ def cascade_sections(config: ComparisonConfig, results: dict, report: Path) -> l
     return lines
 
 
-def _documents(results: dict, front: str, fallback: str, task: str) -> list[Document]:
+def _documents(results: dict, front: str, fallback: str, task: str, forced: set[str] = frozenset()) -> list[Document]:
     mine, theirs = results[(front, task)], results[(fallback, task)]
     return [
-        Document(task, doc, mine.get("confidence", {}).get(doc, {}), float(score), float(theirs["scores"][doc]))
+        Document(
+            task,
+            doc,
+            mine.get("confidence", {}).get(doc, {}),
+            float(score),
+            float(theirs["scores"][doc]),
+            doc in forced,
+        )
         for doc, score in mine["scores"].items()
     ]
+
+
+def _failing_form(results: dict, cascade: str, task: str, deferral) -> set[str]:
+    """The documents whose stack answer the cascade's answer form defers (its own result records them)."""
+    if deferral is None or deferral.answer_form is None:
+        return set()
+    return failing_form(results[(cascade, task)], deferral.answer_form, f"report: {cascade} on {task}")
 
 
 def _seconds(result: dict) -> float:
@@ -145,33 +159,41 @@ def _threshold(config: ComparisonConfig, cascade: str, generated: bool):
 
 
 def _curve(config, cascade, front, fallback, tasks, results, report: Path, seconds: list[float]) -> list[str]:
-    documents = [doc for task in tasks for doc in _documents(results, front, fallback, task)]
     output_types = {results[(front, task)].get("output_type") for task in tasks}
     if len(output_types) > 1:  # the two kinds of answer have different signals: one curve cannot hold both
         return ["(No curve: these tasks mix generated and multiple-choice answers.)", ""]
     generated = output_types == {"generate_until"}
+    deferral = _threshold(config, cascade, generated)
+    if deferral is None or deferral.signal is None:
+        return []
+    documents = [
+        doc
+        for task in tasks
+        for doc in _documents(results, front, fallback, task, _failing_form(results, cascade, task, deferral))
+    ]
     curves = signal_curves(documents, GENERATION_SIGNALS if generated else SCORING_SIGNALS)
     if not curves:
         return []
     fallback_accuracy = _mean(doc.fallback for doc in documents)
     costs = Costs(seconds[0], seconds[1])
-    deferral = _threshold(config, cascade, generated)
-    if deferral is None:
-        return []
-    deferred = [defers(doc.signals.get(deferral.signal), deferral) for doc in documents]
+    deferred = [doc.forced or defers(doc.signals.get(deferral.signal), deferral) for doc in documents]
     accuracy = _mean(doc.fallback if moved else doc.front for doc, moved in zip(documents, deferred))
     chosen = CurvePoint(deferral.below, sum(deferred), accuracy)
     calibrated = chosen.deferred
     signal, best, target = choose(curves, len(documents), fallback_accuracy, share=0.95)
     picture = report.with_name(f"{report.stem}_{cascade}.svg")
     title = f"{cascade}: accuracy against documents deferred ({len(documents)} documents)"
-    calibration = Calibration(documents, curves, costs, deferral.signal, chosen, "the cascade's threshold")
+    calibration = Calibration(
+        documents, curves, costs, deferral.signal, chosen, "the cascade's threshold", deferral.answer_form
+    )
     atomic_write_text(picture, curve_svg(calibration, title))
     lines = [
         f"![{title}]({picture.name})",
         "",
         f"Every threshold on these documents, from the lone systems' scores (the circle: the cascade's own "
-        f"threshold, `{deferral.signal}` below {deferral.below:.6g}, deferring {calibrated} of {len(documents)} "
+        f"threshold, `{deferral.signal}` below {deferral.below:.6g}"
+        f"{f' or an answer not a {deferral.answer_form}' if deferral.answer_form else ''}, deferring {calibrated} "
+        f"of {len(documents)} "
         "here; its stack file says how it was chosen). Grey numbers under the axis: time per document as a share of "
         f"{fallback}'s.",
         "",

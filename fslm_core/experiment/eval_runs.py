@@ -244,6 +244,8 @@ class Evaluator:
             # Every document's confidence in its answer, and (for a cascade) who answered it: calibration
             # and the cascade report read them.
             "confidence": {str(doc["doc_id"]): doc["signals"] for doc in traces if "signals" in doc},
+            # The stack's own answer (for a cascade, the one its deferral judged): an answer form reads it.
+            "answers": {str(doc["doc_id"]): doc["answer"] for doc in traces if "answer" in doc},
             **({"paths": {str(doc["doc_id"]): doc["path"] for doc in traces}} if lm.stack.fallback else {}),
             "sample_traces": traces[:keep],
             "sample_answers": _answers(samples[:keep] if keep else samples[:3]),

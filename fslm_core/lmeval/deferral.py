@@ -78,15 +78,18 @@ class Deferring:
         return results
 
     def _defer_uncertain_generations(self, batch, indices, traces: list[Trace], results: list) -> None:
-        """Record how sure the final stage was of each answer; with a fallback, regenerate the unsure ones."""
+        """Record each answer and how sure the final stage was of it; with a fallback, regenerate the unsure ones
+        and those not of the answer form it asks for."""
         deferral = self.stack.fallback.generation if self.stack.fallback is not None else None
         deferred = []
         for position, (request, trace) in enumerate(zip(batch, traces)):
-            record: dict = {"signals": {name: generation_signal(trace, name) for name in GENERATION_SIGNALS}}
+            record: dict = {
+                "signals": {name: generation_signal(trace, name) for name in GENERATION_SIGNALS},
+                "answer": trace.answer,
+            }
             if deferral is not None:
-                routed = decision(
-                    self.final_stage.name, record["signals"][deferral.signal], deferral, self.stack.fallback.label
-                )
+                signal = record["signals"][deferral.signal] if deferral.signal is not None else None
+                routed = decision(self.final_stage.name, signal, deferral, self.stack.fallback.label, trace.answer)
                 trace.routing.append(routed)
                 record.update(path="fallback" if routed.decision == DEFERRED else "stack", reason=routed.reason)
                 if routed.decision == DEFERRED:

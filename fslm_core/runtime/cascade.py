@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
+from ..answer_forms import has_answer_form
 from ..declarations import Stack
 from ..messages import Message, RoutingDecision, Trace
 from ..plugins.registry import Registry
@@ -40,19 +41,39 @@ def without_fallback(stack: Stack) -> Stack:
     return stack if stack.fallback is None else stack.model_copy(update={"fallback": None})
 
 
-def defers(value: float | None, deferral: Deferral) -> bool:
-    """Whether an input with this signal goes to the fallback; an unknown signal (no log-probabilities) does."""
+def defers(value: float | None, deferral: Deferral, answer: str | None = None) -> bool:
+    """Whether an input goes to the fallback: its answer is not of the deferral's form, or its signal is below
+    the threshold (an unknown signal, as without log-probabilities, is)."""
+    if deferral.answer_form is not None and not has_answer_form(answer, deferral.answer_form):
+        return True
+    if deferral.signal is None:
+        return False
     return value is None or math.isnan(value) or value < deferral.below
 
 
-def decision(stage: str, value: float | None, deferral: Deferral, fallback: str) -> RoutingDecision:
-    """The routing decision for one input, with the signal and threshold a person can check."""
+def decision(
+    stage: str, value: float | None, deferral: Deferral, fallback: str, answer: str | None = None
+) -> RoutingDecision:
+    """The routing decision for one input, with the signal, threshold and answer form a person can check."""
+    if deferral.answer_form is not None and not has_answer_form(answer, deferral.answer_form):
+        reason = f"answer {_shorten(answer)} is not a {deferral.answer_form}: answered by {fallback}"
+        return RoutingDecision(stage=stage, decision=DEFERRED, router=FALLBACK_ROUTER, reason=reason)
+    kept_form = f"answer is a {deferral.answer_form}" if deferral.answer_form is not None else ""
+    if deferral.signal is None:
+        return RoutingDecision(stage=stage, decision=KEPT, router=FALLBACK_ROUTER, reason=f"{kept_form}: kept")
     shown = "unknown" if value is None else f"{value:.3f}"
-    if defers(value, deferral):
+    if defers(value, deferral, answer):
         reason = f"{deferral.signal} {shown} < {deferral.below:g}: answered by {fallback}"
         return RoutingDecision(stage=stage, decision=DEFERRED, router=FALLBACK_ROUTER, reason=reason)
-    reason = f"{deferral.signal} {shown} >= {deferral.below:g}: kept"
-    return RoutingDecision(stage=stage, decision=KEPT, router=FALLBACK_ROUTER, reason=reason)
+    kept = f"{deferral.signal} {shown} >= {deferral.below:g}" + (f", {kept_form}" if kept_form else "")
+    return RoutingDecision(stage=stage, decision=KEPT, router=FALLBACK_ROUTER, reason=f"{kept}: kept")
+
+
+def _shorten(answer: str | None, limit: int = 40) -> str:
+    if answer is None:
+        return "(none)"
+    text = " ".join(answer.split())
+    return repr(text if len(text) <= limit else text[: limit - 1] + "…")
 
 
 def answering_message(trace: Trace) -> Message | None:
@@ -83,7 +104,8 @@ def defer_uncertain(
     registry: Registry | None = None,
     **options,
 ) -> list[int]:
-    """Send the traces whose answer is below the threshold to the fallback (``run`` runs a stack); in place.
+    """Send the traces whose signal is below the threshold, or whose answer is not of the deferral's form, to
+    the fallback (``run`` runs a stack); in place.
 
     A deferred trace keeps the stack's messages, gains the fallback's (stage
     names prefixed with :data:`FALLBACK_STAGE_PREFIX`) and takes the
@@ -95,11 +117,11 @@ def defer_uncertain(
     deferred = []
     for index, trace in enumerate(traces):
         message = answering_message(trace)
-        value = generation_signal(trace, fallback.generation.signal)
-        trace.routing.append(
-            decision(message.stage if message else stack.final_stage.name, value, fallback.generation, fallback.label)
-        )
-        if defers(value, fallback.generation):
+        signal = fallback.generation.signal
+        value = generation_signal(trace, signal) if signal is not None else None
+        stage = message.stage if message else stack.final_stage.name
+        trace.routing.append(decision(stage, value, fallback.generation, fallback.label, trace.answer))
+        if defers(value, fallback.generation, trace.answer):
             deferred.append(index)
     if deferred:
         prompts = [traces[index].prompt for index in deferred]

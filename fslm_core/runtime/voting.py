@@ -6,6 +6,7 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 
+from ..answer_forms import canonical_number, has_answer_form
 from ..api.backends import Generation
 from ..api.tools import Tool
 from ..declarations import Vote
@@ -23,18 +24,16 @@ def last_number(text: str) -> str | None:
     return canonical_number(found[-1].replace(",", ""))
 
 
-def canonical_number(text: str) -> str | None:
-    try:
-        value = float(text)
-    except ValueError:
-        return None
-    if value == int(value) and abs(value) < 1e15:
-        return str(int(value))
-    return f"{value:.6f}".rstrip("0").rstrip(".")
-
-
 def answer_keys(texts: Sequence[str], vote: Vote, tool: Tool | None) -> list[str | None]:
-    """Each sample's answer key under ``vote``: its last number, its text, or its tool's output (None: no key)."""
+    """Each sample's answer key under ``vote``: its last number, its text, or its tool's output (None: no key,
+    as for a key that is not of the vote's ``answer_form``)."""
+    keys = _keys(texts, vote, tool)
+    if vote.answer_form is None:
+        return keys
+    return [key if key is not None and has_answer_form(key, vote.answer_form) else None for key in keys]
+
+
+def _keys(texts: Sequence[str], vote: Vote, tool: Tool | None) -> list[str | None]:
     if vote.by == "number":
         return [last_number(text) for text in texts]
     if vote.by == "text":
