@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import re
 
-_SEPARATORS = re.compile(r"(?<=\d),(?=\d{3}\b)")
+_PLAIN_NUMBER = re.compile(r"\$?-?(?:[0-9]{1,3}(?:,[0-9]{3})+|[0-9]+)(?:\.[0-9]+)?\.?")
+"""A number as a program prints it or a person writes it: digits, thousands separators, a decimal part, a
+leading ``$`` and a closing full stop; not ``1e3``, ``+5``, ``1_000`` or other digits than 0-9."""
 
 
 def canonical_number(text: str) -> str | None:
@@ -29,11 +31,9 @@ def canonical_number(text: str) -> str | None:
 def as_number(answer: str | None) -> float | None:
     """The answer's value when the answer is a number and nothing else (thousands separators, a leading ``$``
     and a closing full stop allowed), else None."""
-    if answer is None:
+    if answer is None or not _PLAIN_NUMBER.fullmatch(answer.strip()):
         return None
-    text = _SEPARATORS.sub("", answer.strip().rstrip(".").removeprefix("$"))
-    number = canonical_number(text) if text else None
-    return None if number is None else float(number)
+    return float(answer.strip().removeprefix("$").rstrip(".").replace(",", ""))
 
 
 def _is_number(answer: str | None) -> bool:

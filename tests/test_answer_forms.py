@@ -15,6 +15,11 @@ from fslm_core.answer_forms import ANSWER_FORMS, as_number, canonical_number, ha
         ("$1,200.", True, True),
         (" 0 ", True, True),
         ("34.75", True, False),
+        ("2.9999999999999996", True, False),  # the value, not a rounding of it
+        ("1e3", False, False),
+        ("+5", False, False),
+        ("1_000", False, False),
+        ("16..", False, False),
         ("-3", True, False),
         ("1,20", False, False),
         ("error: not an arithmetic expression: ''", False, False),

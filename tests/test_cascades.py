@@ -209,6 +209,20 @@ def test_the_report_draws_a_generated_cascades_curve_and_says_when_times_come_fr
     assert "`mean_logprob` below -0.5, deferring 2 of 4 here" in page and "| mean_logprob | 0.500 |" in page
     assert (tmp_path / "report_cascade.svg").read_text().startswith("<svg")
     assert "different machines** (front: A, 2 cores (avx2); back: B" in page
+    # An answer that is not of the deferral's form defers too, however sure: the cascade's own answers say which.
+    form = {"model": SMOLLM2, "generation": {"signal": "mean_logprob", "below": -0.5, "answer_form": "whole_number"}}
+    cascade(SMOLLM2, form).save(stack_file)
+    answers = {"answers": {"1": "3.5", "2": "7", "3": "7", "4": "7"}}
+    deferred = {"1": "fallback", "2": "fallback", "3": "fallback"}
+    kept = results[("cascade", "t")]
+    results[("cascade", "t")] = result((0.0, 1.0, 0.0, 1.0), slow, paths=deferred, **answers)
+    page = "\n".join(cascade_sections(config, results, tmp_path / "report.md"))
+    assert "below -0.5 or an answer not a whole_number, deferring 3 of 4 here" in page
+    cascade(SMOLLM2, {"model": SMOLLM2, "generation": {"answer_form": "whole_number"}}).save(stack_file)
+    page = "\n".join(cascade_sections(config, results, tmp_path / "report.md"))
+    assert "(No curve: cascade defers by the answer's form alone, `whole_number`, not by a threshold.)" in page
+    cascade(SMOLLM2, {"model": SMOLLM2, "generation": {"signal": "mean_logprob", "below": -0.5}}).save(stack_file)
+    results[("cascade", "t")] = kept
     # A fallback that scored nothing: its share is a dash, not a division by zero.
     results[("back", "t")] = result((0.0, 0.0, 0.0, 0.0), slow)
     assert "| t | 0.500 | 0.000 | 0.750 | - | 50% |" in "\n".join(cascade_sections(config, results, tmp_path / "r.md"))
@@ -299,7 +313,12 @@ def test_fslm_calibrate_measures_both_systems_and_writes_the_threshold(
     Stack(name="big", stages=[answer_stage(tiny_model_id, adapter=tiny_adapters[1])]).save(tmp_path / "big.yaml")
     front = cascade(
         tiny_model_id,
-        {"stack": "big.yaml", "scoring": {"signal": "choice_margin_raw", "below": 9.0}},
+        # The answer form applies to generated answers: calibrating scored choices leaves it be.
+        {
+            "stack": "big.yaml",
+            "scoring": {"signal": "choice_margin_raw", "below": 9.0},
+            "generation": {"answer_form": "number"},
+        },
         adapter=tiny_adapters[0],
     )
     front.save(tmp_path / "cascade.yaml")
@@ -337,6 +356,7 @@ def test_fslm_calibrate_measures_both_systems_and_writes_the_threshold(
     code, again, _ = run_fslm(capsys, *arguments)
     assert code == 0 and again.count("done earlier") == 2
     assert load_stack(tmp_path / "cascade.yaml").fallback.scoring == threshold
+    assert load_stack(tmp_path / "cascade.yaml").fallback.generation.answer_form == "number"
 
 
 def test_calibrate_needs_a_fallback_and_one_target(capsys, tmp_path, tiny_model_id):

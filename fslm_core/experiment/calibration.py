@@ -166,7 +166,7 @@ def choose(
         fewest = min((point.deferred for points in curves.values() for point in points), default=documents)
         raise InputError(
             f"--rate: every threshold defers more than {rate:.0%} of the {documents} documents (the fewest is "
-            f"{fewest}: documents without a signal always defer)"
+            f"{fewest}: documents without a signal, or whose answer is not of the answer form, always defer)"
         )
     _, _, signal, point = min(within, key=lambda item: item[:2])
     return signal, point, target
@@ -210,7 +210,8 @@ def read_documents(
                 f"({output}); evaluate both on the same ones"
             )
         output_types.add(front["output_type"])
-        forced = failing_form(front, answer_form, f"calibration: task {task} ({output})")
+        form = answer_form if front["output_type"] == "generate_until" else None  # a choice is always one
+        forced = failing_form(front, form, f"calibration: task {task} ({output})")
         for doc_id, score in front["scores"].items():
             signals = front.get("confidence", {}).get(doc_id, {})
             documents.append(
@@ -262,4 +263,5 @@ def calibrate(
         raise InputError(f"calibration: no document has a confidence signal ({', '.join(signals)})")
     fallback_accuracy = _mean([doc.fallback for doc in documents])
     signal, point, target = choose(curves, len(documents), fallback_accuracy, share, rate)
-    return Calibration(documents, curves, costs, signal, point, target, answer_form)
+    form = answer_form if signals is GENERATION_SIGNALS else None
+    return Calibration(documents, curves, costs, signal, point, target, form)

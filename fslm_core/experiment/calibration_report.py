@@ -150,6 +150,8 @@ def write_calibration_report(calibration: Calibration, folder: Path, title: str)
         "front_seconds": calibration.costs.front_seconds,
         "fallback_seconds": calibration.costs.fallback_seconds,
         "chosen": {"signal": calibration.chosen_signal, **_point(calibration.chosen)},
+        "answer_form": calibration.answer_form,
+        "deferred_by_answer_form": sum(doc.forced for doc in calibration.documents),
         "target": calibration.target,
         "curves": {signal: [_point(p) for p in points] for signal, points in calibration.curves.items()},
     }

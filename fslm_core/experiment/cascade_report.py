@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..files import atomic_write_text
-from ..runtime.cascade import defers
+from ..runtime.cascade import below_threshold
 from ..stage_settings import GENERATION_SIGNALS, SCORING_SIGNALS
 from .calibration import Calibration, Costs, CurvePoint, Document, choose, failing_form, signal_curves
 from .calibration_report import curve_svg, signal_table
@@ -164,8 +164,13 @@ def _curve(config, cascade, front, fallback, tasks, results, report: Path, secon
         return ["(No curve: these tasks mix generated and multiple-choice answers.)", ""]
     generated = output_types == {"generate_until"}
     deferral = _threshold(config, cascade, generated)
-    if deferral is None or deferral.signal is None:
+    if deferral is None:
         return []
+    if deferral.signal is None:
+        return [
+            f"(No curve: {cascade} defers by the answer's form alone, `{deferral.answer_form}`, not by a threshold.)",
+            "",
+        ]
     documents = [
         doc
         for task in tasks
@@ -176,7 +181,7 @@ def _curve(config, cascade, front, fallback, tasks, results, report: Path, secon
         return []
     fallback_accuracy = _mean(doc.fallback for doc in documents)
     costs = Costs(seconds[0], seconds[1])
-    deferred = [doc.forced or defers(doc.signals.get(deferral.signal), deferral) for doc in documents]
+    deferred = [doc.forced or below_threshold(doc.signals.get(deferral.signal), deferral) for doc in documents]
     accuracy = _mean(doc.fallback if moved else doc.front for doc, moved in zip(documents, deferred))
     chosen = CurvePoint(deferral.below, sum(deferred), accuracy)
     calibrated = chosen.deferred

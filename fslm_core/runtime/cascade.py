@@ -46,6 +46,11 @@ def defers(value: float | None, deferral: Deferral, answer: str | None = None) -
     the threshold (an unknown signal, as without log-probabilities, is)."""
     if deferral.answer_form is not None and not has_answer_form(answer, deferral.answer_form):
         return True
+    return below_threshold(value, deferral)
+
+
+def below_threshold(value: float | None, deferral: Deferral) -> bool:
+    """Whether the signal alone defers: it is below the threshold, or unknown (False without a threshold)."""
     if deferral.signal is None:
         return False
     return value is None or math.isnan(value) or value < deferral.below
