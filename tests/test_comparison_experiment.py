@@ -181,3 +181,13 @@ def test_a_document_range_past_the_end_of_the_slice_is_refused_before_any_eval(c
     (comparison.parent / "a-file").write_text("not a folder")
     with pytest.raises(InputError, match="output: .*a-file is a file; give a folder"):
         run_comparison(config.model_copy(update={"output": comparison.parent / "a-file"}), echo=lambda line: None)
+
+
+def test_the_notes_links_work_where_the_notes_file_is_and_in_the_report(tmp_path):
+    from fslm_core.experiment.comparison_report import notes_for
+
+    notes = tmp_path / "examples" / "exp" / "notes.md"
+    notes.parent.mkdir(parents=True)
+    notes.write_text("[a](calibration/a.md), [b](../../docs/b.md#x), [web](https://x.y/z), [here](#here)\n")
+    text = notes_for(notes, tmp_path / "docs")
+    assert text == "[a](../examples/exp/calibration/a.md), [b](b.md#x), [web](https://x.y/z), [here](#here)"

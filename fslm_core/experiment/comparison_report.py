@@ -8,6 +8,8 @@ time from the results that have finished. Results made by different code
 from __future__ import annotations
 
 import math
+import os
+import re
 import time
 from pathlib import Path
 
@@ -55,15 +57,33 @@ def write_comparison_report(config: ComparisonConfig, output: Path, command: str
         what = f"stack `{_stack_label(declaration.stack)}`" if declaration.stack else f"`{declaration.model}` alone"
         lines.append(f"- **{name}**: {what}{f': {declaration.description}' if declaration.description else ''}")
     lines.append("")
-    if config.notes is not None:
-        lines += [config.notes.read_text(encoding="utf-8").strip(), ""]
     path = config.report or output / "report.md"
+    if config.notes is not None:
+        lines += [notes_for(config.notes, path.parent), ""]
     for task in config.evaluation.tasks:
         lines += _task_section(config, task, results)
     lines += cascade_sections(config, results, path)
     lines += _demo_section(output)
     atomic_write_text(path, "\n".join(lines).rstrip() + "\n")
     return path
+
+
+_LINK_TARGET = re.compile(r"(\]\()([^)\s]+)(\))")
+
+
+def notes_for(notes: Path, folder: Path) -> str:
+    """The notes file's text for a report in ``folder``: its relative links, written from where the notes
+    file is (so they work where it is opened), rewritten to point from the report to the same files."""
+
+    def moved(match: re.Match) -> str:
+        target = match.group(2)
+        if "://" in target or target.startswith(("#", "/", "mailto:")):
+            return match.group(0)
+        path, _, anchor = target.partition("#")
+        relative = Path(os.path.relpath(notes.parent.resolve() / path, folder.resolve())).as_posix()
+        return f"{match.group(1)}{relative}{'#' + anchor if anchor else ''}{match.group(3)}"
+
+    return _LINK_TARGET.sub(moved, notes.read_text(encoding="utf-8").strip())
 
 
 def _stack_label(stack: str) -> str:
