@@ -294,9 +294,8 @@ class Stack(BaseModel):
             seen.add(stage.name)
         if self.dispatch is not None:
             self._check_dispatch(self.dispatch)
-        if self.fallback is not None and self.fallback.generation is not None:
-            if self.fallback.generation.signal is not None:
-                self._check_generation_signal(self.fallback.generation.signal)
+        if self.fallback is not None and self.fallback.generation and self.fallback.generation.signal is not None:
+            self._check_generation_signal(self.fallback.generation.signal)
         return self
 
     def _check_generation_signal(self, signal: str) -> None:
