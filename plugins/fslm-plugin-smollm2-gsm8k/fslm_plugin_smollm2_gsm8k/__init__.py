@@ -3,7 +3,10 @@
 The ``program`` stage (one LoRA adapter) writes a Python program for the
 question; the ``python`` tool runs it in fslm's sandbox; the ``calculator``
 writes its output as a plain number. ``smollm2-gsm8k-vote`` samples five
-programs and keeps the most common output; ``smollm2-gsm8k-baseline`` is what
+programs and keeps the most common output; ``smollm2-gsm8k-retry`` answers
+again, by five sampled programs and a vote among those that print a whole
+number, where the stack's own answer is not a whole number (a fraction, a
+negative count, an error); ``smollm2-gsm8k-baseline`` is what
 it was measured against: the same model with one adapter trained on the same
 rows' reference solutions, answering directly. The plugin also registers the
 ``numerals`` tool (question words such as "three quarters of" written as
@@ -27,6 +30,10 @@ STACKS = {
         "SmolLM2-135M-Instruct writes a Python program, a sandboxed interpreter runs it (GSM8K; MIT)",
     ),
     "smollm2-gsm8k-vote": (HERE / "vote", "smollm2-gsm8k sampling five programs, keeping the most common output"),
+    "smollm2-gsm8k-retry": (
+        HERE / "retry",
+        "smollm2-gsm8k answering again by five sampled programs where its answer is not a whole number",
+    ),
     "smollm2-gsm8k-baseline": (
         HERE / "baseline",
         "SmolLM2-135M-Instruct with one adapter trained on GSM8K's reference solutions (no tool)",

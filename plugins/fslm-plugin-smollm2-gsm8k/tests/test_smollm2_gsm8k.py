@@ -23,7 +23,7 @@ MUFFINS = (
 )
 
 
-def test_the_three_stacks_are_registered_by_name():
+def test_the_four_stacks_are_registered_by_name():
     registry = get_registry()
     for name, (folder, _) in STACKS.items():
         assert registry.named_stack(name).folder == folder
@@ -31,7 +31,7 @@ def test_the_three_stacks_are_registered_by_name():
 
 
 def test_the_stacks_share_one_float16_adapter_and_the_package_holds_its_checked_targets():
-    stack, vote, baseline = (load_stack(STACKS[name][0]) for name in STACKS)
+    stack, vote, retry, baseline = (load_stack(STACKS[name][0]) for name in STACKS)
     assert [(stage.name, stage.tool) for stage in stack.stages] == [
         ("program", None),
         ("run", "python"),
@@ -41,6 +41,12 @@ def test_the_stacks_share_one_float16_adapter_and_the_package_holds_its_checked_
     assert safetensors_dtypes(program.adapter / "adapter_model.safetensors") == {"F16"}
     voting = vote.stage("program")
     assert voting.adapter == program.adapter and voting.samples == 5 and voting.vote.by == "python"
+    # The retry: the stack itself, and where its answer is not a whole number, a vote among whole numbers.
+    assert retry.stages == stack.stages and retry.fallback.generation.answer_form == "whole_number"
+    assert retry.fallback.generation.signal is None  # the answer's form alone, no threshold
+    fallback = resolve_stack(retry.fallback.stack).stage("program")
+    assert fallback.adapter == program.adapter and fallback.samples == 5
+    assert fallback.vote.by == "python" and fallback.vote.answer_form == "whole_number"
     (answer,) = baseline.stages
     assert safetensors_dtypes(answer.adapter / "adapter_model.safetensors") == {"F16"}
     total = sum(path.stat().st_size for path in STACKS["smollm2-gsm8k"][0].parent.rglob("*") if path.is_file())
