@@ -44,9 +44,12 @@ def without_fallback(stack: Stack) -> Stack:
 def defers(value: float | None, deferral: Deferral, answer: str | None = None) -> bool:
     """Whether an input goes to the fallback: its answer is not of the deferral's form, or its signal is below
     the threshold (an unknown signal, as without log-probabilities, is)."""
-    if deferral.answer_form is not None and not has_answer_form(answer, deferral.answer_form):
-        return True
-    return below_threshold(value, deferral)
+    return wrong_form(answer, deferral) or below_threshold(value, deferral)
+
+
+def wrong_form(answer: str | None, deferral: Deferral) -> bool:
+    """Whether the answer is not of the form the deferral asks for (False when it asks for none)."""
+    return deferral.answer_form is not None and not has_answer_form(answer, deferral.answer_form)
 
 
 def below_threshold(value: float | None, deferral: Deferral) -> bool:
@@ -60,14 +63,14 @@ def decision(
     stage: str, value: float | None, deferral: Deferral, fallback: str, answer: str | None = None
 ) -> RoutingDecision:
     """The routing decision for one input, with the signal, threshold and answer form a person can check."""
-    if deferral.answer_form is not None and not has_answer_form(answer, deferral.answer_form):
+    if wrong_form(answer, deferral):
         reason = f"answer {_shorten(answer)} is not a {deferral.answer_form}: answered by {fallback}"
         return RoutingDecision(stage=stage, decision=DEFERRED, router=FALLBACK_ROUTER, reason=reason)
     kept_form = f"answer is a {deferral.answer_form}" if deferral.answer_form is not None else ""
     if deferral.signal is None:
         return RoutingDecision(stage=stage, decision=KEPT, router=FALLBACK_ROUTER, reason=f"{kept_form}: kept")
     shown = "unknown" if value is None else f"{value:.3f}"
-    if defers(value, deferral, answer):
+    if below_threshold(value, deferral):
         reason = f"{deferral.signal} {shown} < {deferral.below:g}: answered by {fallback}"
         return RoutingDecision(stage=stage, decision=DEFERRED, router=FALLBACK_ROUTER, reason=reason)
     kept = f"{deferral.signal} {shown} >= {deferral.below:g}" + (f", {kept_form}" if kept_form else "")
