@@ -31,9 +31,10 @@ def canonical_number(text: str) -> str | None:
 def as_number(answer: str | None) -> float | None:
     """The answer's value when the answer is a number and nothing else (thousands separators, a leading ``$``
     and a closing full stop allowed), else None."""
-    if answer is None or not _PLAIN_NUMBER.fullmatch(answer.strip()):
+    text = answer.strip() if answer is not None else ""
+    if not _PLAIN_NUMBER.fullmatch(text):
         return None
-    return float(answer.strip().removeprefix("$").rstrip(".").replace(",", ""))
+    return float(text.removeprefix("$").rstrip(".").replace(",", ""))
 
 
 def _is_number(answer: str | None) -> bool:
