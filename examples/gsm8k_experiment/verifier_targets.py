@@ -84,23 +84,20 @@ def mutate(program: str, question: str, rng: random.Random) -> tuple[str, str] |
         node.left, node.right = node.right, node.left
     elif kind == "quantity":
         rng.choice(constants).value = rng.choice(others)
-    else:
-        printed = rng.choice(assignments[:-1]).targets[0]
-        call = tree.body[-1]
-        if not (isinstance(call, ast.Expr) and isinstance(call.value, ast.Call) and call.value.args):
-            return None
-        call.value.args = [ast.Name(id=printed.id, ctx=ast.Load())] if isinstance(printed, ast.Name) else []
-        if not call.value.args:
-            return None
+    else:  # annotated programs end in print(name)
+        earlier = rng.choice(assignments[:-1]).targets[0]
+        tree.body[-1].value.args = [ast.Name(id=earlier.id, ctx=ast.Load())]
     return kind, ast.unparse(tree)
 
 
-def _printed_number(output: str) -> float | None:
+def printed_another_whole_number(output: str, answer: str) -> bool:
+    """Whether a program's last printed line is a whole number (0 or more) other than the reference answer."""
     lines = output.strip().splitlines()
     try:
-        return float(lines[-1]) if lines else None
+        printed = float(lines[-1]) if lines else None
     except ValueError:
-        return None
+        return False
+    return printed is not None and printed >= 0 and printed.is_integer() and printed != float(answer)
 
 
 def main() -> None:
@@ -125,8 +122,7 @@ def main() -> None:
                 break
             kind, program = mutant
             result = run_program(program)
-            printed = _printed_number(result.output) if result.ok else None
-            if printed is None or printed < 0 or printed != int(printed) or printed == float(row["answer"]):
+            if not (result.ok and printed_another_whole_number(result.output, row["answer"])):
                 continue
             examples.append(
                 {"prompt": verifier_prompt(row["question"], row["program"], right.output), "targets": {"check": "yes"}}
@@ -137,7 +133,7 @@ def main() -> None:
             kinds[kind] += 1
             break
         else:
-            dropped["every mutant failed or printed the answer"] += 1
+            dropped["no mutant printed another whole number"] += 1
     source = f"GSM8K annotated programs and one mutant of each ({len(examples) // 2} rows)"
     write_given_targets(args.output, examples, "gsm8k-verifier", source)
     summary = {"rows": len(rows), "pairs": len(examples) // 2, "mutations": dict(kinds), "dropped": dict(dropped)}
