@@ -13,9 +13,9 @@ from pathlib import Path
 
 from fslm_core import Stack, load_stack
 from fslm_core.declarations import Vote
-from fslm_core.stage_settings import Deferral, Fallback
 from fslm_core.experiment.package import package_stack, write_half_precision_stack
 from fslm_core.files import atomic_write_text
+from fslm_core.stage_settings import Deferral, Fallback
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "plugins" / "fslm-plugin-smollm2-gsm8k" / "fslm_plugin_smollm2_gsm8k"
