@@ -111,7 +111,7 @@ def unstated_numbers(program: str, question: str) -> list[float]:
 
 
 def verdict(program: str, question: str, reference: str) -> tuple[str, str]:
-    """("kept" or why the program was dropped, what the sandbox printed)."""
+    """("kept" or why the program was dropped, what the sandbox printed or its error)."""
     from fslm_core.runtime.sandbox import run_program
 
     problem = shape_problem(program)
@@ -121,7 +121,7 @@ def verdict(program: str, question: str, reference: str) -> tuple[str, str]:
         return "uses a number the problem does not state", ""
     result = run_program(program)
     if not result.ok:
-        return "program failed", result.output[-200:]
+        return "program failed", (result.error or "")[-200:]
     if not same_number(result.output, reference):
         return "wrong answer", result.output[-200:]
     return "kept", result.output.strip()
