@@ -58,7 +58,7 @@ FENCE = re.compile(r"```(?:python)?\s*\n(.*?)(?:```|$)", re.DOTALL)
 def stated_numbers(question: str) -> set[float]:
     """The numbers a problem states, in digits or words; in a problem about percentages, each also as a
     fraction and as the factor of a rise or a fall by it (60% longer: 1.6)."""
-    values = [float(text.replace(",", "").rstrip(".")) for text in QUESTION_NUMBER.findall(question)]
+    values = [float(text.replace(",", "")) for text in QUESTION_NUMBER.findall(question)]
     for word in re.findall(r"[a-z]+", question.lower()):
         values.extend(float(value) for value in NUMBER_WORDS.get(word, ()))
     numbers = set(values)
@@ -131,13 +131,13 @@ def write_shard(path: Path, numbers: list[int], rows: list[dict], stack, batch_s
     """Have the teacher write the programs of ``rows[n]`` for each row number ``n`` and judge them, into ``path``."""
     from fslm_core.runtime.engine import run_stack
 
-    rows = [rows[number] for number in numbers]
-    prompts = [f"{row['question']}\nSolution: {solution_text(row['answer'])}" for row in rows]
+    chosen = [rows[number] for number in numbers]
+    prompts = [f"{row['question']}\nSolution: {solution_text(row['answer'])}" for row in chosen]
     started = time.perf_counter()
     traces = run_stack(stack, prompts, batch_size=batch_size)
     seconds = time.perf_counter() - started
     records = []
-    for number, row, trace in zip(numbers, rows, traces, strict=True):
+    for number, row, trace in zip(numbers, chosen, traces, strict=True):
         reply = next(message.text for message in trace.messages if message.stage == "program")
         program = code_of(reply)
         reference = reference_answer(row["answer"])
@@ -150,7 +150,7 @@ def write_shard(path: Path, numbers: list[int], rows: list[dict], stack, batch_s
                 "answer": reference,
                 "printed": printed,
                 "verdict": why,
-                "teacher_seconds": round(seconds / len(rows), 2),
+                "teacher_seconds": round(seconds / len(chosen), 2),  # the shard's time, shared evenly
             }
         )
     atomic_write_text(path, "".join(json.dumps(record) + "\n" for record in records))
