@@ -101,6 +101,30 @@ def test_concurrent_writers_and_readers_share_one_file(tmp_path):
     assert mode == "wal"
 
 
+def test_many_caches_opened_at_once_on_new_files_all_get_in(tmp_path):
+    # The journal-mode switch on a new file is where simultaneous openers collide (CI saw "database is locked").
+    workers = 8
+    errors: list[BaseException] = []
+    for attempt in range(60):
+        path = tmp_path / f"fresh-{attempt}.sqlite"
+        start = threading.Barrier(workers)
+
+        def open_and_write(worker: int, path=path, start=start) -> None:
+            try:
+                start.wait()
+                StageCache(path).put_many({str(worker): Generation("t", 1, 1, 0.0, 1)})
+            except BaseException as error:  # noqa: BLE001 - reported by the assertion below
+                errors.append(error)
+
+        threads = [threading.Thread(target=open_and_write, args=(worker,)) for worker in range(workers)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert not errors, f"attempt {attempt}: {errors[0]!r}"
+        assert StageCache(path).info()["entries"] == workers
+
+
 def test_fslm_cache_shows_and_clears_stage_outputs(tmp_path, monkeypatch):
     monkeypatch.setenv("FSLM_CACHE_DIR", str(tmp_path))
     StageCache().put_many({"k": Generation("t", 1, 1, 0.0, 1)})

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import sqlite3
 import threading
 import time
@@ -30,6 +31,7 @@ from ..files import cache_dir
 
 CACHE_FILE = "stages.sqlite"
 KEY_VERSION = 1
+BUSY_TIMEOUT_SECONDS = 60
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt")
 
 
@@ -108,6 +110,24 @@ def score_key(model: dict, adapter: str | None, context: str, continuation: str,
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode("utf-8")).hexdigest()
 
 
+def _switch_to_wal(connection: sqlite3.Connection) -> None:
+    """Put the file in WAL mode, waiting out other connections doing the same.
+
+    On a new file, connections opened at once race to switch its journal mode,
+    and SQLite refuses the loser with "database is locked" at once, without
+    waiting out its busy timeout (seen with four threads on a fresh file).
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(random.uniform(0.001, 0.02))
+
+
 class StageCache:
     """Stage outputs (and final-stage scores) by key in one SQLite file; safe to share between threads and processes."""
 
@@ -119,8 +139,8 @@ class StageCache:
         connection = getattr(self._local, "connection", None)
         if connection is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            connection = sqlite3.connect(self.path, timeout=60)
-            connection.execute("PRAGMA journal_mode=WAL")
+            connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS)
+            _switch_to_wal(connection)
             connection.execute(
                 "CREATE TABLE IF NOT EXISTS outputs (key TEXT PRIMARY KEY, generation TEXT NOT NULL, created REAL)"
             )
