@@ -152,6 +152,7 @@ def main() -> None:
         "--givens", action="store_true", help="Declare the question's numbers as named variables first."
     )
     args = parser.parse_args()
+    from fslm_core.files import atomic_write_text
     from fslm_core.runtime.sandbox import run_program
 
     rows = [json.loads(line) for line in args.data.read_text().splitlines() if line.strip()]
@@ -172,7 +173,7 @@ def main() -> None:
             dropped["wrong answer"] += 1
         else:
             kept.append({"row": index, "question": row["question"], "program": program, "answer": reference})
-    args.output.write_text("".join(json.dumps(row) + "\n" for row in kept))
+    atomic_write_text(args.output, "".join(json.dumps(row) + "\n" for row in kept))  # makes its folder too
     print(json.dumps({"rows": len(rows), "kept": len(kept), "dropped": dict(dropped)}), file=sys.stderr)
 
 

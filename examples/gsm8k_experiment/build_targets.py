@@ -8,6 +8,9 @@ its prompt alternately the bare question and the question as lm-eval's
 ``local_gsm8k`` asks it (``Question: ...\\nAnswer:``), so both ways of asking
 are learnt. The development set (the last 500 rows of the training file)
 never reaches this script: ``annotated_programs.py --skip-last 500`` left it out.
+The teacher's programs (``teacher_programs.py``'s ``kept.jsonl``) have the
+same layout; ``--rows-in`` keeps only the rows another file also holds, so two
+sources can be compared on the same questions.
 
     python examples/gsm8k_experiment/build_targets.py annotated.jsonl ../shared/data/gsm8k/train.jsonl run/
 """
@@ -34,14 +37,27 @@ def solution_text(answer: str) -> str:
     return f"{ANNOTATION.sub('', steps).strip()}\n#### {final.strip()}"
 
 
+def read_rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("annotated", type=Path)
+    parser.add_argument("programs", type=Path, help="Kept programs: annotated_programs.py's or teacher_programs.py's.")
     parser.add_argument("gsm8k", type=Path)
     parser.add_argument("output", type=Path)
     parser.add_argument("--limit", type=int, help="The first N kept rows only.")
+    parser.add_argument(
+        "--rows-in",
+        type=Path,
+        help="Only the rows this file (same layout) also holds: two sources' programs for the same questions.",
+    )
     args = parser.parse_args()
-    kept = [json.loads(line) for line in args.annotated.read_text().splitlines() if line.strip()][: args.limit]
+    kept = read_rows(args.programs)
+    if args.rows_in:
+        shared = {row["row"] for row in read_rows(args.rows_in)}
+        kept = [row for row in kept if row["row"] in shared]
+    kept = kept[: args.limit]
     solutions = [json.loads(line)["answer"] for line in args.gsm8k.read_text().splitlines() if line.strip()]
     programs = [
         {"prompt": prompt_for(row["question"], row["row"]), "targets": {"program": row["program"]}} for row in kept
@@ -50,7 +66,7 @@ def main() -> None:
         {"prompt": prompt_for(row["question"], row["row"]), "targets": {"answer": solution_text(solutions[row["row"]])}}
         for row in kept
     ]
-    source = f"GSM8K train rows with annotated programs that compute the reference answer ({len(kept)} rows)"
+    source = f"GSM8K train rows whose program ({args.programs.name}) computes the reference answer ({len(kept)} rows)"
     write_given_targets(args.output / "program-targets", programs, "gsm8k-program", source)
     write_given_targets(args.output / "solution-targets", baseline, "gsm8k-solution", source)
     print(f"{len(kept)} examples -> {args.output}/program-targets, {args.output}/solution-targets")
