@@ -95,7 +95,7 @@ def test_a_comparison_evaluates_every_system_on_the_same_documents_and_reports_p
     run_comparison(config, echo=lines.append, until="eval")
     assert sum(line.endswith(": done earlier") for line in lines) == 4
     evaluation = config.evaluation.model_copy(
-        update={"document_ranges": {"local_arc_easy": [1, 4], "local_gsm8k": [1, 4]}}
+        update={"document_ranges": {"local_arc_easy": (1, 4), "local_gsm8k": (1, 4)}}
     )
     moved = config.model_copy(update={"evaluation": evaluation})
     before = read_result(output, "two", "local_gsm8k")
@@ -168,7 +168,7 @@ def test_a_document_range_past_the_end_of_the_slice_is_refused_before_any_eval(c
     from fslm_core.experiment import run_comparison
 
     config = load_comparison_config(comparison)
-    evaluation = config.evaluation.model_copy(update={"document_ranges": {"local_gsm8k": [100000, 100010]}})
+    evaluation = config.evaluation.model_copy(update={"document_ranges": {"local_gsm8k": (100000, 100010)}})
     config = config.model_copy(
         update={
             "systems": {k: v for k, v in config.systems.items() if k != "tool-end"},
