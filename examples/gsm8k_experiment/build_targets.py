@@ -10,7 +10,9 @@ are learnt. The development set (the last 500 rows of the training file)
 never reaches this script: ``annotated_programs.py --skip-last 500`` left it out.
 The teacher's programs (``teacher_programs.py``'s ``kept.jsonl``) have the
 same layout; ``--rows-in`` keeps only the rows another file also holds, so two
-sources can be compared on the same questions.
+sources can be compared on the same questions. ``--numerals`` writes each
+prompt as the ``numerals`` tool passes it on ("three quarters of" -> "3/4 of"),
+so a program stage that reads that tool learns from the text it will see.
 
     python examples/gsm8k_experiment/build_targets.py annotated.jsonl ../shared/data/gsm8k/train.jsonl run/
 """
@@ -21,6 +23,8 @@ import argparse
 import json
 import re
 from pathlib import Path
+
+from fslm_plugin_smollm2_gsm8k.numerals import with_digits
 
 from fslm_core.distillation import write_given_targets
 
@@ -52,21 +56,31 @@ def main() -> None:
         type=Path,
         help="Only the rows this file (same layout) also holds: two sources' programs for the same questions.",
     )
+    parser.add_argument(
+        "--numerals", action="store_true", help="Prompts as the numerals tool rewrites them (quantities as digits)."
+    )
     args = parser.parse_args()
     kept = read_rows(args.programs)
     if args.rows_in:
         shared = {row["row"] for row in read_rows(args.rows_in)}
         kept = [row for row in kept if row["row"] in shared]
     kept = kept[: args.limit]
+    rewrite = with_digits if args.numerals else str
     solutions = [json.loads(line)["answer"] for line in args.gsm8k.read_text().splitlines() if line.strip()]
     programs = [
-        {"prompt": prompt_for(row["question"], row["row"]), "targets": {"program": row["program"]}} for row in kept
+        {"prompt": rewrite(prompt_for(row["question"], row["row"])), "targets": {"program": row["program"]}}
+        for row in kept
     ]
     baseline = [
-        {"prompt": prompt_for(row["question"], row["row"]), "targets": {"answer": solution_text(solutions[row["row"]])}}
+        {
+            "prompt": rewrite(prompt_for(row["question"], row["row"])),
+            "targets": {"answer": solution_text(solutions[row["row"]])},
+        }
         for row in kept
     ]
     source = f"GSM8K train rows whose program ({args.programs.name}) computes the reference answer ({len(kept)} rows)"
+    if args.numerals:
+        source += ", questions with their quantities as digits"
     write_given_targets(args.output / "program-targets", programs, "gsm8k-program", source)
     write_given_targets(args.output / "solution-targets", baseline, "gsm8k-solution", source)
     print(f"{len(kept)} examples -> {args.output}/program-targets, {args.output}/solution-targets")
