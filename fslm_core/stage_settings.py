@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from .answer_forms import ANSWER_FORMS
 
 PROMPT_FIELD = "prompt"
+
+
+def _known_form(form: str) -> str:
+    if form not in ANSWER_FORMS:
+        raise ValueError(f"expected one of {', '.join(ANSWER_FORMS)}, got {form!r}")
+    return form
+
+
+AnswerForm = Annotated[str, AfterValidator(_known_form)]
+"""The form an answer should have (``fslm_core.answer_forms``): a vote or a deferral reads it."""
 
 
 class GenerationSettings(BaseModel):
@@ -111,16 +121,11 @@ class Vote(BaseModel):
         "or the name of a tool run on it (its output; a failed run gives no key).",
     )
     tool_options: dict[str, Any] = Field(default_factory=dict, description="Options of the tool named by `by`.")
-    answer_form: str | None = Field(
+    answer_form: AnswerForm | None = Field(
         default=None,
         description=f"Only keys of this form count ({', '.join(ANSWER_FORMS)}): a sample whose key is another "
         "(a fraction where a count is asked, an error) gets no key.",
     )
-
-    @model_validator(mode="after")
-    def _known_form(self) -> Vote:
-        _check_form("answer_form", self.answer_form)
-        return self
 
 
 GENERATION_SIGNALS = ("mean_logprob", "min_logprob", "p10_logprob", "agreement")
@@ -146,7 +151,7 @@ class Deferral(BaseModel):
     below: float | None = Field(
         default=None, description="Inputs whose signal is lower than this are answered by the fallback."
     )
-    answer_form: str | None = Field(
+    answer_form: AnswerForm | None = Field(
         default=None,
         description=f"Inputs whose answer is not of this form ({', '.join(ANSWER_FORMS)}) are answered by the "
         "fallback, whatever their signal.",
@@ -158,13 +163,7 @@ class Deferral(BaseModel):
             raise ValueError("give signal and below together (the threshold is on that signal)")
         if self.signal is None and self.answer_form is None:
             raise ValueError("give signal and below, answer_form, or both: when an input is deferred")
-        _check_form("answer_form", self.answer_form)
         return self
-
-
-def _check_form(field: str, form: str | None) -> None:
-    if form is not None and form not in ANSWER_FORMS:
-        raise ValueError(f"{field}: expected one of {', '.join(ANSWER_FORMS)}, got {form!r}")
 
 
 class Fallback(BaseModel):
