@@ -66,17 +66,12 @@ def main() -> None:
         kept = [row for row in kept if row["row"] in shared]
     kept = kept[: args.limit]
     rewrite = with_digits if args.numerals else str
+    prompts = [rewrite(prompt_for(row["question"], row["row"])) for row in kept]
     solutions = [json.loads(line)["answer"] for line in args.gsm8k.read_text().splitlines() if line.strip()]
-    programs = [
-        {"prompt": rewrite(prompt_for(row["question"], row["row"])), "targets": {"program": row["program"]}}
-        for row in kept
-    ]
+    programs = [{"prompt": prompt, "targets": {"program": row["program"]}} for prompt, row in zip(prompts, kept)]
     baseline = [
-        {
-            "prompt": rewrite(prompt_for(row["question"], row["row"])),
-            "targets": {"answer": solution_text(solutions[row["row"]])},
-        }
-        for row in kept
+        {"prompt": prompt, "targets": {"answer": solution_text(solutions[row["row"]])}}
+        for prompt, row in zip(prompts, kept)
     ]
     source = f"GSM8K train rows whose program ({args.programs.name}) computes the reference answer ({len(kept)} rows)"
     if args.numerals:
