@@ -13,6 +13,8 @@ same layout; ``--rows-in`` keeps only the rows another file also holds, so two
 sources can be compared on the same questions. ``--numerals`` writes each
 prompt as the ``numerals`` tool passes it on ("three quarters of" -> "3/4 of"),
 so a program stage that reads that tool learns from the text it will see.
+Given several programs files, their rows are joined: a question two sources
+hold appears once per source, asked the other way in the second.
 
     python examples/gsm8k_experiment/build_targets.py annotated.jsonl ../shared/data/gsm8k/train.jsonl run/
 """
@@ -47,10 +49,15 @@ def read_rows(path: Path) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("programs", type=Path, help="Kept programs: annotated_programs.py's or teacher_programs.py's.")
+    parser.add_argument(
+        "programs",
+        type=Path,
+        nargs="+",
+        help="Kept programs: annotated_programs.py's or teacher_programs.py's (several: their rows joined).",
+    )
     parser.add_argument("gsm8k", type=Path)
     parser.add_argument("output", type=Path)
-    parser.add_argument("--limit", type=int, help="The first N kept rows only.")
+    parser.add_argument("--limit", type=int, help="The first N kept rows of each programs file only.")
     parser.add_argument(
         "--rows-in",
         type=Path,
@@ -60,20 +67,21 @@ def main() -> None:
         "--numerals", action="store_true", help="Prompts as the numerals tool rewrites them (quantities as digits)."
     )
     args = parser.parse_args()
-    kept = read_rows(args.programs)
-    if args.rows_in:
-        shared = {row["row"] for row in read_rows(args.rows_in)}
-        kept = [row for row in kept if row["row"] in shared]
-    kept = kept[: args.limit]
+    shared = {row["row"] for row in read_rows(args.rows_in)} if args.rows_in else None
+    kept, prompts = [], []
     rewrite = with_digits if args.numerals else str
-    prompts = [rewrite(prompt_for(row["question"], row["row"])) for row in kept]
+    for source_index, path in enumerate(args.programs):
+        rows = [row for row in read_rows(path) if shared is None or row["row"] in shared][: args.limit]
+        kept += rows
+        prompts += [rewrite(prompt_for(row["question"], row["row"] + source_index)) for row in rows]
     solutions = [json.loads(line)["answer"] for line in args.gsm8k.read_text().splitlines() if line.strip()]
     programs = [{"prompt": prompt, "targets": {"program": row["program"]}} for prompt, row in zip(prompts, kept)]
     baseline = [
         {"prompt": prompt, "targets": {"answer": solution_text(solutions[row["row"]])}}
         for prompt, row in zip(prompts, kept)
     ]
-    source = f"GSM8K train rows whose program ({args.programs.name}) computes the reference answer ({len(kept)} rows)"
+    names = " + ".join(path.name for path in args.programs)
+    source = f"GSM8K train rows whose program ({names}) computes the reference answer ({len(kept)} rows)"
     if args.numerals:
         source += ", questions with their quantities as digits"
     write_given_targets(args.output / "program-targets", programs, "gsm8k-program", source)
