@@ -68,25 +68,23 @@ def main() -> None:
     )
     args = parser.parse_args()
     shared = {row["row"] for row in read_rows(args.rows_in)} if args.rows_in else None
-    kept, prompts = [], []
     rewrite = with_digits if args.numerals else str
+    examples = []  # (prompt, row) pairs
     for source_index, path in enumerate(args.programs):
         rows = [row for row in read_rows(path) if shared is None or row["row"] in shared][: args.limit]
-        kept += rows
-        prompts += [rewrite(prompt_for(row["question"], row["row"] + source_index)) for row in rows]
+        examples += [(rewrite(prompt_for(row["question"], row["row"] + source_index)), row) for row in rows]
     solutions = [json.loads(line)["answer"] for line in args.gsm8k.read_text().splitlines() if line.strip()]
-    programs = [{"prompt": prompt, "targets": {"program": row["program"]}} for prompt, row in zip(prompts, kept)]
+    programs = [{"prompt": prompt, "targets": {"program": row["program"]}} for prompt, row in examples]
     baseline = [
-        {"prompt": prompt, "targets": {"answer": solution_text(solutions[row["row"]])}}
-        for prompt, row in zip(prompts, kept)
+        {"prompt": prompt, "targets": {"answer": solution_text(solutions[row["row"]])}} for prompt, row in examples
     ]
     names = " + ".join(path.name for path in args.programs)
-    source = f"GSM8K train rows whose program ({names}) computes the reference answer ({len(kept)} rows)"
+    source = f"GSM8K train rows whose program ({names}) computes the reference answer ({len(examples)} rows)"
     if args.numerals:
         source += ", questions with their quantities as digits"
     write_given_targets(args.output / "program-targets", programs, "gsm8k-program", source)
     write_given_targets(args.output / "solution-targets", baseline, "gsm8k-solution", source)
-    print(f"{len(kept)} examples -> {args.output}/program-targets, {args.output}/solution-targets")
+    print(f"{len(examples)} examples -> {args.output}/program-targets, {args.output}/solution-targets")
 
 
 if __name__ == "__main__":
