@@ -14,7 +14,8 @@ sources can be compared on the same questions. ``--numerals`` writes each
 prompt as the ``numerals`` tool passes it on ("three quarters of" -> "3/4 of"),
 so a program stage that reads that tool learns from the text it will see.
 Given several programs files, their rows are joined: a question two sources
-hold appears once per source, asked the other way in the second.
+hold appears once per source, asked the other way in the second. A row with its own ``solution``
+(``synthetic_problems.py``'s, not a GSM8K row) brings the baseline's target with it.
 
     python examples/gsm8k_experiment/build_targets.py annotated.jsonl ../shared/data/gsm8k/train.jsonl run/
 """
@@ -76,10 +77,12 @@ def main() -> None:
     solutions = [json.loads(line)["answer"] for line in args.gsm8k.read_text().splitlines() if line.strip()]
     programs = [{"prompt": prompt, "targets": {"program": row["program"]}} for prompt, row in examples]
     baseline = [
-        {"prompt": prompt, "targets": {"answer": solution_text(solutions[row["row"]])}} for prompt, row in examples
+        {"prompt": prompt, "targets": {"answer": row.get("solution") or solution_text(solutions[row["row"]])}}
+        for prompt, row in examples
     ]
     names = " + ".join(path.name for path in args.programs)
-    source = f"GSM8K train rows whose program ({names}) computes the reference answer ({len(examples)} rows)"
+    kind = "Problems" if any("solution" in row for _, row in examples) else "GSM8K train rows"
+    source = f"{kind} whose program ({names}) computes the reference answer ({len(examples)} rows)"
     if args.numerals:
         source += ", questions with their quantities as digits"
     write_given_targets(args.output / "program-targets", programs, "gsm8k-program", source)
