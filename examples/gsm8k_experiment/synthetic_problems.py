@@ -7,8 +7,8 @@ what is left), "times as many" and "more than" chains, rates over time, change f
 sharing, spending. Each template varies who, what, the verbs, the fraction's wording (words or digits)
 and the numbers (chosen so every step is a whole number), and writes the program in the layout of the
 annotated programs: one variable per computed quantity, named for what it is, then ``print``. Every
-program is run here (it is this script's own text, never a model's); its output is the answer, and a
-template whose program prints anything but a whole number is a bug that stops the script.
+program's steps are run here (they are this script's own text, never a model's) for the answer, and a
+template whose answer is not a whole number is a bug that stops the script.
 
 The rows have the layout of ``annotated_programs.py``'s output plus the worked ``solution`` the
 chain-of-thought baseline would learn, so ``build_targets.py`` takes them as one more programs file.
@@ -20,10 +20,9 @@ No question uses the demo question's numbers (24 and 10) with three quarters: th
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import random
+import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -99,6 +98,7 @@ FRACTIONS = (
     (Fraction(3, 5), ("three fifths", "3/5")),
     (Fraction(1, 10), ("a tenth", "1/10")),
 )
+VARIABLE = re.compile(r"\b[a-z_]\w*\b")
 PERCENTS = (10, 20, 25, 30, 40, 50, 60, 75)
 TIMES = {2: ("twice", "two times", "2 times"), 3: ("three times", "3 times"), 4: ("four times", "4 times")}
 
@@ -571,27 +571,25 @@ def program_text(problem: Problem) -> str:
     return "\n".join([*lines, f"print({problem.steps[-1][0]})"])
 
 
-def printed_by(program: str) -> str:
-    """What a template's program prints (this script's own text, never a model's: run in this process)."""
-    output = io.StringIO()
-    with contextlib.redirect_stdout(output):
-        exec(program, {})  # noqa: S102 - the template's own program
-    value = float(output.getvalue().strip())
-    return str(int(value)) if value.is_integer() else str(value)
+def step_values(problem: Problem) -> dict[str, float]:
+    """Every step's value, from the template's own arithmetic (this script's text, never a model's)."""
+    values: dict[str, float] = {}
+    exec("\n".join(f"{name} = {expression}" for name, expression in problem.steps), {}, values)  # noqa: S102
+    return values
 
 
-def worked_solution(problem: Problem, printed: str) -> str:
-    """The steps as a chain-of-thought target: each variable's expression and value, then ``#### N``."""
-    values = {}
-    lines = []
-    for name, expression in problem.steps:
-        value = eval(expression, {}, dict(values))  # noqa: S307 - the template's own arithmetic
-        values[name] = value
-        shown = expression
-        for earlier, number in values.items():
-            shown = shown.replace(earlier, f"{number:g}") if earlier != name else shown
-        lines.append(f"{name.replace('_', ' ').capitalize()}: {shown} = {value:g}")
-    return "\n".join(lines) + f"\n#### {printed}"
+def as_number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def worked_solution(problem: Problem, values: dict[str, float]) -> str:
+    """The steps as a chain-of-thought target: each expression with its names as values, then ``#### N``."""
+    lines = [
+        f"{name.replace('_', ' ').capitalize()}: "
+        f"{VARIABLE.sub(lambda found: as_number(values[found.group()]), expression)} = {as_number(values[name])}"
+        for name, expression in problem.steps
+    ]
+    return "\n".join(lines) + f"\n#### {as_number(values[problem.steps[-1][0]])}"
 
 
 def is_demo_like(question: str) -> bool:
@@ -608,21 +606,21 @@ def main() -> None:
     rows, seen, per_schema = [], set(), Counter()
     while len(rows) < args.count:
         problem = rng.choice(SCHEMAS)(rng)
-        program = program_text(problem)
-        printed = printed_by(program)
-        if problem.question in seen or is_demo_like(problem.question) or float(printed) < 0:
+        values = step_values(problem)
+        answer = values[problem.steps[-1][0]]
+        if problem.question in seen or is_demo_like(problem.question) or answer < 0:
             continue
-        if not float(printed).is_integer():
-            raise AssertionError(f"{problem.schema}: {problem.question} prints {printed}")
+        if not float(answer).is_integer():
+            raise ValueError(f"template {problem.schema!r} is wrong: {problem.question!r} gives {answer}")
         seen.add(problem.question)
         per_schema[problem.schema] += 1
         rows.append(
             {
                 "row": len(rows),
                 "question": problem.question,
-                "program": program,
-                "answer": printed,
-                "solution": worked_solution(problem, printed),
+                "program": program_text(problem),
+                "answer": as_number(answer),
+                "solution": worked_solution(problem, values),
                 "schema": problem.schema,
             }
         )
