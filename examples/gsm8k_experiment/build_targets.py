@@ -76,10 +76,11 @@ def main() -> None:
         examples += [(rewrite(prompt_for(row["question"], row["row"] + source_index)), row) for row in rows]
     solutions = [json.loads(line)["answer"] for line in args.gsm8k.read_text().splitlines() if line.strip()]
     programs = [{"prompt": prompt, "targets": {"program": row["program"]}} for prompt, row in examples]
-    baseline = [
-        {"prompt": prompt, "targets": {"answer": row.get("solution") or solution_text(solutions[row["row"]])}}
-        for prompt, row in examples
-    ]
+
+    def worked(row: dict) -> str:  # a synthetic row brings its own; a GSM8K row's comes from the file
+        return row["solution"] if "solution" in row else solution_text(solutions[row["row"]])
+
+    baseline = [{"prompt": prompt, "targets": {"answer": worked(row)}} for prompt, row in examples]
     names = " + ".join(path.name for path in args.programs)
     kind = "Problems" if any("solution" in row for _, row in examples) else "GSM8K train rows"
     source = f"{kind} whose program ({names}) computes the reference answer ({len(examples)} rows)"
