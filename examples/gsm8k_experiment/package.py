@@ -1,9 +1,13 @@
 """Copy the trained GSM8K stacks into fslm-plugin-smollm2-gsm8k: float16 adapters, stack files, targets.
 
     python examples/gsm8k_experiment/package.py RUN_FOLDER
+    python examples/gsm8k_experiment/package.py --templates TEMPLATES_RUN_FOLDER
 
 RUN_FOLDER holds ``program-trained/`` and ``solution-trained/`` (what ``fslm
 train`` wrote) and ``program-targets/`` (what the program stage learnt from).
+TEMPLATES_RUN_FOLDER holds the ``program-trained/`` stack whose stage also
+learnt from template problems (``synthetic_problems.py``); it becomes
+``smollm2-gsm8k-templates`` and touches nothing else in the plugin.
 """
 
 from __future__ import annotations
@@ -75,8 +79,23 @@ def write_retry_stack(package: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run", type=Path)
+    parser.add_argument("run", type=Path, nargs="?")
+    parser.add_argument("--templates", type=Path, metavar="TEMPLATES_RUN_FOLDER")
     args = parser.parse_args()
+    if args.run is None and args.templates is None:
+        parser.error("give RUN_FOLDER, --templates TEMPLATES_RUN_FOLDER or both")
+    if args.templates is not None:
+        write_half_precision_stack(
+            args.templates / "program-trained",
+            PACKAGE / "templates",
+            "smollm2-gsm8k-templates",
+            "SmolLM2-135M-Instruct writes a Python program for a grade-school maths problem (its stage also learnt "
+            "from 3,000 template problems); a sandboxed interpreter runs it and the calculator writes its output "
+            "as a number.",
+        )
+        print(f"smollm2-gsm8k-templates -> {PACKAGE / 'templates'}")
+    if args.run is None:
+        return
     written = package_stack(
         args.run / "program-trained",
         args.run / "program-targets",

@@ -6,7 +6,9 @@ writes its output as a plain number. ``smollm2-gsm8k-vote`` samples five
 programs and keeps the most common output; ``smollm2-gsm8k-retry`` answers
 again, by five sampled programs and a vote among those that print a whole
 number, where the stack's own answer is not a whole number (a fraction, a
-negative count, an error); ``smollm2-gsm8k-baseline`` is what
+negative count, an error); ``smollm2-gsm8k-templates`` is the same stack
+with an adapter that also learnt from template problems ("sells three
+quarters of them, then bakes 10 more"); ``smollm2-gsm8k-baseline`` is what
 it was measured against: the same model with one adapter trained on the same
 rows' reference solutions, answering directly. The plugin also registers the
 ``numerals`` tool (question words such as "three quarters of" written as
@@ -33,6 +35,10 @@ STACKS = {
     "smollm2-gsm8k-retry": (
         HERE / "retry",
         "smollm2-gsm8k answering again by five sampled programs where its answer is not a whole number",
+    ),
+    "smollm2-gsm8k-templates": (
+        HERE / "templates",
+        "smollm2-gsm8k with its program stage trained on 3,000 template problems as well as GSM8K's",
     ),
     "smollm2-gsm8k-baseline": (
         HERE / "baseline",
